@@ -1,0 +1,127 @@
+//! `tunelab bench …`: numbers for the speed and memory targets (never asserted in tests).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Device;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::peak_rss_bytes;
+use crate::generate::generate_codes;
+use crate::models::musicgen::config::{MusicgenConfig, Preset};
+use crate::models::musicgen::sampling::{Sampler, SamplingParams};
+use crate::models::musicgen::MusicGen;
+use crate::models::nn::WeightMode;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Generation speed on the full musicgen-small layout with random weights (no download).
+    Generate(BenchGenerateArgs),
+}
+
+impl BenchCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Generate(a) => a.run(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchGenerateArgs {
+    /// Seconds of audio to generate.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Weight precision: f32, bf16 or q8.
+    #[arg(long, default_value = "f32")]
+    pub weights: WeightMode,
+    /// small, medium or large.
+    #[arg(long, default_value = "small")]
+    pub size: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct GenerateReport {
+    model: String,
+    weights: String,
+    threads: usize,
+    audio_seconds: f64,
+    frames: usize,
+    decode_steps: usize,
+    t5_seconds: f64,
+    lm_seconds: f64,
+    ms_per_step: f64,
+    encodec_decode_seconds: f64,
+    wall_seconds: f64,
+    real_time_factor: f64,
+    peak_rss_mb: f64,
+}
+
+impl BenchGenerateArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        let preset = match self.size.as_str() {
+            "small" => Preset::Small,
+            "medium" => Preset::Medium,
+            "large" => Preset::Large,
+            other => anyhow::bail!("unknown size {other} (small, medium, large)"),
+        };
+        let device = Device::Cpu;
+        let (mut model, tensors) =
+            MusicGen::random(MusicgenConfig::preset(preset), 0, &device).context("building")?;
+        drop(tensors);
+        model.set_weight_mode(self.weights)?;
+        let frames = (self.seconds * model.frame_rate()).round() as usize;
+        let k = model.num_codebooks();
+
+        let t0 = Instant::now();
+        // T5 on a 12-token prompt (random weights: the ids are what matters).
+        let ids: Vec<u32> = (0..12).map(|i| 100 + i * 37).collect();
+        let states = model.text.encode_ids(&ids)?;
+        let mask = candle_core::Tensor::ones((1, 12), candle_core::DType::U32, &device)?;
+        let cond = model.lm.condition(&states, &mask)?;
+        let t5 = t0.elapsed().as_secs_f64();
+
+        let mut sampler = Sampler::new(SamplingParams::default(), 0);
+        let t1 = Instant::now();
+        let codes = generate_codes(&model, &cond, frames, None, 3.0, &mut sampler, &mut |_| true)?;
+        let lm = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        let audio = model.decode_codes(&codes)?;
+        let dec = t2.elapsed().as_secs_f64();
+        let wall = t0.elapsed().as_secs_f64();
+        let steps = frames + k - 1;
+        let audio_seconds = audio.len() as f64 / model.sample_rate() as f64;
+        let r = GenerateReport {
+            model: preset.repo_id().to_string() + " layout, random weights",
+            weights: self.weights.to_string(),
+            threads: candle_core::utils::get_num_threads(),
+            audio_seconds,
+            frames,
+            decode_steps: steps,
+            t5_seconds: t5,
+            lm_seconds: lm,
+            ms_per_step: lm * 1000.0 / steps as f64,
+            encodec_decode_seconds: dec,
+            wall_seconds: wall,
+            real_time_factor: audio_seconds / wall,
+            peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6).unwrap_or(f64::NAN),
+        };
+        if self.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!("model            {}", r.model);
+            println!("weights          {} ({} threads)", r.weights, r.threads);
+            println!("audio            {:.2} s ({} frames, {} decoder steps, CFG 3, top-k 250)", r.audio_seconds, r.frames, r.decode_steps);
+            println!("T5 (12 tokens)   {:.3} s", r.t5_seconds);
+            println!("LM               {:.2} s = {:.1} ms/step", r.lm_seconds, r.ms_per_step);
+            println!("EnCodec decode   {:.2} s", r.encodec_decode_seconds);
+            println!("wall             {:.2} s, real-time factor {:.3}", r.wall_seconds, r.real_time_factor);
+            println!("peak RSS         {:.0} MB", r.peak_rss_mb);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! `tunelab generate`: prompt → WAV (and optionally the codes as JSON), through the engine worker.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::audio::write_wav;
+use crate::engine::{Command, EngineHandle, Event, JobOutput};
+use crate::generate::GenerateParams;
+use crate::models::musicgen::sampling::SamplingParams;
+use crate::models::nn::WeightMode;
+use crate::util::atomic_write;
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A Hugging Face repo id (e.g. facebook/musicgen-small) or a local model directory.
+    #[arg(long)]
+    pub model: String,
+    /// Text description; empty for unconditional generation.
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Seconds of audio (the audio prompt included).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Keep the k most likely tokens; 1 is greedy, 0 is no limit.
+    #[arg(long, default_value_t = 250)]
+    pub top_k: usize,
+    /// Nucleus threshold (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub top_p: f64,
+    /// Classifier-free guidance; 1.0 disables it.
+    #[arg(long, default_value_t = 3.0)]
+    pub guidance_scale: f64,
+    /// Audio to continue (WAV/FLAC/MP3/OGG).
+    #[arg(long)]
+    pub prompt_audio: Option<PathBuf>,
+    /// Weight precision for inference: f32, bf16 or q8.
+    #[arg(long, default_value = "f32")]
+    pub weights: WeightMode,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the generated codes as JSON `[codebooks][frames]` (un-delayed).
+    #[arg(long)]
+    pub save_codes: Option<PathBuf>,
+}
+
+impl GenerateArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let engine = EngineHandle::spawn(tx, Arc::new(|| {})).context("starting the engine")?;
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message("loading");
+        engine.send(Command::LoadModel {
+            job: 1,
+            spec: self.model.clone(),
+            weights: self.weights,
+        });
+        wait(&rx, 1, &bar).with_context(|| format!("loading model {}", self.model))?;
+        let params = GenerateParams {
+            prompt: self.prompt.clone(),
+            duration: self.duration,
+            seed: self.seed,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+            },
+            guidance_scale: self.guidance_scale,
+            prompt_audio: self.prompt_audio.clone(),
+        };
+        bar.set_message("generating");
+        bar.set_position(0);
+        engine.send(Command::Generate { job: 2, params });
+        let out = wait(&rx, 2, &bar).context("generating")?;
+        bar.finish_and_clear();
+        let JobOutput::Clip(clip) = out else {
+            bail!("the engine answered a generation with something else");
+        };
+        write_wav(&self.out, &clip.audio, clip.sample_rate)
+            .with_context(|| format!("writing {}", self.out.display()))?;
+        if let Some(p) = &self.save_codes {
+            let json = serde_json::to_vec(&clip.codes)?;
+            atomic_write(p, &json).with_context(|| format!("writing {}", p.display()))?;
+        }
+        println!(
+            "wrote {} ({:.2} s, {} frames × {} codebooks)",
+            self.out.display(),
+            clip.audio.len() as f64 / clip.sample_rate as f64,
+            clip.codes.first().map(|c| c.len()).unwrap_or(0),
+            clip.codes.len()
+        );
+        Ok(())
+    }
+}
+
+/// Drains events until `job` is done, driving the progress bar.
+fn wait(rx: &mpsc::Receiver<Event>, job: u64, bar: &ProgressBar) -> anyhow::Result<JobOutput> {
+    loop {
+        match rx.recv().context("the engine stopped")? {
+            Event::Download { file, done, total, .. } => {
+                bar.set_message(file);
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            Event::GenerateStep { step, total, .. } => {
+                bar.set_length(total as u64);
+                bar.set_position(step as u64);
+            }
+            Event::Done { job: j, result } if j == job => {
+                return result.map_err(anyhow::Error::msg);
+            }
+            Event::Done { .. } => {}
+        }
+    }
+}

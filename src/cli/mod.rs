@@ -1,0 +1,43 @@
+//! The headless CLI, on the same engine as the studio. One file per subcommand.
+
+pub mod bench;
+pub mod generate;
+pub mod models;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tunelab", version, about = "Fine-tune music generation models and prove the result by ear.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Generate a clip from a text prompt (and optionally an audio prompt to continue).
+    Generate(generate::GenerateArgs),
+    /// List MusicGen models found in the Hugging Face cache.
+    Models(models::ModelsArgs),
+    /// Benchmarks that print numbers (speed, memory).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+impl Commands {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Generate(a) => a.run(),
+            Self::Models(a) => a.run(),
+            Self::Bench(b) => b.run(),
+        }
+    }
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,3 @@
+//! Data: decoding, resampling and writing audio.
+
+pub mod audio;

@@ -1,0 +1,68 @@
+//! The two enums the UI and the engine exchange. Every job ends with exactly one
+//! [`Event::Done`]; progress events stream before it.
+
+use std::path::PathBuf;
+
+use crate::generate::{Clip, GenerateParams};
+use crate::models::nn::WeightMode;
+
+/// Identifies a job so its events can be matched to the request.
+pub type JobId = u64;
+
+/// Requests to the engine.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Load a MusicGen from a local directory or a Hugging Face repo id (downloading into the
+    /// HF cache with progress events). Replaces the current model.
+    LoadModel {
+        job: JobId,
+        spec: String,
+        weights: WeightMode,
+    },
+    /// Build a model of the given published layout with random weights (benchmarks, demos).
+    LoadRandom {
+        job: JobId,
+        preset: crate::models::musicgen::config::Preset,
+        seed: u64,
+    },
+    /// Generate a clip with the loaded model.
+    Generate { job: JobId, params: GenerateParams },
+    /// Stop the worker thread (also sent when the handle is dropped).
+    Shutdown,
+}
+
+/// What a finished job produced.
+#[derive(Debug, Clone)]
+pub enum JobOutput {
+    ModelLoaded(ModelInfo),
+    Clip(Clip),
+}
+
+/// A loaded model, as the UI shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub source: Option<PathBuf>,
+    pub description: String,
+    pub sample_rate: u32,
+    pub codebooks: usize,
+    pub parameters: usize,
+}
+
+/// Messages from the engine.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Bytes downloaded of one file of a model.
+    Download {
+        job: JobId,
+        file: String,
+        done: u64,
+        total: u64,
+    },
+    /// A generation step finished (`step` of `total` decoder steps).
+    GenerateStep { job: JobId, step: usize, total: usize },
+    /// A job ended: its result, or the error text to show.
+    Done {
+        job: JobId,
+        result: Result<JobOutput, String>,
+    },
+}

@@ -1,0 +1,265 @@
+//! Turning a prompt into a clip: conditioning, the delay-pattern decoding loop with
+//! classifier-free guidance, continuation from audio, sliding windows beyond the model's
+//! 30 s, and EnCodec decoding.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::audio;
+use crate::error::{Error, Result};
+use crate::models::musicgen::decoder::{Conditioning, DecoderCache};
+use crate::models::musicgen::patterns::{delayed_len, frame_at, undelay};
+use crate::models::musicgen::sampling::{guide, Sampler, SamplingParams};
+use crate::models::musicgen::MusicGen;
+
+/// audiocraft generates at most 30 s at once and slides the window by 18 s beyond that.
+pub const WINDOW_SECONDS: f64 = 30.0;
+pub const STRIDE_SECONDS: f64 = 18.0;
+
+/// Everything that determines a clip (with the model and its weights).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateParams {
+    /// Text description; empty = unconditional.
+    pub prompt: String,
+    /// Length of the returned clip in seconds (prompt audio included, as audiocraft).
+    pub duration: f64,
+    pub seed: u64,
+    pub sampling: SamplingParams,
+    /// Classifier-free guidance scale; 1.0 disables guidance.
+    pub guidance_scale: f64,
+    /// Audio to continue (any format; resampled to the model's rate, mono).
+    pub prompt_audio: Option<PathBuf>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            duration: 10.0,
+            seed: 0,
+            sampling: SamplingParams::default(),
+            guidance_scale: 3.0,
+            prompt_audio: None,
+        }
+    }
+}
+
+/// Progress reported after each decoder step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepProgress {
+    pub step: usize,
+    pub total: usize,
+}
+
+/// A generated clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clip {
+    /// `[K][T]` un-delayed codes: exactly what the EnCodec decoder received.
+    pub codes: Vec<Vec<u32>>,
+    pub audio: Vec<f32>,
+    pub sample_rate: u32,
+}
+
+/// Called after every decoder step; returning `false` cancels.
+pub type StepFn<'a> = dyn FnMut(StepProgress) -> bool + 'a;
+
+/// Generates `params.duration` seconds of audio.
+pub fn generate(model: &mut MusicGen, params: &GenerateParams, on_step: &mut StepFn) -> Result<Clip> {
+    params.sampling.validate()?;
+    if !(params.duration > 0.0 && params.duration.is_finite()) {
+        return Err(Error::InvalidRequest(format!(
+            "duration must be positive, got {}",
+            params.duration
+        )));
+    }
+    if !(params.guidance_scale.is_finite()) {
+        return Err(Error::InvalidRequest("guidance scale must be finite".into()));
+    }
+    let frames = (params.duration * model.frame_rate()).round().max(1.0) as usize;
+    let prompt_codes = match &params.prompt_audio {
+        Some(p) => {
+            let samples = audio::load_mono(p, model.sample_rate())?;
+            let codes = model.encode_audio(&samples)?;
+            let t = codes.first().map(|c| c.len()).unwrap_or(0);
+            if t >= frames {
+                return Err(Error::InvalidRequest(format!(
+                    "{}: the prompt audio ({:.1} s) is not shorter than the requested duration ({:.1} s)",
+                    p.display(),
+                    t as f64 / model.frame_rate(),
+                    params.duration
+                )));
+            }
+            Some(codes)
+        }
+        None => None,
+    };
+    let cond = model.condition(std::slice::from_ref(&params.prompt))?;
+    let mut sampler = Sampler::new(params.sampling, params.seed);
+    let codes = generate_codes(
+        model,
+        &cond,
+        frames,
+        prompt_codes.as_deref(),
+        params.guidance_scale,
+        &mut sampler,
+        on_step,
+    )?;
+    let audio = model.decode_codes(&codes)?;
+    Ok(Clip {
+        codes,
+        audio,
+        sample_rate: model.sample_rate(),
+    })
+}
+
+/// The longest sequence generated in one window, in frames.
+pub fn window_frames(model: &MusicGen) -> usize {
+    let by_time = (WINDOW_SECONDS * model.frame_rate()).round() as usize;
+    let by_positions = model
+        .config
+        .decoder
+        .max_position_embeddings
+        .saturating_sub(model.num_codebooks());
+    by_time.min(by_positions).max(1)
+}
+
+/// Codes for `frames` frames (prompt included), sliding a window when longer than the model's.
+pub fn generate_codes(
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    prompt: Option<&[Vec<u32>]>,
+    guidance_scale: f64,
+    sampler: &mut Sampler,
+    on_step: &mut StepFn,
+) -> Result<Vec<Vec<u32>>> {
+    let window = window_frames(model);
+    let k = model.num_codebooks();
+    if frames <= window {
+        return generate_window(model, cond, frames, prompt, guidance_scale, sampler, on_step, 0, frames + k);
+    }
+    let stride = ((STRIDE_SECONDS * model.frame_rate()).round() as usize).clamp(1, window);
+    let context = window - stride;
+    // Steps over all windows, for one progress bar.
+    let mut total = window + k;
+    let mut have = window;
+    while have < frames {
+        let new = (frames - have).min(stride);
+        total += context + new + k;
+        have += new;
+    }
+    let mut codes = generate_window(model, cond, window, prompt, guidance_scale, sampler, on_step, 0, total)?;
+    let mut done = window + k;
+    while codes[0].len() < frames {
+        let have = codes[0].len();
+        let new = (frames - have).min(stride);
+        let ctx: Vec<Vec<u32>> = codes.iter().map(|c| c[have - context..].to_vec()).collect();
+        let next = generate_window(
+            model,
+            cond,
+            context + new,
+            Some(&ctx),
+            guidance_scale,
+            sampler,
+            on_step,
+            done,
+            total,
+        )?;
+        done += context + new + k;
+        for (row, n) in codes.iter_mut().zip(next) {
+            row.extend_from_slice(&n[context..]);
+        }
+    }
+    Ok(codes)
+}
+
+/// One window: the delay-pattern loop. Frames `< prompt length` are forced to the prompt's codes.
+#[allow(clippy::too_many_arguments)]
+fn generate_window(
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    prompt: Option<&[Vec<u32>]>,
+    guidance_scale: f64,
+    sampler: &mut Sampler,
+    on_step: &mut StepFn,
+    step_offset: usize,
+    total_steps: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let k = model.num_codebooks();
+    let pad = model.config.decoder.pad_token_id;
+    let vocab = model.config.decoder.vocab_size;
+    let len = delayed_len(frames, k);
+    let p_len = prompt.map(|p| p.first().map(|r| r.len()).unwrap_or(0)).unwrap_or(0);
+    if let Some(p) = prompt {
+        if p.len() != k || p.iter().any(|r| r.len() != p_len) {
+            return Err(Error::InvalidRequest(format!(
+                "prompt codes must be {k} rows of equal length"
+            )));
+        }
+    }
+    let use_cfg = guidance_scale != 1.0;
+    let cond = if use_cfg {
+        cond.with_unconditional()?
+    } else {
+        cond.clone()
+    };
+    let batch = cond.batch_size()?;
+    let device = model.device().clone();
+
+    // delayed[k][pos]; position 0 is BOS (= pad) for every codebook.
+    let mut delayed = vec![vec![pad; len]; k];
+    if let Some(p) = prompt {
+        for (kk, row) in p.iter().enumerate() {
+            for (t, &c) in row.iter().enumerate().take(frames) {
+                delayed[kk][t + kk + 1] = c;
+            }
+        }
+    }
+    let mut cache = DecoderCache::new(&model.config.decoder, len);
+    // Positions 1..=p_len have codebook 0 forced, so the first sampled position is p_len + 1;
+    // its input columns 0..=p_len are fed in one prefill step.
+    let mut pos = p_len + 1;
+    let mut input_cols = 0..pos;
+    while pos < len {
+        let mut cols = Vec::with_capacity(batch * k * input_cols.len());
+        for _ in 0..batch {
+            for row in &delayed {
+                cols.extend(input_cols.clone().map(|c| row[c]));
+            }
+        }
+        let s = input_cols.len();
+        let input = Tensor::from_vec(cols, (batch, k, s), &device)?;
+        let logits = model.lm.forward(&input, &cond, Some(&mut cache))?;
+        // Last position only: [B, K, V].
+        let last = logits.narrow(2, s - 1, 1)?.squeeze(2)?.to_dtype(DType::F32)?;
+        let rows = last.to_vec3::<f32>()?;
+        for kk in 0..k {
+            let Some(t) = frame_at(pos, kk, frames) else {
+                continue; // pad slot
+            };
+            if t < p_len {
+                continue; // forced by the prompt
+            }
+            let row = if use_cfg {
+                guide(&rows[0][kk], &rows[1][kk], guidance_scale as f32)
+            } else {
+                rows[0][kk].clone()
+            };
+            let tok = sampler.sample(&row[..vocab.min(row.len())]);
+            delayed[kk][pos] = tok;
+        }
+        if !on_step(StepProgress {
+            step: step_offset + pos,
+            total: total_steps,
+        }) {
+            return Err(Error::Cancelled);
+        }
+        input_cols = pos..pos + 1;
+        pos += 1;
+    }
+    Ok(undelay(&delayed, frames))
+}

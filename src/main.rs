@@ -1,0 +1,27 @@
+use clap::Parser;
+use tunelab::cli::Cli;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(cmd) => cmd.run(),
+        None => open_studio(),
+    }
+}
+
+#[cfg(feature = "gui")]
+fn open_studio() -> anyhow::Result<()> {
+    tunelab::ui::run()
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_studio() -> anyhow::Result<()> {
+    anyhow::bail!("this build has no studio (built without the `gui` feature); see `tunelab --help`")
+}

@@ -1,0 +1,8 @@
+//! Models, candle only (no GUI, no audio device): MusicGen (T5 → LM → EnCodec) and shared layers.
+
+pub mod checkpoint;
+pub mod encodec;
+pub mod hub;
+pub mod musicgen;
+pub mod nn;
+pub mod t5;

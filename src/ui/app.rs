@@ -1,0 +1,212 @@
+//! The studio shell. For now one panel: load a model and generate a clip (the full studio with
+//! dataset, training and listening panels is issue #4). Engine events are drained in `logic`,
+//! the UI is drawn in `ui`, and nothing long runs on the UI thread.
+
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Command, EngineHandle, Event, JobId, JobOutput, ModelInfo};
+use crate::generate::{Clip, GenerateParams};
+use crate::models::musicgen::config::Preset;
+use crate::models::nn::WeightMode;
+
+/// Form values persisted across restarts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub model_spec: String,
+    pub params: GenerateParams,
+    pub out_path: String,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            model_spec: "facebook/musicgen-small".into(),
+            params: GenerateParams {
+                prompt: "lo-fi hip hop with warm piano and vinyl crackle".into(),
+                duration: 5.0,
+                ..Default::default()
+            },
+            out_path: "clip.wav".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Busy {
+    Idle,
+    Loading { job: JobId, file: String, done: u64, total: u64 },
+    Generating { job: JobId, step: usize, total: usize },
+}
+
+pub struct TunelabApp {
+    state: State,
+    engine: Option<EngineHandle>,
+    events: Receiver<Event>,
+    busy: Busy,
+    model: Option<ModelInfo>,
+    clip: Option<Clip>,
+    status: String,
+    next_job: JobId,
+}
+
+impl TunelabApp {
+    pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
+        let state = cc
+            .storage
+            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            .unwrap_or_default();
+        let ctx = cc.egui_ctx.clone();
+        Self::with_waker(state, Arc::new(move || ctx.request_repaint()))
+    }
+
+    /// Builds the app around a fresh engine; `wake` is called after each engine event.
+    pub fn with_waker(state: State, wake: crate::engine::worker::Waker) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let (engine, status) = match EngineHandle::spawn(tx, wake) {
+            Ok(e) => (Some(e), "No model loaded.".to_string()),
+            Err(e) => (None, format!("The engine could not start: {e}")),
+        };
+        Self {
+            state,
+            engine,
+            events: rx,
+            busy: Busy::Idle,
+            model: None,
+            clip: None,
+            status,
+            next_job: 1,
+        }
+    }
+
+    fn send(&mut self, make: impl FnOnce(JobId) -> Command) -> JobId {
+        let job = self.next_job;
+        self.next_job += 1;
+        if let Some(e) = &self.engine {
+            e.send(make(job));
+        }
+        job
+    }
+
+    /// Applies engine events, at most ~10 ms per frame.
+    fn drain_events(&mut self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(10) {
+            let Ok(ev) = self.events.try_recv() else { break };
+            match ev {
+                Event::Download { job, file, done, total } => {
+                    self.busy = Busy::Loading { job, file, done, total };
+                }
+                Event::GenerateStep { job, step, total } => {
+                    self.busy = Busy::Generating { job, step, total };
+                }
+                Event::Done { result, .. } => {
+                    self.busy = Busy::Idle;
+                    match result {
+                        Ok(JobOutput::ModelLoaded(info)) => {
+                            self.status = format!("Loaded: {}", info.description);
+                            self.model = Some(info);
+                        }
+                        Ok(JobOutput::Clip(clip)) => {
+                            self.status = format!(
+                                "Generated {:.1} s.",
+                                clip.audio.len() as f64 / clip.sample_rate as f64
+                            );
+                            self.clip = Some(clip);
+                        }
+                        Err(e) => self.status = format!("Error: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn draw(&mut self, ui: &mut egui::Ui) {
+        ui.heading("tunelab");
+        ui.label("Generate with MusicGen. Dataset, training and listening panels are on their way.");
+        ui.separator();
+        let idle = self.busy == Busy::Idle;
+        ui.horizontal(|ui| {
+            ui.label("Model (repo id or folder):");
+            ui.text_edit_singleline(&mut self.state.model_spec);
+            if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
+                let spec = self.state.model_spec.clone();
+                let job = self.send(|job| Command::LoadModel { job, spec, weights: WeightMode::F32 });
+                self.busy = Busy::Loading { job, file: String::new(), done: 0, total: 0 };
+            }
+            if ui
+                .add_enabled(idle, egui::Button::new("Random musicgen-small"))
+                .on_hover_text("The published layout with random weights: noise, but the full pipeline.")
+                .clicked()
+            {
+                let job = self.send(|job| Command::LoadRandom { job, preset: Preset::Small, seed: 0 });
+                self.busy = Busy::Loading { job, file: "random weights".into(), done: 0, total: 0 };
+            }
+        });
+        ui.label("Prompt:");
+        ui.text_edit_multiline(&mut self.state.params.prompt);
+        ui.horizontal(|ui| {
+            ui.add(egui::Slider::new(&mut self.state.params.duration, 1.0..=60.0).text("seconds"));
+            ui.add(egui::DragValue::new(&mut self.state.params.seed).prefix("seed "));
+            ui.add(egui::Slider::new(&mut self.state.params.guidance_scale, 1.0..=10.0).text("CFG"));
+            ui.add(egui::DragValue::new(&mut self.state.params.sampling.top_k).prefix("top-k "));
+        });
+        ui.horizontal(|ui| {
+            let can_gen = idle && self.model.is_some();
+            if ui.add_enabled(can_gen, egui::Button::new("Generate")).clicked() {
+                let params = self.state.params.clone();
+                let job = self.send(|job| Command::Generate { job, params });
+                self.busy = Busy::Generating { job, step: 0, total: 1 };
+            }
+            if !idle && ui.button("Cancel").clicked() {
+                if let Some(e) = &self.engine {
+                    e.cancel();
+                }
+            }
+        });
+        match &self.busy {
+            Busy::Idle => {}
+            Busy::Loading { file, done, total, .. } => {
+                let f = if *total > 0 { *done as f32 / *total as f32 } else { 0.0 };
+                ui.add(egui::ProgressBar::new(f).text(format!("loading {file}")));
+            }
+            Busy::Generating { step, total, .. } => {
+                let f = *step as f32 / (*total).max(1) as f32;
+                ui.add(egui::ProgressBar::new(f).text(format!("step {step}/{total}")));
+            }
+        }
+        if self.clip.is_some() {
+            ui.horizontal(|ui| {
+                ui.label("Save as:");
+                ui.text_edit_singleline(&mut self.state.out_path);
+                if ui.button("Save WAV").clicked() {
+                    if let Some(c) = &self.clip {
+                        let p = std::path::PathBuf::from(&self.state.out_path);
+                        self.status = match crate::data::audio::write_wav(&p, &c.audio, c.sample_rate) {
+                            Ok(()) => format!("Saved {}", p.display()),
+                            Err(e) => format!("Error: {e}"),
+                        };
+                    }
+                }
+            });
+        }
+        ui.separator();
+        ui.label(&self.status);
+    }
+}
+
+impl eframe::App for TunelabApp {
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.drain_events();
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        egui::CentralPanel::default().show_inside(ui, |ui| self.draw(ui));
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.state);
+    }
+}

@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests: the tiny reference model and its fixtures.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use tunelab::models::musicgen::MusicGen;
+use tunelab::models::nn::WeightMode;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn tiny_dir() -> PathBuf {
+    fixtures().join("tiny-musicgen")
+}
+
+pub fn tiny() -> MusicGen {
+    MusicGen::load(&tiny_dir(), &Device::Cpu, WeightMode::F32).expect("tiny fixture loads")
+}
+
+pub fn load(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join(name), &Device::Cpu).expect("fixture loads")
+}
+
+pub fn ids(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|v| v as u32)
+        .collect()
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Greedy reference cases written by tools/make_fixtures.py.
+#[derive(Debug, serde::Deserialize)]
+pub struct GreedyCase {
+    pub prompt: String,
+    pub guidance_scale: f64,
+    pub max_new_tokens: usize,
+    pub codes: Vec<Vec<u32>>,
+    #[serde(default)]
+    pub unconditional: bool,
+}
+
+pub fn greedy_cases() -> Vec<GreedyCase> {
+    let text = std::fs::read_to_string(fixtures().join("greedy_ref.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = v.get("cases").cloned().unwrap_or(v);
+    serde_json::from_value(cases).unwrap()
+}

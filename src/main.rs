@@ -23,5 +23,7 @@ fn open_studio() -> anyhow::Result<()> {
 
 #[cfg(not(feature = "gui"))]
 fn open_studio() -> anyhow::Result<()> {
-    anyhow::bail!("this build has no studio (built without the `gui` feature); see `tunelab --help`")
+    anyhow::bail!(
+        "this build has no studio (built without the `gui` feature); see `tunelab --help`"
+    )
 }

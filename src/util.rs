@@ -40,7 +40,8 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
         .map_err(|e| Error::io(path, e))?;
     let mut buf = line.trim_end_matches('\n').to_string();
     buf.push('\n');
-    f.write_all(buf.as_bytes()).map_err(|e| Error::io(path, e))?;
+    f.write_all(buf.as_bytes())
+        .map_err(|e| Error::io(path, e))?;
     f.sync_data().map_err(|e| Error::io(path, e))
 }
 
@@ -58,6 +59,9 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         append_line(&dir.path().join("log"), "x").unwrap();
         append_line(&dir.path().join("log"), "y\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("log")).unwrap(), "x\ny\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "x\ny\n"
+        );
     }
 }

@@ -40,12 +40,26 @@ fn t5_hidden_states_match() {
 fn padded_batch_conditioning_matches_masked_hf_batch() {
     let mut model = tiny();
     let r = load("t5_ref.safetensors");
-    let all = r["batch_ids"].to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
-    let mask = r["batch_mask"].to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
+    let all = r["batch_ids"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap();
+    let mask = r["batch_mask"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap();
     let rows: Vec<Vec<u32>> = all
         .iter()
         .zip(&mask)
-        .map(|(ids, m)| ids.iter().zip(m).filter(|(_, m)| **m == 1).map(|(i, _)| *i as u32).collect())
+        .map(|(ids, m)| {
+            ids.iter()
+                .zip(m)
+                .filter(|(_, m)| **m == 1)
+                .map(|(i, _)| *i as u32)
+                .collect()
+        })
         .collect();
     let (states, m) = model.text.encode_id_batch(&rows).unwrap();
     // Real tokens equal HF's masked batch.
@@ -71,7 +85,10 @@ fn encodec_codes_latents_and_audio_match() {
     let codes = model.codec.encode(wave).unwrap();
     let want = r["codes"].squeeze(0).unwrap(); // [1, 4, T]
     assert_eq!(ids(&codes), ids(&want), "EnCodec codes differ");
-    let audio = model.codec.decode(&want.to_dtype(DType::U32).unwrap()).unwrap();
+    let audio = model
+        .codec
+        .decode(&want.to_dtype(DType::U32).unwrap())
+        .unwrap();
     let err = max_abs_diff(&audio, &r["decoded"]);
     assert!(err <= TOL, "decoded audio: {err}");
 
@@ -79,7 +96,10 @@ fn encodec_codes_latents_and_audio_match() {
     let codes = model.codec.encode(&r["wave_odd"]).unwrap();
     let want = r["codes_odd"].squeeze(0).unwrap();
     assert_eq!(ids(&codes), ids(&want), "EnCodec codes differ (odd length)");
-    let audio = model.codec.decode(&want.to_dtype(DType::U32).unwrap()).unwrap();
+    let audio = model
+        .codec
+        .decode(&want.to_dtype(DType::U32).unwrap())
+        .unwrap();
     let err = max_abs_diff(&audio, &r["decoded_odd"]);
     assert!(err <= TOL, "decoded audio (odd length): {err}");
 }
@@ -92,17 +112,35 @@ fn decoder_logits(
 ) -> (Tensor, Tensor) {
     let k = model.num_codebooks();
     let b = text_ids.dim(0).unwrap();
-    let ids_v = text_ids.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
-    let mask_v = text_mask.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
+    let ids_v = text_ids
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap();
+    let mask_v = text_mask
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap();
     let rows: Vec<Vec<u32>> = ids_v
         .iter()
         .zip(&mask_v)
-        .map(|(ids, m)| ids.iter().zip(m).filter(|(_, m)| **m == 1).map(|(i, _)| *i as u32).collect())
+        .map(|(ids, m)| {
+            ids.iter()
+                .zip(m)
+                .filter(|(_, m)| **m == 1)
+                .map(|(i, _)| *i as u32)
+                .collect()
+        })
         .collect();
     let (states, mask) = model.text.encode_id_batch(&rows).unwrap();
     let cond = model.lm.condition(&states, &mask).unwrap();
     let s = dec_ids.dim(1).unwrap();
-    let codes = dec_ids.to_dtype(DType::U32).unwrap().reshape((b, k, s)).unwrap();
+    let codes = dec_ids
+        .to_dtype(DType::U32)
+        .unwrap()
+        .reshape((b, k, s))
+        .unwrap();
     let logits = model.lm.forward(&codes, &cond, None).unwrap();
     let uncond = cond.with_unconditional().unwrap();
     let both = model
@@ -117,13 +155,21 @@ fn decoder_logits(
 fn decoder_logits_match_with_and_without_cfg() {
     let mut model = tiny();
     let r = load("decoder_ref.safetensors");
-    let (cond, uncond) = decoder_logits(&mut model, &r["text_ids"], &r["text_mask"], &r["decoder_input_ids"]);
+    let (cond, uncond) = decoder_logits(
+        &mut model,
+        &r["text_ids"],
+        &r["text_mask"],
+        &r["decoder_input_ids"],
+    );
     let err = max_abs_diff(&cond, &r["logits_cond"]);
     assert!(err <= TOL, "conditional logits: {err}");
     let err = max_abs_diff(&uncond, &r["logits_uncond"]);
     assert!(err <= TOL, "unconditional logits: {err}");
     // Guided logits through the same formula the sampler uses.
-    let (c, u) = (cond.flatten_all().unwrap().to_vec1::<f32>().unwrap(), uncond.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    let (c, u) = (
+        cond.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        uncond.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
     let g = tunelab::models::musicgen::sampling::guide(&c, &u, 3.0);
     let g = Tensor::from_vec(g, cond.dims(), &Device::Cpu).unwrap();
     let err = max_abs_diff(&g, &r["logits_cfg"]);
@@ -134,7 +180,12 @@ fn decoder_logits_match_with_and_without_cfg() {
 fn decoder_logits_match_for_a_padded_batch_of_two_prompts() {
     let mut model = tiny();
     let r = load("decoder_ref.safetensors");
-    let (cond, _) = decoder_logits(&mut model, &r["text_ids_b2"], &r["text_mask_b2"], &r["decoder_input_ids_b2"]);
+    let (cond, _) = decoder_logits(
+        &mut model,
+        &r["text_ids_b2"],
+        &r["text_mask_b2"],
+        &r["decoder_input_ids_b2"],
+    );
     let err = max_abs_diff(&cond, &r["logits_cond_b2"]);
     assert!(err <= TOL, "batched logits: {err}");
 }
@@ -143,22 +194,42 @@ fn decoder_logits_match_for_a_padded_batch_of_two_prompts() {
 fn kv_cache_steps_equal_the_full_forward() {
     let mut model = tiny();
     let r = load("decoder_ref.safetensors");
-    let (full, _) = decoder_logits(&mut model, &r["text_ids"], &r["text_mask"], &r["decoder_input_ids"]);
+    let (full, _) = decoder_logits(
+        &mut model,
+        &r["text_ids"],
+        &r["text_mask"],
+        &r["decoder_input_ids"],
+    );
     let ids_v = ids(&r["text_ids"]);
     let (states, mask) = model.text.encode_id_batch(&[ids_v]).unwrap();
     let cond = model.lm.condition(&states, &mask).unwrap();
     let dec = &r["decoder_input_ids"];
     let s = dec.dim(1).unwrap();
-    let codes = dec.to_dtype(DType::U32).unwrap().reshape((1, 4, s)).unwrap();
+    let codes = dec
+        .to_dtype(DType::U32)
+        .unwrap()
+        .reshape((1, 4, s))
+        .unwrap();
     let mut cache = tunelab::models::musicgen::decoder::DecoderCache::new(model.lm.config(), s);
     // A 3-token prefill, then one token at a time.
-    let mut parts = vec![model.lm.forward(&codes.narrow(2, 0, 3).unwrap(), &cond, Some(&mut cache)).unwrap()];
+    let mut parts = vec![model
+        .lm
+        .forward(&codes.narrow(2, 0, 3).unwrap(), &cond, Some(&mut cache))
+        .unwrap()];
     for p in 3..s {
-        parts.push(model.lm.forward(&codes.narrow(2, p, 1).unwrap(), &cond, Some(&mut cache)).unwrap());
+        parts.push(
+            model
+                .lm
+                .forward(&codes.narrow(2, p, 1).unwrap(), &cond, Some(&mut cache))
+                .unwrap(),
+        );
     }
     let stepped = Tensor::cat(&parts, 2).unwrap();
     let err = max_abs_diff(&stepped, &full);
-    assert!(err <= TOL, "cached decoding differs from the full forward: {err}");
+    assert!(
+        err <= TOL,
+        "cached decoding differs from the full forward: {err}"
+    );
 }
 
 #[test]
@@ -166,15 +237,35 @@ fn greedy_codes_are_identical_to_hf_generate() {
     let mut model = tiny();
     let cases = greedy_cases();
     assert!(cases.len() >= 4);
-    let greedy = SamplingParams { top_k: 1, ..Default::default() };
+    let greedy = SamplingParams {
+        top_k: 1,
+        ..Default::default()
+    };
     for c in cases {
         let k = model.num_codebooks();
         let frames = c.max_new_tokens + 1 - k;
-        let prompt = if c.unconditional { String::new() } else { c.prompt.clone() };
+        let prompt = if c.unconditional {
+            String::new()
+        } else {
+            c.prompt.clone().unwrap_or_default()
+        };
         let cond = model.condition(&[prompt]).unwrap();
         let mut sampler = Sampler::new(greedy, 0);
-        let codes = generate_codes(&model, &cond, frames, None, c.guidance_scale, &mut sampler, &mut |_| true).unwrap();
-        assert_eq!(codes, c.codes, "prompt {:?} at CFG {}", c.prompt, c.guidance_scale);
+        let codes = generate_codes(
+            &model,
+            &cond,
+            frames,
+            None,
+            c.guidance_scale,
+            &mut sampler,
+            &mut |_| true,
+        )
+        .unwrap();
+        assert_eq!(
+            codes, c.codes,
+            "prompt {:?} at CFG {}",
+            c.prompt, c.guidance_scale
+        );
     }
 }
 

@@ -87,7 +87,9 @@ impl BenchGenerateArgs {
 
         let mut sampler = Sampler::new(SamplingParams::default(), 0);
         let t1 = Instant::now();
-        let codes = generate_codes(&model, &cond, frames, None, 3.0, &mut sampler, &mut |_| true)?;
+        let codes = generate_codes(&model, &cond, frames, None, 3.0, &mut sampler, &mut |_| {
+            true
+        })?;
         let lm = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
         let audio = model.decode_codes(&codes)?;
@@ -115,11 +117,20 @@ impl BenchGenerateArgs {
         } else {
             println!("model            {}", r.model);
             println!("weights          {} ({} threads)", r.weights, r.threads);
-            println!("audio            {:.2} s ({} frames, {} decoder steps, CFG 3, top-k 250)", r.audio_seconds, r.frames, r.decode_steps);
+            println!(
+                "audio            {:.2} s ({} frames, {} decoder steps, CFG 3, top-k 250)",
+                r.audio_seconds, r.frames, r.decode_steps
+            );
             println!("T5 (12 tokens)   {:.3} s", r.t5_seconds);
-            println!("LM               {:.2} s = {:.1} ms/step", r.lm_seconds, r.ms_per_step);
+            println!(
+                "LM               {:.2} s = {:.1} ms/step",
+                r.lm_seconds, r.ms_per_step
+            );
             println!("EnCodec decode   {:.2} s", r.encodec_decode_seconds);
-            println!("wall             {:.2} s, real-time factor {:.3}", r.wall_seconds, r.real_time_factor);
+            println!(
+                "wall             {:.2} s, real-time factor {:.3}",
+                r.wall_seconds, r.real_time_factor
+            );
             println!("peak RSS         {:.0} MB", r.peak_rss_mb);
         }
         Ok(())

@@ -110,7 +110,9 @@ impl GenerateArgs {
 fn wait(rx: &mpsc::Receiver<Event>, job: u64, bar: &ProgressBar) -> anyhow::Result<JobOutput> {
     loop {
         match rx.recv().context("the engine stopped")? {
-            Event::Download { file, done, total, .. } => {
+            Event::Download {
+                file, done, total, ..
+            } => {
                 bar.set_message(file);
                 bar.set_length(total);
                 bar.set_position(done);

@@ -7,7 +7,11 @@ pub mod models;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tunelab", version, about = "Fine-tune music generation models and prove the result by ear.")]
+#[command(
+    name = "tunelab",
+    version,
+    about = "Fine-tune music generation models and prove the result by ear."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Commands>,

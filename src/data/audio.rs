@@ -228,7 +228,9 @@ mod tests {
         std::fs::write(&p, b"not audio at all").unwrap();
         let e = load_mono(&p, 32_000).unwrap_err().to_string();
         assert!(e.contains("x.mp3"), "{e}");
-        let e = load_mono(&dir.path().join("missing.wav"), 32_000).unwrap_err().to_string();
+        let e = load_mono(&dir.path().join("missing.wav"), 32_000)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.wav"), "{e}");
     }
 

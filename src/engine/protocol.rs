@@ -59,7 +59,11 @@ pub enum Event {
         total: u64,
     },
     /// A generation step finished (`step` of `total` decoder steps).
-    GenerateStep { job: JobId, step: usize, total: usize },
+    GenerateStep {
+        job: JobId,
+        step: usize,
+        total: usize,
+    },
     /// A job ended: its result, or the error text to show.
     Done {
         job: JobId,

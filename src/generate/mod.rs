@@ -67,7 +67,11 @@ pub struct Clip {
 pub type StepFn<'a> = dyn FnMut(StepProgress) -> bool + 'a;
 
 /// Generates `params.duration` seconds of audio.
-pub fn generate(model: &mut MusicGen, params: &GenerateParams, on_step: &mut StepFn) -> Result<Clip> {
+pub fn generate(
+    model: &mut MusicGen,
+    params: &GenerateParams,
+    on_step: &mut StepFn,
+) -> Result<Clip> {
     params.sampling.validate()?;
     if !(params.duration > 0.0 && params.duration.is_finite()) {
         return Err(Error::InvalidRequest(format!(
@@ -76,7 +80,9 @@ pub fn generate(model: &mut MusicGen, params: &GenerateParams, on_step: &mut Ste
         )));
     }
     if !(params.guidance_scale.is_finite()) {
-        return Err(Error::InvalidRequest("guidance scale must be finite".into()));
+        return Err(Error::InvalidRequest(
+            "guidance scale must be finite".into(),
+        ));
     }
     let frames = (params.duration * model.frame_rate()).round().max(1.0) as usize;
     let prompt_codes = match &params.prompt_audio {
@@ -126,7 +132,8 @@ pub fn window_frames(model: &MusicGen) -> usize {
     by_time.min(by_positions).max(1)
 }
 
-/// Codes for `frames` frames (prompt included), sliding a window when longer than the model's.
+/// Codes for `frames` frames (prompt included), sliding audiocraft's window (30 s, 18 s stride)
+/// when longer than the model's.
 pub fn generate_codes(
     model: &MusicGen,
     cond: &Conditioning,
@@ -137,26 +144,87 @@ pub fn generate_codes(
     on_step: &mut StepFn,
 ) -> Result<Vec<Vec<u32>>> {
     let window = window_frames(model);
-    let k = model.num_codebooks();
-    if frames <= window {
-        return generate_window(model, cond, frames, prompt, guidance_scale, sampler, on_step, 0, frames + k);
-    }
     let stride = ((STRIDE_SECONDS * model.frame_rate()).round() as usize).clamp(1, window);
-    let context = window - stride;
+    let w = Window {
+        frames: window,
+        stride,
+    };
+    generate_codes_windowed(
+        model,
+        cond,
+        frames,
+        prompt,
+        guidance_scale,
+        sampler,
+        on_step,
+        w,
+    )
+}
+
+/// Sliding-window geometry in frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub frames: usize,
+    pub stride: usize,
+}
+
+/// As [`generate_codes`] with an explicit window: the first window is generated as a whole;
+/// each next one is prompted with the last `frames - stride` frames and adds up to `stride`.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_codes_windowed(
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    prompt: Option<&[Vec<u32>]>,
+    guidance_scale: f64,
+    sampler: &mut Sampler,
+    on_step: &mut StepFn,
+    window: Window,
+) -> Result<Vec<Vec<u32>>> {
+    let k = model.num_codebooks();
+    let Window {
+        frames: win,
+        stride,
+    } = window;
+    if stride == 0 || stride > win {
+        return Err(Error::InvalidRequest(format!(
+            "window stride {stride} must be in 1..={win}"
+        )));
+    }
+    let first = frames.min(win);
+    let context = win - stride;
     // Steps over all windows, for one progress bar.
-    let mut total = window + k;
-    let mut have = window;
+    let mut total = first + k;
+    let mut have = first;
     while have < frames {
         let new = (frames - have).min(stride);
         total += context + new + k;
         have += new;
     }
-    let mut codes = generate_window(model, cond, window, prompt, guidance_scale, sampler, on_step, 0, total)?;
-    let mut done = window + k;
+    let mut codes = generate_window(
+        model,
+        cond,
+        first,
+        prompt,
+        guidance_scale,
+        sampler,
+        on_step,
+        0,
+        total,
+    )?;
+    let mut done = first + k;
     while codes[0].len() < frames {
         let have = codes[0].len();
         let new = (frames - have).min(stride);
-        let ctx: Vec<Vec<u32>> = codes.iter().map(|c| c[have - context..].to_vec()).collect();
+        let mut ctx: Vec<Vec<u32>> = codes.iter().map(|c| c[have - context..].to_vec()).collect();
+        // A prompt longer than one window keeps forcing its frames in the next windows.
+        if let Some(p) = prompt {
+            for (row, prow) in ctx.iter_mut().zip(p) {
+                if prow.len() > have {
+                    row.extend_from_slice(&prow[have..prow.len().min(have + new)]);
+                }
+            }
+        }
         let next = generate_window(
             model,
             cond,
@@ -193,7 +261,9 @@ fn generate_window(
     let pad = model.config.decoder.pad_token_id;
     let vocab = model.config.decoder.vocab_size;
     let len = delayed_len(frames, k);
-    let p_len = prompt.map(|p| p.first().map(|r| r.len()).unwrap_or(0)).unwrap_or(0);
+    let p_len = prompt
+        .map(|p| p.first().map(|r| r.len()).unwrap_or(0))
+        .unwrap_or(0);
     if let Some(p) = prompt {
         if p.len() != k || p.iter().any(|r| r.len() != p_len) {
             return Err(Error::InvalidRequest(format!(
@@ -235,7 +305,10 @@ fn generate_window(
         let input = Tensor::from_vec(cols, (batch, k, s), &device)?;
         let logits = model.lm.forward(&input, &cond, Some(&mut cache))?;
         // Last position only: [B, K, V].
-        let last = logits.narrow(2, s - 1, 1)?.squeeze(2)?.to_dtype(DType::F32)?;
+        let last = logits
+            .narrow(2, s - 1, 1)?
+            .squeeze(2)?
+            .to_dtype(DType::F32)?;
         let rows = last.to_vec3::<f32>()?;
         for kk in 0..k {
             let Some(t) = frame_at(pos, kk, frames) else {

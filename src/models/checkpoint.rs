@@ -191,7 +191,11 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
     let t = t.flatten_all()?;
     Ok(match t.dtype() {
-        DType::F32 => t.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F32 => t
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
         DType::F16 => t
             .to_vec1::<half::f16>()?
             .iter()
@@ -202,8 +206,16 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect(),
-        DType::U32 => t.to_vec1::<u32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::I64 => t.to_vec1::<i64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::U32 => t
+            .to_vec1::<u32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::I64 => t
+            .to_vec1::<i64>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
         DType::U8 => t.to_vec1::<u8>()?,
         other => {
             return Err(Error::InvalidRequest(format!(
@@ -235,20 +247,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev = Device::Cpu;
         let mut m = HashMap::new();
-        m.insert("x.weight".to_string(), Tensor::new(&[1f32, 2., 3.], &dev).unwrap());
+        m.insert(
+            "x.weight".to_string(),
+            Tensor::new(&[1f32, 2., 3.], &dev).unwrap(),
+        );
         let p = dir.path().join("model.safetensors");
         save_tensors(&m, &p).unwrap();
         let back = load_tensors(std::slice::from_ref(&p), DType::F32, &dev).unwrap();
         assert_eq!(back["x.weight"].to_vec1::<f32>().unwrap(), vec![1., 2., 3.]);
 
         std::fs::write(&p, b"definitely not safetensors").unwrap();
-        let e = load_tensors(&[p.clone()], DType::F32, &dev).unwrap_err().to_string();
-        assert!(e.contains("model.safetensors") && e.contains("not a safetensors"), "{e}");
+        let e = load_tensors(&[p.clone()], DType::F32, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("not a safetensors"),
+            "{e}"
+        );
 
         std::fs::remove_file(&p).unwrap();
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
         std::fs::write(dir.path().join("pytorch_model.bin"), b"pickle").unwrap();
         let e = ModelFiles::in_dir(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("pytorch_model.bin") && e.contains("pickle"), "{e}");
+        assert!(
+            e.contains("pytorch_model.bin") && e.contains("pickle"),
+            "{e}"
+        );
     }
 }

@@ -213,9 +213,8 @@ impl Conv1d {
         let len = xs.dim(D::Minus1)?;
         let padding_total = self.kernel_eff - self.stride;
         // HF `_get_extra_padding_for_conv1d`: pad so the last window is complete.
-        let n_frames = (len as f64 - self.kernel_eff as f64 + padding_total as f64)
-            / self.stride as f64
-            + 1.0;
+        let n_frames =
+            (len as f64 - self.kernel_eff as f64 + padding_total as f64) / self.stride as f64 + 1.0;
         let n_frames = n_frames.ceil() as i64 - 1;
         let ideal = n_frames * self.stride as i64 + self.kernel_eff as i64 - padding_total as i64;
         let extra = (ideal - len as i64).max(0) as usize;

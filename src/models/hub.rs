@@ -200,7 +200,11 @@ pub fn cached_models(all: bool) -> Vec<CachedModel> {
             };
             let model_type = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
-                .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(String::from))
+                .and_then(|v| {
+                    v.get("model_type")
+                        .and_then(|m| m.as_str())
+                        .map(String::from)
+                })
                 .unwrap_or_default();
             if !all && !model_type.starts_with("musicgen") {
                 continue;

@@ -199,7 +199,10 @@ mod tests {
         let dev = Device::Cpu;
         let x = Var::new(&[[1f32, 2., 4.], [0.5, -1., 3.]], &dev).unwrap();
         let ln = LayerNorm {
-            weight: Var::new(&[1f32, 0.5, 2.], &dev).unwrap().as_tensor().clone(),
+            weight: Var::new(&[1f32, 0.5, 2.], &dev)
+                .unwrap()
+                .as_tensor()
+                .clone(),
             bias: Tensor::zeros(3, DType::F32, &dev).unwrap(),
             eps: 1e-5,
         };
@@ -221,7 +224,13 @@ mod tests {
             bias: Tensor::zeros(3, DType::F32, &dev).unwrap(),
             eps: 0.0,
         };
-        let y = ln.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = ln
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let s = (2.0f32 / 3.0).sqrt();
         for (a, b) in y.iter().zip([-1.0 / s, 0.0, 1.0 / s]) {
             assert!((a - b).abs() < 1e-5);

@@ -29,9 +29,8 @@ impl TextEncoder {
         let model = t5::T5EncoderModel::load(vb, cfg)?;
         let tokenizer = match tokenizer {
             Some(p) => {
-                let t = tokenizers::Tokenizer::from_file(p).map_err(|e| {
-                    Error::bad_file(p, format!("not a tokenizers JSON file: {e}"))
-                })?;
+                let t = tokenizers::Tokenizer::from_file(p)
+                    .map_err(|e| Error::bad_file(p, format!("not a tokenizers JSON file: {e}")))?;
                 Some((t, p.to_path_buf()))
             }
             None => None,

@@ -37,8 +37,17 @@ impl Default for State {
 #[derive(Debug, Clone, PartialEq)]
 enum Busy {
     Idle,
-    Loading { job: JobId, file: String, done: u64, total: u64 },
-    Generating { job: JobId, step: usize, total: usize },
+    Loading {
+        job: JobId,
+        file: String,
+        done: u64,
+        total: u64,
+    },
+    Generating {
+        job: JobId,
+        step: usize,
+        total: usize,
+    },
 }
 
 pub struct TunelabApp {
@@ -94,10 +103,22 @@ impl TunelabApp {
     fn drain_events(&mut self) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(10) {
-            let Ok(ev) = self.events.try_recv() else { break };
+            let Ok(ev) = self.events.try_recv() else {
+                break;
+            };
             match ev {
-                Event::Download { job, file, done, total } => {
-                    self.busy = Busy::Loading { job, file, done, total };
+                Event::Download {
+                    job,
+                    file,
+                    done,
+                    total,
+                } => {
+                    self.busy = Busy::Loading {
+                        job,
+                        file,
+                        done,
+                        total,
+                    };
                 }
                 Event::GenerateStep { job, step, total } => {
                     self.busy = Busy::Generating { job, step, total };
@@ -125,7 +146,9 @@ impl TunelabApp {
 
     fn draw(&mut self, ui: &mut egui::Ui) {
         ui.heading("tunelab");
-        ui.label("Generate with MusicGen. Dataset, training and listening panels are on their way.");
+        ui.label(
+            "Generate with MusicGen. Dataset, training and listening panels are on their way.",
+        );
         ui.separator();
         let idle = self.busy == Busy::Idle;
         ui.horizontal(|ui| {
@@ -133,16 +156,36 @@ impl TunelabApp {
             ui.text_edit_singleline(&mut self.state.model_spec);
             if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
                 let spec = self.state.model_spec.clone();
-                let job = self.send(|job| Command::LoadModel { job, spec, weights: WeightMode::F32 });
-                self.busy = Busy::Loading { job, file: String::new(), done: 0, total: 0 };
+                let job = self.send(|job| Command::LoadModel {
+                    job,
+                    spec,
+                    weights: WeightMode::F32,
+                });
+                self.busy = Busy::Loading {
+                    job,
+                    file: String::new(),
+                    done: 0,
+                    total: 0,
+                };
             }
             if ui
                 .add_enabled(idle, egui::Button::new("Random musicgen-small"))
-                .on_hover_text("The published layout with random weights: noise, but the full pipeline.")
+                .on_hover_text(
+                    "The published layout with random weights: noise, but the full pipeline.",
+                )
                 .clicked()
             {
-                let job = self.send(|job| Command::LoadRandom { job, preset: Preset::Small, seed: 0 });
-                self.busy = Busy::Loading { job, file: "random weights".into(), done: 0, total: 0 };
+                let job = self.send(|job| Command::LoadRandom {
+                    job,
+                    preset: Preset::Small,
+                    seed: 0,
+                });
+                self.busy = Busy::Loading {
+                    job,
+                    file: "random weights".into(),
+                    done: 0,
+                    total: 0,
+                };
             }
         });
         ui.label("Prompt:");
@@ -150,15 +193,24 @@ impl TunelabApp {
         ui.horizontal(|ui| {
             ui.add(egui::Slider::new(&mut self.state.params.duration, 1.0..=60.0).text("seconds"));
             ui.add(egui::DragValue::new(&mut self.state.params.seed).prefix("seed "));
-            ui.add(egui::Slider::new(&mut self.state.params.guidance_scale, 1.0..=10.0).text("CFG"));
+            ui.add(
+                egui::Slider::new(&mut self.state.params.guidance_scale, 1.0..=10.0).text("CFG"),
+            );
             ui.add(egui::DragValue::new(&mut self.state.params.sampling.top_k).prefix("top-k "));
         });
         ui.horizontal(|ui| {
             let can_gen = idle && self.model.is_some();
-            if ui.add_enabled(can_gen, egui::Button::new("Generate")).clicked() {
+            if ui
+                .add_enabled(can_gen, egui::Button::new("Generate"))
+                .clicked()
+            {
                 let params = self.state.params.clone();
                 let job = self.send(|job| Command::Generate { job, params });
-                self.busy = Busy::Generating { job, step: 0, total: 1 };
+                self.busy = Busy::Generating {
+                    job,
+                    step: 0,
+                    total: 1,
+                };
             }
             if !idle && ui.button("Cancel").clicked() {
                 if let Some(e) = &self.engine {
@@ -168,8 +220,14 @@ impl TunelabApp {
         });
         match &self.busy {
             Busy::Idle => {}
-            Busy::Loading { file, done, total, .. } => {
-                let f = if *total > 0 { *done as f32 / *total as f32 } else { 0.0 };
+            Busy::Loading {
+                file, done, total, ..
+            } => {
+                let f = if *total > 0 {
+                    *done as f32 / *total as f32
+                } else {
+                    0.0
+                };
                 ui.add(egui::ProgressBar::new(f).text(format!("loading {file}")));
             }
             Busy::Generating { step, total, .. } => {
@@ -184,10 +242,11 @@ impl TunelabApp {
                 if ui.button("Save WAV").clicked() {
                     if let Some(c) = &self.clip {
                         let p = std::path::PathBuf::from(&self.state.out_path);
-                        self.status = match crate::data::audio::write_wav(&p, &c.audio, c.sample_rate) {
-                            Ok(()) => format!("Saved {}", p.display()),
-                            Err(e) => format!("Error: {e}"),
-                        };
+                        self.status =
+                            match crate::data::audio::write_wav(&p, &c.audio, c.sample_rate) {
+                                Ok(()) => format!("Saved {}", p.display()),
+                                Err(e) => format!("Error: {e}"),
+                            };
                     }
                 }
             });
@@ -203,7 +262,7 @@ impl eframe::App for TunelabApp {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::CentralPanel::default().show_inside(ui, |ui| self.draw(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.draw(ui));
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

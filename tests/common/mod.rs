@@ -55,7 +55,7 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// Greedy reference cases written by tools/make_fixtures.py.
 #[derive(Debug, serde::Deserialize)]
 pub struct GreedyCase {
-    pub prompt: String,
+    pub prompt: Option<String>,
     pub guidance_scale: f64,
     pub max_new_tokens: usize,
     pub codes: Vec<Vec<u32>>,

@@ -296,7 +296,10 @@ mod tests {
         v["decoder"]["audio_channels"] = 2.into();
         std::fs::write(&p, v.to_string()).unwrap();
         let e = MusicgenConfig::from_file(&p).unwrap_err().to_string();
-        assert!(e.contains("stereo") && e.contains("not supported yet"), "{e}");
+        assert!(
+            e.contains("stereo") && e.contains("not supported yet"),
+            "{e}"
+        );
         v["model_type"] = "musicgen_melody".into();
         std::fs::write(&p, v.to_string()).unwrap();
         let e = MusicgenConfig::from_file(&p).unwrap_err().to_string();

@@ -411,7 +411,10 @@ mod tests {
 
     #[test]
     fn causal_mask_respects_offset() {
-        let m = causal_mask(2, 3, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let m = causal_mask(2, 3, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(m[0][3], 0.0);
         assert!(m[0][4].is_infinite());
         assert_eq!(m[1][4], 0.0);

@@ -91,7 +91,8 @@ impl MusicGen {
         };
         let t5_cfg = config.t5_config(label)?;
         let text = TextEncoder::new(&t5_cfg, vb.pp("text_encoder"), tokenizer).map_err(wrap)?;
-        let codec = EncodecModel::new(&config.audio_encoder, vb.pp("audio_encoder")).map_err(wrap)?;
+        let codec =
+            EncodecModel::new(&config.audio_encoder, vb.pp("audio_encoder")).map_err(wrap)?;
         let lm = MusicgenLm::new(&config.decoder, t5_cfg.d_model, vb.clone()).map_err(wrap)?;
         Ok(Self {
             config,
@@ -266,7 +267,12 @@ impl candle_nn::var_builder::SimpleBackend for RandomInit {
         Ok(t)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         Err(candle_core::Error::Msg(format!(
             "random init needs a shape for {name}"
         )))

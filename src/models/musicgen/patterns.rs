@@ -45,7 +45,12 @@ mod tests {
 
     #[test]
     fn delay_roundtrip_and_layout() {
-        let codes = vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10, 11, 12]];
+        let codes = vec![
+            vec![1, 2, 3],
+            vec![4, 5, 6],
+            vec![7, 8, 9],
+            vec![10, 11, 12],
+        ];
         let d = delay(&codes, 2048);
         assert_eq!(d[0], vec![2048, 1, 2, 3, 2048, 2048, 2048]);
         assert_eq!(d[3], vec![2048, 2048, 2048, 2048, 10, 11, 12]);

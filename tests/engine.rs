@@ -1,0 +1,194 @@
+//! The engine worker: Command in, Event out, one Done per job, cancel between steps, and
+//! generation features (seeding, continuation, sliding windows) on the tiny fixture model.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use candle_core::Device;
+use common::*;
+use tunelab::engine::{Command, EngineHandle, Event, JobOutput};
+use tunelab::generate::{generate, generate_codes_windowed, GenerateParams, Window};
+use tunelab::models::musicgen::sampling::{Sampler, SamplingParams};
+
+fn recv_done(rx: &mpsc::Receiver<Event>, job: u64) -> (Vec<Event>, Result<JobOutput, String>) {
+    let mut seen = Vec::new();
+    loop {
+        let ev = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("engine answers");
+        if let Event::Done { job: j, result } = &ev {
+            if *j == job {
+                return (seen, result.clone());
+            }
+        }
+        seen.push(ev);
+    }
+}
+
+#[test]
+fn worker_loads_generates_with_progress_and_cancels() {
+    let (tx, rx) = mpsc::channel();
+    let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = wakes.clone();
+    let engine = EngineHandle::spawn(
+        tx,
+        Arc::new(move || {
+            w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }),
+    )
+    .unwrap();
+
+    // Generating with no model is an error event, not a panic.
+    engine.send(Command::Generate {
+        job: 1,
+        params: GenerateParams::default(),
+    });
+    let (_, r) = recv_done(&rx, 1);
+    assert!(r.unwrap_err().contains("no model"));
+
+    engine.send(Command::LoadModel {
+        job: 2,
+        spec: tiny_dir().display().to_string(),
+        weights: Default::default(),
+    });
+    let (_, r) = recv_done(&rx, 2);
+    let JobOutput::ModelLoaded(info) = r.unwrap() else {
+        panic!("expected a model")
+    };
+    assert_eq!((info.codebooks, info.sample_rate), (4, 32_000));
+
+    let params = GenerateParams {
+        prompt: "calm piano".into(),
+        duration: 0.5,
+        seed: 3,
+        ..Default::default()
+    };
+    engine.send(Command::Generate { job: 3, params });
+    let (events, r) = recv_done(&rx, 3);
+    let JobOutput::Clip(clip) = r.unwrap() else {
+        panic!("expected a clip")
+    };
+    assert_eq!(clip.codes.len(), 4);
+    assert_eq!(clip.codes[0].len(), 25);
+    assert_eq!(clip.audio.len(), 25 * 640);
+    let steps: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GenerateStep { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 25 + 3, "one event per decoder step");
+    assert!(steps.windows(2).all(|w| w[1] == w[0] + 1));
+    assert!(wakes.load(std::sync::atomic::Ordering::SeqCst) >= steps.len());
+
+    // Cancel: a long clip, cancelled at its first step event.
+    let params = GenerateParams {
+        prompt: "x".into(),
+        duration: 25.0,
+        ..Default::default()
+    };
+    engine.send(Command::Generate { job: 4, params });
+    loop {
+        if let Event::GenerateStep { job: 4, .. } =
+            rx.recv_timeout(Duration::from_secs(60)).unwrap()
+        {
+            engine.cancel();
+            break;
+        }
+    }
+    let (events, r) = recv_done(&rx, 4);
+    assert_eq!(r.unwrap_err(), "cancelled");
+    assert!(events.len() < 1250 + 3, "stopped early");
+    drop(engine); // joins the thread
+}
+
+#[test]
+fn same_seed_same_clip_and_other_seed_other_clip() {
+    let mut m = tiny();
+    let p = |seed| GenerateParams {
+        prompt: "folk fiddle".into(),
+        duration: 0.4,
+        seed,
+        ..Default::default()
+    };
+    let a = generate(&mut m, &p(7), &mut |_| true).unwrap();
+    let b = generate(&mut m, &p(7), &mut |_| true).unwrap();
+    let c = generate(&mut m, &p(8), &mut |_| true).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.codes, c.codes);
+}
+
+#[test]
+fn continuation_keeps_the_prompt_codes() {
+    let mut m = tiny();
+    let r = load("encodec_ref.safetensors");
+    let wave = r["wave"].flatten_all().unwrap().to_vec1::<f32>().unwrap(); // 0.5 s
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prompt.wav");
+    tunelab::data::audio::write_wav(&path, &wave, 32_000).unwrap();
+    let prompt_codes = m
+        .encode_audio(&tunelab::data::audio::load_mono(&path, 32_000).unwrap())
+        .unwrap();
+    let params = GenerateParams {
+        prompt: "calm piano".into(),
+        duration: 1.0,
+        prompt_audio: Some(path.clone()),
+        ..Default::default()
+    };
+    let clip = generate(&mut m, &params, &mut |_| true).unwrap();
+    assert_eq!(clip.codes[0].len(), 50);
+    for (row, p) in clip.codes.iter().zip(&prompt_codes) {
+        assert_eq!(&row[..p.len()], &p[..]);
+    }
+    // A prompt as long as the clip is refused with the file named.
+    let e = generate(
+        &mut m,
+        &GenerateParams {
+            duration: 0.3,
+            ..params
+        },
+        &mut |_| true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("prompt.wav") && e.contains("not shorter"), "{e}");
+}
+
+#[test]
+fn sliding_window_extends_beyond_the_window_and_starts_like_one_window() {
+    let mut m = tiny();
+    let cond = m.condition(&["ambient pads".to_string()]).unwrap();
+    let params = SamplingParams::default();
+    let w = Window {
+        frames: 20,
+        stride: 12,
+    };
+    let mut s1 = Sampler::new(params, 11);
+    let long =
+        generate_codes_windowed(&m, &cond, 45, None, 3.0, &mut s1, &mut |_| true, w).unwrap();
+    assert!(long.iter().all(|r| r.len() == 45));
+    let mut s2 = Sampler::new(params, 11);
+    let one = generate_codes_windowed(&m, &cond, 20, None, 3.0, &mut s2, &mut |_| true, w).unwrap();
+    for (a, b) in long.iter().zip(&one) {
+        assert_eq!(&a[..20], &b[..]);
+    }
+    assert!(generate_codes_windowed(
+        &m,
+        &cond,
+        45,
+        None,
+        3.0,
+        &mut s2,
+        &mut |_| true,
+        Window {
+            frames: 20,
+            stride: 0
+        }
+    )
+    .is_err());
+    let _ = Device::Cpu;
+}

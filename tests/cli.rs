@@ -1,5 +1,7 @@
 //! The `tunelab` binary end to end on the tiny fixture model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! The engine worker: Command in, Event out, one Done per job, cancel between steps, and
 //! generation features (seeding, continuation, sliding windows) on the tiny fixture model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::mpsc;

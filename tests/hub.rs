@@ -2,6 +2,8 @@
 //! the Hub's resolve protocol (Range requests, ETag, X-Repo-Commit), into a private HF cache.
 //! This binary owns its environment variables (HF_HOME, HF_ENDPOINT): one test only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

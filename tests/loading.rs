@@ -1,6 +1,8 @@
 //! Loading real-layout checkpoints from disk: both weight-norm spellings, sharded weights, and a
 //! clear error naming the file and the problem for every kind of bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -2,6 +2,8 @@
 //! `tools/make_fixtures.py`: T5 states, EnCodec codes/audio, decoder logits with and without
 //! CFG, and greedy codes. fp32 tolerance 1e-4; greedy codes must be identical.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};

@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(back["x.weight"].to_vec1::<f32>().unwrap(), vec![1., 2., 3.]);
 
         std::fs::write(&p, b"definitely not safetensors").unwrap();
-        let e = load_tensors(&[p.clone()], DType::F32, &dev)
+        let e = load_tensors(std::slice::from_ref(&p), DType::F32, &dev)
             .unwrap_err()
             .to_string();
         assert!(

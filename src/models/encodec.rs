@@ -12,6 +12,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::nn::{Linear, WeightMode};
 
 /// HF `EncodecConfig` (the fields that change the computation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +178,8 @@ fn conv_weight(cfg: &Config, vb: &VarBuilder, shape: (usize, usize, usize)) -> R
 #[derive(Debug, Clone)]
 struct Conv1d {
     weight: Tensor,
+    /// Per kernel tap `k`: `weight[:, :, k]ᵀ` `[c_in, c_out]`, for the time-major path.
+    taps: Vec<Tensor>,
     bias: Tensor,
     stride: usize,
     dilation: usize,
@@ -198,8 +201,12 @@ impl Conv1d {
         let vb = vb.pp("conv");
         let weight = conv_weight(cfg, &vb, (c_out, c_in, kernel))?;
         let bias = vb.get(c_out, "bias")?;
+        let taps = (0..kernel)
+            .map(|k| weight.narrow(2, k, 1)?.squeeze(2)?.t()?.contiguous())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             weight,
+            taps,
             bias,
             stride,
             dilation,
@@ -225,8 +232,34 @@ impl Conv1d {
             let left = padding_total - right;
             pad1d(xs, left, right + extra, self.pad)?
         };
+        if self.stride == 1 {
+            return self.forward_time_major(&xs);
+        }
         let ys = xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
         Ok(ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?)
+    }
+
+    /// Stride-1 convolution as a sum over kernel taps of `x[t + k·d] · W_k` in `[T, C]` layout,
+    /// where every tap's window is a contiguous block of rows: no im2col matrix (which is
+    /// `kernel` times the signal) is built. Same result as `conv1d`, ~3x faster on long audio.
+    fn forward_time_major(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, _c, lp) = xs.dims3()?;
+        let l_out = lp + 1 - self.kernel_eff;
+        let mut outs = Vec::with_capacity(b);
+        for i in 0..b {
+            let xt = xs.get(i)?.t()?.contiguous()?; // [Lp, C]
+            let mut acc: Option<Tensor> = None;
+            for (k, w) in self.taps.iter().enumerate() {
+                let part = xt.narrow(0, k * self.dilation, l_out)?.matmul(w)?;
+                acc = Some(match acc {
+                    Some(a) => (a + part)?,
+                    None => part,
+                });
+            }
+            let y = acc.ok_or_else(|| Error::InvalidRequest("conv with no taps".into()))?;
+            outs.push(y.broadcast_add(&self.bias)?.t()?);
+        }
+        Ok(Tensor::stack(&outs, 0)?.contiguous()?)
     }
 }
 
@@ -280,8 +313,9 @@ impl ConvTranspose1d {
 /// Multi-layer LSTM over a `[B, C, T]` signal with a residual connection (HF `EncodecLSTM`).
 #[derive(Debug, Clone)]
 struct Lstm {
-    /// Per layer: (W_ih^T [C, 4C], W_hh^T [C, 4C], b_ih + b_hh [4C]).
-    layers: Vec<(Tensor, Tensor, Tensor)>,
+    /// Per layer: (W_ih^T [C, 4C], W_hh as a frozen linear layer, b_ih + b_hh [4C]). The
+    /// recurrent product has one row per step, where the row-streaming kernel is fastest.
+    layers: Vec<(Tensor, Linear, Tensor)>,
     dim: usize,
 }
 
@@ -294,11 +328,9 @@ impl Lstm {
             let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
             let b_ih = vb.get(4 * dim, &format!("bias_ih_l{l}"))?;
             let b_hh = vb.get(4 * dim, &format!("bias_hh_l{l}"))?;
-            layers.push((
-                w_ih.t()?.contiguous()?,
-                w_hh.t()?.contiguous()?,
-                (b_ih + b_hh)?,
-            ));
+            let mut w_hh = Linear::from_weight(w_hh, None);
+            w_hh.convert(WeightMode::F32)?;
+            layers.push((w_ih.t()?.contiguous()?, w_hh, (b_ih + b_hh)?));
         }
         Ok(Self { layers, dim })
     }
@@ -318,7 +350,7 @@ impl Lstm {
             let mut c = h.clone();
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
-                let g = (gx.i(step)? + h.matmul(w_hh)?)?;
+                let g = (gx.i(step)? + w_hh.forward(&h)?)?;
                 let i = candle_nn::ops::sigmoid(&g.narrow(1, 0, self.dim)?)?;
                 let f = candle_nn::ops::sigmoid(&g.narrow(1, self.dim, self.dim)?)?;
                 let gg = g.narrow(1, 2 * self.dim, self.dim)?.tanh()?;

@@ -190,7 +190,7 @@ impl MusicgenConfig {
                 what: format!("decoder activation `{}`", d.activation_function),
             });
         }
-        if d.num_attention_heads == 0 || d.hidden_size % d.num_attention_heads != 0 {
+        if d.num_attention_heads == 0 || !d.hidden_size.is_multiple_of(d.num_attention_heads) {
             return Err(Error::bad_file(
                 path,
                 format!(

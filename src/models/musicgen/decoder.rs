@@ -286,7 +286,7 @@ impl MusicgenLm {
         self.positions.device()
     }
 
-    /// Stores the large matrices in `mode` for faster inference (embeddings stay fp32).
+    /// Lays the large matrices out for inference in `mode` (embeddings stay fp32).
     pub fn convert_weights(&mut self, mode: WeightMode) -> Result<()> {
         for layer in &mut self.layers {
             for (_, l) in layer.self_attn.linears_mut() {
@@ -301,6 +301,7 @@ impl MusicgenLm {
         for head in &mut self.lm_heads {
             head.convert(mode)?;
         }
+        self.enc_to_dec_proj.convert(WeightMode::F32)?;
         Ok(())
     }
 

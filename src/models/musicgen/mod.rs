@@ -125,10 +125,9 @@ impl MusicGen {
         Ok((model, tensors))
     }
 
+    /// Lays the LM's matrices out for inference in `mode` (the model is frozen from then on).
     pub fn set_weight_mode(&mut self, mode: WeightMode) -> Result<()> {
-        if mode != WeightMode::F32 {
-            self.lm.convert_weights(mode)?;
-        }
+        self.lm.convert_weights(mode)?;
         self.weight_mode = mode;
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod models;
+pub mod train;
 pub mod util;
 
 #[cfg(feature = "gui")]

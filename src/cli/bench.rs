@@ -42,6 +42,10 @@ pub struct BenchGenerateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also run `tools/bench_pytorch.py` (needs python3 with torch and transformers) on the same
+    /// layout and length, one after the other, and print the ratios.
+    #[arg(long)]
+    pub pytorch: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,8 +116,17 @@ impl BenchGenerateArgs {
             real_time_factor: audio_seconds / wall,
             peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6).unwrap_or(f64::NAN),
         };
+        let reference = if self.pytorch {
+            Some(run_pytorch(self.seconds)?)
+        } else {
+            None
+        };
         if self.json {
-            println!("{}", serde_json::to_string(&r)?);
+            let mut v = serde_json::to_value(&r)?;
+            if let Some(p) = &reference {
+                v["pytorch"] = p.clone();
+            }
+            println!("{v}");
         } else {
             println!("model            {}", r.model);
             println!("weights          {} ({} threads)", r.weights, r.threads);
@@ -132,7 +145,44 @@ impl BenchGenerateArgs {
                 r.wall_seconds, r.real_time_factor
             );
             println!("peak RSS         {:.0} MB", r.peak_rss_mb);
+            if let Some(p) = &reference {
+                let f = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+                let (step, wall) = (f("step_ms_median"), f("generate_wall_s"));
+                println!("PyTorch          {step:.1} ms/step, {wall:.2} s generate wall, EnCodec {:.2} s, RTF {:.3}", f("encodec_decode_ms") / 1000.0, f("rtf"));
+                println!(
+                    "ratio (tunelab / PyTorch): {:.2}x per step, {:.2}x wall",
+                    r.ms_per_step / step,
+                    r.wall_seconds / wall
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// Runs the PyTorch reference benchmark and returns its JSON report.
+fn run_pytorch(seconds: f64) -> anyhow::Result<serde_json::Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_pytorch.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--json", "--seconds", &seconds.to_string()])
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("the PyTorch benchmark printed no JSON")?;
+    Ok(serde_json::from_str(line)?)
 }

@@ -1,6 +1,7 @@
 //! The headless CLI, on the same engine as the studio. One file per subcommand.
 
 pub mod bench;
+pub mod dataset;
 pub mod generate;
 pub mod models;
 
@@ -21,6 +22,9 @@ pub struct Cli {
 pub enum Commands {
     /// Generate a clip from a text prompt (and optionally an audio prompt to continue).
     Generate(generate::GenerateArgs),
+    /// Datasets: import a folder of audio.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
     /// List MusicGen models found in the Hugging Face cache.
     Models(models::ModelsArgs),
     /// Benchmarks that print numbers (speed, memory).
@@ -33,6 +37,7 @@ impl Commands {
         match self {
             Self::Generate(a) => a.run(),
             Self::Models(a) => a.run(),
+            Self::Dataset(d) => d.run(),
             Self::Bench(b) => b.run(),
         }
     }

@@ -1,3 +1,4 @@
 //! Data: decoding, resampling and writing audio.
 
 pub mod audio;
+pub mod dataset;

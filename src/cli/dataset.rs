@@ -1,0 +1,61 @@
+//! `tunelab dataset import <audio-dir> --out <dataset-dir>`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::data::dataset::{import_dir, ImportOptions};
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Decode a folder of audio (WAV/FLAC/MP3/OGG) into a dataset: segments, splits by track,
+    /// audiocraft-compatible data.jsonl, and a report of files that could not be read.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    pub audio_dir: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Segment length in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub segment_seconds: f64,
+    /// Keep a file's last partial segment if it is at least this fraction of a segment.
+    #[arg(long, default_value_t = 0.8)]
+    pub min_segment_ratio: f64,
+    /// Train and validation shares (the rest is test), assigned per track.
+    #[arg(long, default_value_t = 0.8)]
+    pub train: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub valid: f64,
+}
+
+impl DatasetCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Import(a) => {
+                let opts = ImportOptions {
+                    segment_seconds: a.segment_seconds,
+                    min_segment_ratio: a.min_segment_ratio,
+                    train: a.train,
+                    valid: a.valid,
+                };
+                let r = import_dir(&a.audio_dir, &a.out, &opts)
+                    .with_context(|| format!("importing {}", a.audio_dir.display()))?;
+                println!(
+                    "imported {} files ({:.1} min, {} segments) into {}",
+                    r.imported.len(),
+                    r.seconds / 60.0,
+                    r.segments,
+                    a.out.display()
+                );
+                for (p, e) in &r.failed {
+                    println!("  skipped {}: {e}", p.display());
+                }
+                Ok(())
+            }
+        }
+    }
+}

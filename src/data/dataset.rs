@@ -1,0 +1,392 @@
+//! Importing a folder of audio into a dataset: decode every file (any format, rate, channels)
+//! to 32 kHz mono, cut segments (default 30 s; a short file is one short segment; a longer
+//! file's tail is kept if ≥ `min_segment_ratio` of a segment, as audiocraft), read metadata
+//! from an audiocraft sidecar `.json` or a `.txt` caption (else the file name), assign
+//! train/valid/test **by track** deterministically, and write an audiocraft-compatible
+//! `data.jsonl` plus tunelab's `segments.jsonl` and an import report. Bad files are reported
+//! with the reason; the rest imports.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::audio;
+use crate::error::{Error, Result};
+use crate::util::atomic_write;
+
+pub const SAMPLE_RATE: u32 = 32_000;
+const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "mp3", "ogg", "oga", "wave"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImportOptions {
+    pub segment_seconds: f64,
+    pub min_segment_ratio: f64,
+    /// Fractions for train / valid / test (the test share is what remains).
+    pub train: f64,
+    pub valid: f64,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            segment_seconds: 30.0,
+            min_segment_ratio: 0.8,
+            train: 0.8,
+            valid: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+/// Metadata fields of an audiocraft sidecar (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Info {
+    pub title: Option<String>,
+    pub artist: Option<String>,
+    pub key: Option<String>,
+    pub bpm: Option<f64>,
+    pub genre: Option<String>,
+    pub moods: Vec<String>,
+    pub keywords: Option<serde_json::Value>,
+    pub description: Option<String>,
+    pub name: Option<String>,
+    pub instrument: Option<String>,
+}
+
+impl Info {
+    /// The training caption: the description if present, else a template from the fields.
+    pub fn caption(&self, fallback: &str) -> String {
+        if let Some(d) = self.description.as_deref().filter(|d| !d.trim().is_empty()) {
+            return d.trim().to_string();
+        }
+        let mut parts = Vec::new();
+        let mut style = self.moods.join(" ");
+        if let Some(g) = &self.genre {
+            style = format!("{style} {g}").trim().to_string();
+        }
+        if !style.is_empty() {
+            parts.push(style);
+        }
+        if let Some(k) = &self.key {
+            parts.push(k.clone());
+        }
+        if let Some(b) = self.bpm {
+            parts.push(format!("{} bpm", b.round()));
+        }
+        if let Some(i) = &self.instrument {
+            parts.push(i.clone());
+        }
+        if parts.is_empty() {
+            self.title.clone().unwrap_or_else(|| fallback.to_string())
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// One training segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub id: String,
+    pub path: PathBuf,
+    pub start: f64,
+    pub duration: f64,
+    pub split: Split,
+    pub caption: String,
+    pub info: Info,
+}
+
+/// One line of audiocraft's `data.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioMeta {
+    pub path: PathBuf,
+    pub duration: f64,
+    pub sample_rate: u32,
+    pub amplitude: Option<f64>,
+    pub weight: Option<f64>,
+    pub info_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub imported: Vec<PathBuf>,
+    pub failed: Vec<(PathBuf, String)>,
+    pub segments: usize,
+    pub seconds: f64,
+}
+
+/// Deterministic split of a track from its path relative to the source folder.
+pub fn split_for(track: &str, opts: &ImportOptions) -> Split {
+    let h = Sha256::digest(track.as_bytes());
+    let x = u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) as f64
+        / u64::MAX as f64;
+    if x < opts.train {
+        Split::Train
+    } else if x < opts.train + opts.valid {
+        Split::Valid
+    } else {
+        Split::Test
+    }
+}
+
+/// Segment boundaries `(start, duration)` in seconds for a file of `total` seconds.
+pub fn segment_bounds(total: f64, opts: &ImportOptions) -> Vec<(f64, f64)> {
+    let seg = opts.segment_seconds;
+    if total <= seg {
+        return vec![(0.0, total)];
+    }
+    let mut out = Vec::new();
+    let mut start = 0.0;
+    while start < total {
+        let len = (total - start).min(seg);
+        if len >= seg || len >= opts.min_segment_ratio * seg {
+            out.push((start, len));
+        }
+        start += seg;
+    }
+    out
+}
+
+fn read_info(audio_path: &Path) -> Result<(Info, Option<PathBuf>)> {
+    let json = audio_path.with_extension("json");
+    if json.is_file() {
+        let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
+        let info: Info = serde_json::from_str(&text).map_err(|e| {
+            Error::bad_file(&json, format!("sidecar is not valid metadata JSON: {e}"))
+        })?;
+        return Ok((info, Some(json)));
+    }
+    let txt = audio_path.with_extension("txt");
+    if txt.is_file() {
+        let text = std::fs::read_to_string(&txt).map_err(|e| Error::io(&txt, e))?;
+        let info = Info {
+            description: Some(text.trim().to_string()),
+            ..Default::default()
+        };
+        return Ok((info, None));
+    }
+    Ok((Info::default(), None))
+}
+
+/// Imports every audio file under `src` into the dataset folder `out`.
+pub fn import_dir(src: &Path, out: &Path, opts: &ImportOptions) -> Result<ImportReport> {
+    if !src.is_dir() {
+        return Err(Error::MissingFile {
+            path: src.into(),
+            what: "folder of audio to import".into(),
+        });
+    }
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(src)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    let mut report = ImportReport::default();
+    let mut metas = Vec::new();
+    let mut segments = Vec::new();
+    for path in files {
+        match import_file(src, &path, opts) {
+            Ok((meta, segs)) => {
+                report.seconds += meta.duration;
+                report.segments += segs.len();
+                report.imported.push(path);
+                metas.push(meta);
+                segments.extend(segs);
+            }
+            Err(e) => report.failed.push((path, e.to_string())),
+        }
+    }
+    let jsonl = |items: Vec<String>| items.join("\n") + if items.is_empty() { "" } else { "\n" };
+    let data = metas
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    atomic_write(&out.join("data.jsonl"), jsonl(data).as_bytes())?;
+    let segs = segments
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    atomic_write(&out.join("segments.jsonl"), jsonl(segs).as_bytes())?;
+    let rep =
+        serde_json::to_vec_pretty(&report).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    atomic_write(&out.join("import_report.json"), &rep)?;
+    Ok(report)
+}
+
+fn import_file(src: &Path, path: &Path, opts: &ImportOptions) -> Result<(AudioMeta, Vec<Segment>)> {
+    let (info, info_path) = read_info(path)?;
+    let samples = audio::load_mono(path, SAMPLE_RATE)?;
+    let duration = samples.len() as f64 / SAMPLE_RATE as f64;
+    if duration < 0.1 {
+        return Err(Error::Audio {
+            path: path.into(),
+            problem: format!("too short ({duration:.3} s)"),
+        });
+    }
+    let rel = path
+        .strip_prefix(src)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .to_string();
+    let split = split_for(&rel, opts);
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace(['_', '-'], " "))
+        .unwrap_or_default();
+    let caption = info.caption(&stem);
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let segments = segment_bounds(duration, opts)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (start, dur))| Segment {
+            id: format!("{rel}#{i}"),
+            path: abs.clone(),
+            start,
+            duration: dur,
+            split,
+            caption: caption.clone(),
+            info: info.clone(),
+        })
+        .collect();
+    let amplitude = samples.iter().fold(0f32, |m, s| m.max(s.abs())) as f64;
+    let meta = AudioMeta {
+        path: abs,
+        duration,
+        sample_rate: SAMPLE_RATE,
+        amplitude: Some(amplitude),
+        weight: None,
+        info_path,
+    };
+    Ok((meta, segments))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_follow_audiocrafts_tail_rule() {
+        let o = ImportOptions {
+            segment_seconds: 10.0,
+            ..Default::default()
+        };
+        assert_eq!(segment_bounds(4.0, &o), vec![(0.0, 4.0)]);
+        assert_eq!(segment_bounds(25.0, &o), vec![(0.0, 10.0), (10.0, 10.0)]); // 5 s tail < 8 s
+        assert_eq!(
+            segment_bounds(28.5, &o),
+            vec![(0.0, 10.0), (10.0, 10.0), (20.0, 8.5)]
+        );
+    }
+
+    #[test]
+    fn captions_prefer_description_then_fields() {
+        let i = Info {
+            genre: Some("synth-pop".into()),
+            moods: vec!["energetic".into()],
+            key: Some("F# minor".into()),
+            bpm: Some(188.0),
+            instrument: Some("synthesizer and drums".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            i.caption("x"),
+            "energetic synth-pop, F# minor, 188 bpm, synthesizer and drums"
+        );
+        let d = Info {
+            description: Some(" calm piano ".into()),
+            ..i
+        };
+        assert_eq!(d.caption("x"), "calm piano");
+        assert_eq!(Info::default().caption("my song"), "my song");
+    }
+
+    #[test]
+    fn splits_are_deterministic_and_roughly_proportional() {
+        let o = ImportOptions::default();
+        let names: Vec<String> = (0..1000).map(|i| format!("album/track{i}.wav")).collect();
+        let a: Vec<Split> = names.iter().map(|n| split_for(n, &o)).collect();
+        let b: Vec<Split> = names.iter().map(|n| split_for(n, &o)).collect();
+        assert_eq!(a, b);
+        let train = a.iter().filter(|s| **s == Split::Train).count();
+        assert!((720..880).contains(&train), "{train}");
+    }
+
+    #[test]
+    fn import_reports_bad_files_and_keeps_the_rest() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let tone: Vec<f32> = (0..44_100).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        audio::write_wav(&src.path().join("good.wav"), &tone, 44_100).unwrap();
+        std::fs::write(
+            src.path().join("good.json"),
+            r#"{"title": "Good", "genre": "ambient", "bpm": 90}"#,
+        )
+        .unwrap();
+        audio::write_wav(&src.path().join("other.wav"), &tone, 22_050).unwrap();
+        std::fs::write(src.path().join("other.txt"), "a soft drone").unwrap();
+        std::fs::write(src.path().join("broken.mp3"), b"not audio").unwrap();
+        std::fs::write(src.path().join("empty.wav"), b"").unwrap();
+        audio::write_wav(&src.path().join("badmeta.wav"), &tone, 44_100).unwrap();
+        std::fs::write(src.path().join("badmeta.json"), "{ nope").unwrap();
+        let r = import_dir(src.path(), out.path(), &ImportOptions::default()).unwrap();
+        assert_eq!(r.imported.len(), 2, "{r:?}");
+        assert_eq!(r.failed.len(), 3, "{r:?}");
+        assert!(r
+            .failed
+            .iter()
+            .any(|(p, e)| p.ends_with("badmeta.wav") && e.contains("badmeta.json")));
+        assert!(r.failed.iter().any(|(p, _)| p.ends_with("broken.mp3")));
+        let data = std::fs::read_to_string(out.path().join("data.jsonl")).unwrap();
+        let metas: Vec<AudioMeta> = data
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(metas.len(), 2);
+        assert!(metas.iter().all(|m| m.sample_rate == 32_000));
+        // 44 100 samples at 44.1 kHz and at 22.05 kHz.
+        let mut durations: Vec<f64> = metas.iter().map(|m| m.duration).collect();
+        durations.sort_by(f64::total_cmp);
+        assert!(
+            (durations[0] - 1.0).abs() < 0.01 && (durations[1] - 2.0).abs() < 0.01,
+            "{durations:?}"
+        );
+        let segs: Vec<Segment> = std::fs::read_to_string(out.path().join("segments.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let captions: Vec<&str> = segs.iter().map(|s| s.caption.as_str()).collect();
+        assert!(
+            captions.contains(&"ambient, 90 bpm") && captions.contains(&"a soft drone"),
+            "{captions:?}"
+        );
+        assert!(out.path().join("import_report.json").is_file());
+        let e = import_dir(
+            &src.path().join("nope"),
+            out.path(),
+            &ImportOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nope"));
+    }
+}

@@ -42,27 +42,12 @@ fn t5_hidden_states_match() {
 fn padded_batch_conditioning_matches_masked_hf_batch() {
     let mut model = tiny();
     let r = load("t5_ref.safetensors");
-    let all = r["batch_ids"]
-        .to_dtype(DType::I64)
-        .unwrap()
-        .to_vec2::<i64>()
-        .unwrap();
+    let rows = unpadded_rows(&r["batch_ids"], &r["batch_mask"]);
     let mask = r["batch_mask"]
         .to_dtype(DType::I64)
         .unwrap()
         .to_vec2::<i64>()
         .unwrap();
-    let rows: Vec<Vec<u32>> = all
-        .iter()
-        .zip(&mask)
-        .map(|(ids, m)| {
-            ids.iter()
-                .zip(m)
-                .filter(|(_, m)| **m == 1)
-                .map(|(i, _)| *i as u32)
-                .collect()
-        })
-        .collect();
     let (states, m) = model.text.encode_id_batch(&rows).unwrap();
     // Real tokens equal HF's masked batch.
     let want = &r["batch_hidden"];
@@ -114,27 +99,7 @@ fn decoder_logits(
 ) -> (Tensor, Tensor) {
     let k = model.num_codebooks();
     let b = text_ids.dim(0).unwrap();
-    let ids_v = text_ids
-        .to_dtype(DType::I64)
-        .unwrap()
-        .to_vec2::<i64>()
-        .unwrap();
-    let mask_v = text_mask
-        .to_dtype(DType::I64)
-        .unwrap()
-        .to_vec2::<i64>()
-        .unwrap();
-    let rows: Vec<Vec<u32>> = ids_v
-        .iter()
-        .zip(&mask_v)
-        .map(|(ids, m)| {
-            ids.iter()
-                .zip(m)
-                .filter(|(_, m)| **m == 1)
-                .map(|(i, _)| *i as u32)
-                .collect()
-        })
-        .collect();
+    let rows = unpadded_rows(text_ids, text_mask);
     let (states, mask) = model.text.encode_id_batch(&rows).unwrap();
     let cond = model.lm.condition(&states, &mask).unwrap();
     let s = dec_ids.dim(1).unwrap();

@@ -107,27 +107,7 @@ fn fixture_batch(
     lm: &tunelab::models::musicgen::decoder::MusicgenLm,
 ) -> (tunelab::models::musicgen::decoder::Conditioning, Tensor) {
     let mut frozen = tiny();
-    let ids = r.t["text_ids"]
-        .to_dtype(DType::I64)
-        .unwrap()
-        .to_vec2::<i64>()
-        .unwrap();
-    let mask = r.t["text_mask"]
-        .to_dtype(DType::I64)
-        .unwrap()
-        .to_vec2::<i64>()
-        .unwrap();
-    let rows: Vec<Vec<u32>> = ids
-        .iter()
-        .zip(&mask)
-        .map(|(i, m)| {
-            i.iter()
-                .zip(m)
-                .filter(|(_, m)| **m == 1)
-                .map(|(i, _)| *i as u32)
-                .collect()
-        })
-        .collect();
+    let rows = unpadded_rows(&r.t["text_ids"], &r.t["text_mask"]);
     let (states, m) = frozen.text.encode_id_batch(&rows).unwrap();
     let cond = lm.condition(&states, &m).unwrap();
     // HF labels are [B, T, K].

@@ -36,6 +36,22 @@ pub fn ids(t: &Tensor) -> Vec<u32> {
         .collect()
 }
 
+/// HF's padded id batch + attention mask → the unpadded id rows our text encoder takes.
+pub fn unpadded_rows(ids: &Tensor, mask: &Tensor) -> Vec<Vec<u32>> {
+    let ids = ids.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
+    let mask = mask.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
+    ids.iter()
+        .zip(&mask)
+        .map(|(i, m)| {
+            i.iter()
+                .zip(m)
+                .filter(|(_, m)| **m == 1)
+                .map(|(i, _)| *i as u32)
+                .collect()
+        })
+        .collect()
+}
+
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     let a = a.to_dtype(DType::F32).unwrap();

@@ -12,6 +12,17 @@ pub enum DatasetCommand {
     /// Decode a folder of audio (WAV/FLAC/MP3/OGG) into a dataset: segments, splits by track,
     /// audiocraft-compatible data.jsonl, and a report of files that could not be read.
     Import(ImportArgs),
+    /// Encode every segment with the model's EnCodec into the dataset's token cache (segments
+    /// already cached for this codec and content are skipped).
+    Encode(EncodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    pub dataset: PathBuf,
+    /// A Hugging Face repo id or a local model directory (its codec is used).
+    #[arg(long)]
+    pub model: String,
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +64,29 @@ impl DatasetCommand {
                 );
                 for (p, e) in &r.failed {
                     println!("  skipped {}: {e}", p.display());
+                }
+                Ok(())
+            }
+            Self::Encode(a) => {
+                let dir = crate::models::hub::resolve_model(&a.model, &mut |_| {})
+                    .with_context(|| format!("finding model {}", a.model))?;
+                let model = crate::models::musicgen::MusicGen::load(
+                    &dir,
+                    &candle_core::Device::Cpu,
+                    crate::models::nn::WeightMode::F32,
+                )
+                .with_context(|| format!("loading {}", dir.display()))?;
+                let t = std::time::Instant::now();
+                let r = crate::data::token_cache::encode_dataset(&a.dataset, &model)
+                    .with_context(|| format!("encoding {}", a.dataset.display()))?;
+                println!(
+                    "encoded {} segments, {} already cached, in {:.1} s",
+                    r.encoded,
+                    r.cached,
+                    t.elapsed().as_secs_f64()
+                );
+                for (id, e) in &r.failed {
+                    println!("  failed {id}: {e}");
                 }
                 Ok(())
             }

@@ -2,3 +2,4 @@
 
 pub mod audio;
 pub mod dataset;
+pub mod token_cache;

@@ -1,0 +1,127 @@
+//! EnCodec codes of every dataset segment, cached on disk under `cache/<key>.json` where the key
+//! hashes the segment's decoded samples and the codec's identity (its config and codebooks). An
+//! unchanged segment is never encoded twice; a changed file or another codec encodes again.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::audio;
+use crate::data::dataset::{Segment, SAMPLE_RATE};
+use crate::error::{Error, Result};
+use crate::models::musicgen::MusicGen;
+use crate::util::atomic_write;
+
+/// Identity of the codec: its configuration and codebook values.
+pub fn codec_fingerprint(model: &MusicGen) -> Result<String> {
+    let mut h = Sha256::new();
+    let cfg = serde_json::to_vec(&model.config.audio_encoder)
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    h.update(&cfg);
+    // A short probe through the codec depends on every encoder weight and the codebooks.
+    let probe: Vec<f32> = (0..2 * model.config.audio_encoder.hop_length())
+        .map(|i| ((i as f32) * 0.0137).sin() * 0.5)
+        .collect();
+    let codes = model.encode_audio(&probe)?;
+    for c in codes.iter().flatten() {
+        h.update(c.to_le_bytes());
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheReport {
+    pub encoded: usize,
+    pub cached: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    segment: String,
+    codes: Vec<Vec<u32>>,
+}
+
+fn segments_of(dataset: &Path) -> Result<Vec<Segment>> {
+    let p = dataset.join("segments.jsonl");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::bad_file(&p, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// The cache file of a segment's samples under a codec.
+pub fn cache_path(dataset: &Path, samples: &[f32], fingerprint: &str) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(fingerprint.as_bytes());
+    for s in samples {
+        h.update(s.to_le_bytes());
+    }
+    dataset
+        .join("cache")
+        .join(format!("{:x}.json", h.finalize()))
+}
+
+/// Encodes every segment of the dataset that has no cache entry yet.
+pub fn encode_dataset(dataset: &Path, model: &MusicGen) -> Result<CacheReport> {
+    let fingerprint = codec_fingerprint(model)?;
+    let mut report = CacheReport::default();
+    let mut current: Option<(PathBuf, Vec<f32>)> = None;
+    for seg in segments_of(dataset)? {
+        if current
+            .as_ref()
+            .map(|(p, _)| p != &seg.path)
+            .unwrap_or(true)
+        {
+            match audio::load_mono(&seg.path, SAMPLE_RATE) {
+                Ok(s) => current = Some((seg.path.clone(), s)),
+                Err(e) => {
+                    report.failed.push((seg.id.clone(), e.to_string()));
+                    current = None;
+                    continue;
+                }
+            }
+        }
+        let Some((_, samples)) = &current else {
+            continue;
+        };
+        let a = ((seg.start * SAMPLE_RATE as f64) as usize).min(samples.len());
+        let b = (a + (seg.duration * SAMPLE_RATE as f64) as usize).min(samples.len());
+        let piece = &samples[a..b];
+        let path = cache_path(dataset, piece, &fingerprint);
+        if path.is_file() {
+            report.cached += 1;
+            continue;
+        }
+        let codes = model.encode_audio(piece)?;
+        let entry = Entry {
+            segment: seg.id.clone(),
+            codes,
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        atomic_write(&path, &bytes)?;
+        report.encoded += 1;
+    }
+    Ok(report)
+}
+
+/// Cached codes `[K][T]` of a segment, if present.
+pub fn cached_codes(
+    dataset: &Path,
+    samples: &[f32],
+    fingerprint: &str,
+) -> Result<Option<Vec<Vec<u32>>>> {
+    let p = cache_path(dataset, samples, fingerprint);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let e: Entry = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(&p, format!("corrupt cache entry: {e}")))?;
+    Ok(Some(e.codes))
+}

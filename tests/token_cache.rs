@@ -19,7 +19,7 @@ fn segments_are_encoded_once_and_again_only_when_something_changed() {
     let ds = tempfile::tempdir().unwrap();
     let tone = |f: f32, secs: f32| -> Vec<f32> {
         (0..(32_000.0 * secs) as usize)
-            .map(|i| 0.3 * (i as f32 * f / 32_000.0 * 6.283).sin())
+            .map(|i| 0.3 * (i as f32 * f / 32_000.0 * std::f32::consts::TAU).sin())
             .collect()
     };
     write_wav(&src.path().join("a.wav"), &tone(220.0, 2.5), 32_000).unwrap();

@@ -193,14 +193,15 @@ pub fn generate_codes_windowed(
     }
     let first = frames.min(win);
     let context = win - stride;
-    // Steps over all windows, for one progress bar.
-    let mut total = first + k;
+    // New frames added by each following window; the plan also sizes the progress bar.
+    let mut follow = Vec::new();
     let mut have = first;
     while have < frames {
         let new = (frames - have).min(stride);
-        total += context + new + k;
+        follow.push(new);
         have += new;
     }
+    let total = first + k + follow.iter().map(|n| context + n + k).sum::<usize>();
     let mut codes = generate_window(
         model,
         cond,
@@ -213,9 +214,8 @@ pub fn generate_codes_windowed(
         total,
     )?;
     let mut done = first + k;
-    while codes[0].len() < frames {
+    for new in follow {
         let have = codes[0].len();
-        let new = (frames - have).min(stride);
         let mut ctx: Vec<Vec<u32>> = codes.iter().map(|c| c[have - context..].to_vec()).collect();
         // A prompt longer than one window keeps forcing its frames in the next windows.
         if let Some(p) = prompt {

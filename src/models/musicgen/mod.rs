@@ -174,7 +174,7 @@ impl MusicGen {
         Ok(audio.flatten_all()?.to_vec1::<f32>()?)
     }
 
-    /// Total parameters of the three parts.
+    /// One line for the UI and logs: layout, sample rate and weight mode.
     pub fn describe(&self) -> String {
         let d = &self.config.decoder;
         format!(
@@ -236,8 +236,9 @@ impl candle_nn::var_builder::SimpleBackend for RandomInit {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(h);
         let n = s.elem_count();
         let dims = s.dims();
-        let is_norm = name.contains("layer_norm") || name.ends_with("weight_g");
-        let data: Vec<f32> = if is_norm && name.ends_with("weight") || name.ends_with("weight_g") {
+        let is_scale =
+            (name.contains("layer_norm") && name.ends_with("weight")) || name.ends_with("weight_g");
+        let data: Vec<f32> = if is_scale {
             vec![1.0; n]
         } else if name.ends_with("bias") {
             vec![0.0; n]

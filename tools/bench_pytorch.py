@@ -37,10 +37,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from musicgen_layout import encodec_32khz_config  # noqa: E402
+
 
 def build_model():
     from transformers import (
-        EncodecConfig,
         MusicgenConfig,
         MusicgenDecoderConfig,
         MusicgenForConditionalGeneration,
@@ -61,31 +62,7 @@ def build_model():
         dropout_rate=0.1,
         layer_norm_epsilon=1e-6,
     )
-    audio = EncodecConfig(  # facebook/encodec_32khz
-        sampling_rate=32000,
-        audio_channels=1,
-        normalize=False,
-        target_bandwidths=[2.2],
-        upsampling_ratios=[8, 5, 4, 4],
-        num_filters=64,
-        hidden_size=128,
-        codebook_size=2048,
-        codebook_dim=128,
-        num_residual_layers=1,
-        kernel_size=7,
-        last_kernel_size=7,
-        residual_kernel_size=3,
-        dilation_growth_rate=2,
-        compress=2,
-        num_lstm_layers=2,
-        use_causal_conv=False,
-        pad_mode="reflect",
-        norm_type="weight_norm",
-        use_conv_shortcut=False,
-        trim_right_ratio=1.0,
-        chunk_length_s=None,
-        overlap=None,
-    )
+    audio = encodec_32khz_config()  # facebook/encodec_32khz
     decoder = MusicgenDecoderConfig(  # facebook/musicgen-small
         vocab_size=2048,
         max_position_embeddings=2048,

@@ -57,6 +57,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+from musicgen_layout import encodec_32khz_config  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +233,7 @@ def encode_batch(tok, texts: list[str]):
 # (b) model
 # --------------------------------------------------------------------------------------
 def build_config(text_vocab: int):
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+    from transformers import MusicgenConfig, MusicgenDecoderConfig, T5Config
 
     text = T5Config(
         vocab_size=text_vocab,
@@ -250,31 +252,7 @@ def build_config(text_vocab: int):
         eos_token_id=1,
         decoder_start_token_id=0,
     )
-    audio = EncodecConfig(
-        sampling_rate=32000,
-        audio_channels=1,
-        normalize=False,
-        target_bandwidths=[2.2],
-        upsampling_ratios=[8, 5, 4, 4],
-        num_filters=4,
-        hidden_size=16,
-        codebook_size=2048,
-        codebook_dim=16,
-        num_residual_layers=1,
-        kernel_size=7,
-        last_kernel_size=7,
-        residual_kernel_size=3,
-        dilation_growth_rate=2,
-        compress=2,
-        num_lstm_layers=2,
-        use_causal_conv=False,
-        pad_mode="reflect",
-        norm_type="weight_norm",
-        use_conv_shortcut=False,
-        trim_right_ratio=1.0,
-        chunk_length_s=None,
-        overlap=None,
-    )
+    audio = encodec_32khz_config(num_filters=4, hidden_size=16)
     decoder = MusicgenDecoderConfig(
         vocab_size=2048,
         max_position_embeddings=2048,

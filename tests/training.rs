@@ -233,6 +233,7 @@ fn lora_step_matches_peft() {
         r: 4,
         alpha: 8.0,
         targets: vec![LoraTarget::SelfAttn],
+        dropout: 0.0,
     };
     let adapters = attach_lora(&mut lm, &lcfg, &init).unwrap();
     assert_eq!(

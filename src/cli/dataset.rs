@@ -41,6 +41,9 @@ pub struct ImportArgs {
     pub train: f64,
     #[arg(long, default_value_t = 0.1)]
     pub valid: f64,
+    /// Do not estimate tempo and key where the metadata lacks them.
+    #[arg(long)]
+    pub no_auto_labels: bool,
 }
 
 impl DatasetCommand {
@@ -52,6 +55,7 @@ impl DatasetCommand {
                     min_segment_ratio: a.min_segment_ratio,
                     train: a.train,
                     valid: a.valid,
+                    auto_label: !a.no_auto_labels,
                 };
                 let r = import_dir(&a.audio_dir, &a.out, &opts)
                     .with_context(|| format!("importing {}", a.audio_dir.display()))?;

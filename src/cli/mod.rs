@@ -4,6 +4,7 @@ pub mod bench;
 pub mod dataset;
 pub mod generate;
 pub mod models;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ pub enum Commands {
     /// Datasets: import a folder of audio.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Fine-tune (full, LoRA, head) or train from scratch on a dataset; or resume a run.
+    Train(Box<train::TrainArgs>),
     /// List MusicGen models found in the Hugging Face cache.
     Models(models::ModelsArgs),
     /// Benchmarks that print numbers (speed, memory).
@@ -39,6 +42,7 @@ impl Commands {
             Self::Models(a) => a.run(),
             Self::Dataset(d) => d.run(),
             Self::Bench(b) => b.run(),
+            Self::Train(a) => a.run(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct ImportOptions {
     /// Fractions for train / valid / test (the test share is what remains).
     pub train: f64,
     pub valid: f64,
+    /// Estimate tempo and key where the metadata lacks them.
+    pub auto_label: bool,
 }
 
 impl Default for ImportOptions {
@@ -35,6 +37,7 @@ impl Default for ImportOptions {
             min_segment_ratio: 0.8,
             train: 0.8,
             valid: 0.1,
+            auto_label: true,
         }
     }
 }
@@ -61,6 +64,31 @@ pub struct Info {
     pub description: Option<String>,
     pub name: Option<String>,
     pub instrument: Option<String>,
+    /// Fields tunelab estimated from the audio (`"bpm"`, `"key"`), not given by the user.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub estimated: Vec<String>,
+}
+
+impl Info {
+    /// Fills `bpm` and `key` from the audio where the metadata lacks them, marking them estimated.
+    pub fn fill_estimates(&mut self, samples: &[f32], rate: u32) {
+        if self.bpm.is_some() && self.key.is_some() {
+            return;
+        }
+        let labels = crate::data::labels::estimate(samples, rate);
+        if self.bpm.is_none() {
+            if let Some(t) = labels.tempo {
+                self.bpm = Some((t.bpm * 10.0).round() / 10.0);
+                self.estimated.push("bpm".into());
+            }
+        }
+        if self.key.is_none() {
+            if let Some(k) = labels.key {
+                self.key = Some(k.name);
+                self.estimated.push("key".into());
+            }
+        }
+    }
 }
 
 impl Info {
@@ -203,7 +231,7 @@ pub fn import_dir(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     let mut metas = Vec::new();
     let mut segments = Vec::new();
     for path in files {
-        match import_file(src, &path, opts) {
+        match import_file(src, out, &path, opts) {
             Ok((meta, segs)) => {
                 report.seconds += meta.duration;
                 report.segments += segs.len();
@@ -233,8 +261,13 @@ pub fn import_dir(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     Ok(report)
 }
 
-fn import_file(src: &Path, path: &Path, opts: &ImportOptions) -> Result<(AudioMeta, Vec<Segment>)> {
-    let (info, info_path) = read_info(path)?;
+fn import_file(
+    src: &Path,
+    out: &Path,
+    path: &Path,
+    opts: &ImportOptions,
+) -> Result<(AudioMeta, Vec<Segment>)> {
+    let (mut info, _) = read_info(path)?;
     let samples = audio::load_mono(path, SAMPLE_RATE)?;
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
     if duration < 0.1 {
@@ -248,6 +281,16 @@ fn import_file(src: &Path, path: &Path, opts: &ImportOptions) -> Result<(AudioMe
         .unwrap_or(path)
         .to_string_lossy()
         .to_string();
+    if opts.auto_label {
+        info.fill_estimates(&samples, SAMPLE_RATE);
+    }
+    // audiocraft reads metadata from a sidecar beside `info_path`; the dataset keeps its own
+    // (the user's files are never modified).
+    let info_path = out.join("info").join(format!("{rel}.json"));
+    let info_json =
+        serde_json::to_vec_pretty(&info).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    atomic_write(&info_path, &info_json)?;
+    let info_path = Some(info_path);
     let split = split_for(&rel, opts);
     let stem = path
         .file_stem()
@@ -376,10 +419,20 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let captions: Vec<&str> = segs.iter().map(|s| s.caption.as_str()).collect();
-        assert!(
-            captions.contains(&"ambient, 90 bpm") && captions.contains(&"a soft drone"),
-            "{captions:?}"
-        );
+        // The sidecar gave the bpm; the key was estimated from the audio and marked so.
+        let good = segs.iter().find(|s| s.caption.starts_with("ambient")).unwrap();
+        assert!(good.caption.ends_with("90 bpm"), "{captions:?}");
+        assert_eq!(good.info.estimated, vec!["key".to_string()]);
+        assert!(good.info.key.is_some());
+        assert!(captions.contains(&"a soft drone"), "{captions:?}");
+        // audiocraft-compatible sidecars live in the dataset, with the estimates.
+        let meta = metas.iter().find(|m| m.duration < 1.5).unwrap();
+        let sidecar: Info = serde_json::from_str(
+            &std::fs::read_to_string(meta.info_path.as_ref().unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sidecar.bpm, Some(90.0));
+        assert_eq!(sidecar.key, good.info.key);
         assert!(out.path().join("import_report.json").is_file());
         let e = import_dir(
             &src.path().join("nope"),

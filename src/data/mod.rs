@@ -2,4 +2,5 @@
 
 pub mod audio;
 pub mod dataset;
+pub mod labels;
 pub mod token_cache;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::audio;
-use crate::data::dataset::{Segment, SAMPLE_RATE};
+use crate::data::dataset::{Info, Segment, Split, SAMPLE_RATE};
 use crate::error::{Error, Result};
 use crate::models::musicgen::MusicGen;
 use crate::util::atomic_write;
@@ -35,6 +35,47 @@ pub struct CacheReport {
     pub encoded: usize,
     pub cached: usize,
     pub failed: Vec<(String, String)>,
+}
+
+/// One encoded segment, as the trainer reads it (`cache/index-<codec>.jsonl`, rewritten after
+/// every encoding pass so it always matches the dataset's current segments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub segment: String,
+    pub split: Split,
+    pub caption: String,
+    pub info: Info,
+    /// Cache file name under `cache/`.
+    pub file: String,
+    pub frames: usize,
+}
+
+/// Where the index of a codec's cache lives.
+pub fn index_path(dataset: &Path, fingerprint: &str) -> PathBuf {
+    let short: String = fingerprint.chars().take(16).collect();
+    dataset.join("cache").join(format!("index-{short}.jsonl"))
+}
+
+/// Reads the index written by [`encode_dataset`] for this codec.
+pub fn read_index(dataset: &Path, fingerprint: &str) -> Result<Vec<IndexEntry>> {
+    let p = index_path(dataset, fingerprint);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::bad_file(&p, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// Codes `[K][T]` of an index entry.
+pub fn read_codes(dataset: &Path, entry: &IndexEntry) -> Result<Vec<Vec<u32>>> {
+    let p = dataset.join("cache").join(&entry.file);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let e: Entry = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(&p, format!("corrupt cache entry: {e}")))?;
+    Ok(e.codes)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,6 +112,7 @@ pub fn cache_path(dataset: &Path, samples: &[f32], fingerprint: &str) -> PathBuf
 pub fn encode_dataset(dataset: &Path, model: &MusicGen) -> Result<CacheReport> {
     let fingerprint = codec_fingerprint(model)?;
     let mut report = CacheReport::default();
+    let mut index = Vec::new();
     let mut current: Option<(PathBuf, Vec<f32>)> = None;
     for seg in segments_of(dataset)? {
         if current
@@ -94,20 +136,51 @@ pub fn encode_dataset(dataset: &Path, model: &MusicGen) -> Result<CacheReport> {
         let b = (a + (seg.duration * SAMPLE_RATE as f64) as usize).min(samples.len());
         let piece = &samples[a..b];
         let path = cache_path(dataset, piece, &fingerprint);
-        if path.is_file() {
+        let frames = if path.is_file() {
             report.cached += 1;
-            continue;
-        }
-        let codes = model.encode_audio(piece)?;
-        let entry = Entry {
-            segment: seg.id.clone(),
-            codes,
+            cached_frames(&path)?
+        } else {
+            let codes = model.encode_audio(piece)?;
+            let frames = codes.first().map(|c| c.len()).unwrap_or(0);
+            let entry = Entry {
+                segment: seg.id.clone(),
+                codes,
+            };
+            let bytes =
+                serde_json::to_vec(&entry).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+            atomic_write(&path, &bytes)?;
+            report.encoded += 1;
+            frames
         };
-        let bytes = serde_json::to_vec(&entry).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        atomic_write(&path, &bytes)?;
-        report.encoded += 1;
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        index.push(IndexEntry {
+            segment: seg.id.clone(),
+            split: seg.split,
+            caption: seg.caption.clone(),
+            info: seg.info.clone(),
+            file,
+            frames,
+        });
     }
+    let lines = index
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    atomic_write(&index_path(dataset, &fingerprint), text.as_bytes())?;
     Ok(report)
+}
+
+fn cached_frames(p: &Path) -> Result<usize> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    let e: Entry = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(p, format!("corrupt cache entry: {e}")))?;
+    Ok(e.codes.first().map(|c| c.len()).unwrap_or(0))
 }
 
 /// Cached codes `[K][T]` of a segment, if present.

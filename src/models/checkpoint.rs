@@ -154,6 +154,23 @@ pub fn load_tensors(
 
 /// Writes tensors as one safetensors file, atomically (temp file, fsync, rename).
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    save_tensors_with_metadata(tensors, None, path)
+}
+
+/// The `__metadata__` strings of a safetensors file.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::bad_file(path, format!("not a safetensors file: {e}")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// [`save_tensors`] with `__metadata__` strings (run state, adapter configs).
+pub fn save_tensors_with_metadata(
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<()> {
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut views = Vec::with_capacity(sorted.len());
@@ -183,7 +200,7 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()
                 .map_err(|e| Error::InvalidRequest(format!("tensor {n}: {e}")))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(data, None)
+    let bytes = safetensors::serialize(data, metadata)
         .map_err(|e| Error::bad_file(path, format!("cannot serialise: {e}")))?;
     atomic_write(path, &bytes)
 }

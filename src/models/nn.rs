@@ -68,6 +68,33 @@ pub struct Lora {
     /// `[out, r]`
     pub b: Tensor,
     pub scale: f64,
+    /// Dropout on the adapter's input while training (PEFT's `lora_dropout`).
+    pub dropout: f32,
+    /// Seed of this forward's dropout mask; `None` = evaluation (no dropout). The trainer sets a
+    /// fresh seed per step, so masks are reproducible and a resumed run draws the same ones.
+    pub dropout_seed: Option<u64>,
+}
+
+impl Lora {
+    fn input(&self, xs: &Tensor) -> Result<Tensor> {
+        let Some(seed) = self.dropout_seed.filter(|_| self.dropout > 0.0) else {
+            return Ok(xs.clone());
+        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let keep = 1.0 - self.dropout;
+        let mask: Vec<f32> = (0..xs.elem_count())
+            .map(|_| {
+                if rng.random::<f32>() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        Ok((xs * mask)?)
+    }
 }
 
 /// `y = x Wᵀ (+ b) (+ LoRA)`, HF `nn.Linear` semantics.
@@ -146,7 +173,7 @@ impl Linear {
         };
         match &self.lora {
             Some(l) => {
-                let delta = matmul_t(&matmul_t(xs, &l.a)?, &l.b)?;
+                let delta = matmul_t(&matmul_t(&l.input(xs)?, &l.a)?, &l.b)?;
                 Ok((y + (delta * l.scale)?)?)
             }
             None => Ok(y),

@@ -20,6 +20,25 @@ pub enum LoraTarget {
     CrossAttn,
     Ffn,
     LmHeads,
+    EncToDecProj,
+}
+
+impl std::str::FromStr for LoraTarget {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.trim() {
+            "self_attn" | "self-attn" => Self::SelfAttn,
+            "cross_attn" | "cross-attn" | "encoder_attn" => Self::CrossAttn,
+            "ffn" | "fc" => Self::Ffn,
+            "lm_heads" | "heads" => Self::LmHeads,
+            "enc_to_dec_proj" => Self::EncToDecProj,
+            other => {
+                return Err(Error::InvalidRequest(format!(
+                    "unknown LoRA target {other:?} (self_attn, cross_attn, ffn, lm_heads, enc_to_dec_proj)"
+                )))
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +46,9 @@ pub struct LoraConfig {
     pub r: usize,
     pub alpha: f64,
     pub targets: Vec<LoraTarget>,
+    /// Dropout on the adapters' input while training.
+    #[serde(default)]
+    pub dropout: f32,
 }
 
 impl Default for LoraConfig {
@@ -35,6 +57,7 @@ impl Default for LoraConfig {
             r: 16,
             alpha: 16.0,
             targets: vec![LoraTarget::SelfAttn],
+            dropout: 0.05,
         }
     }
 }
@@ -79,7 +102,55 @@ fn targets<'a>(lm: &'a mut MusicgenLm, cfg: &LoraConfig) -> Vec<(String, &'a mut
             out.push((format!("decoder.lm_heads.{k}"), h));
         }
     }
+    if cfg.targets.contains(&LoraTarget::EncToDecProj) {
+        out.push(("enc_to_dec_proj".to_string(), &mut lm.enc_to_dec_proj));
+    }
     out
+}
+
+/// PEFT's `target_modules` for the config (module name suffixes).
+pub fn peft_target_modules(cfg: &LoraConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &cfg.targets {
+        match t {
+            LoraTarget::SelfAttn => out.extend(
+                ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"]
+                    .map(String::from),
+            ),
+            LoraTarget::CrossAttn => out.extend(
+                [
+                    "encoder_attn.q_proj",
+                    "encoder_attn.k_proj",
+                    "encoder_attn.v_proj",
+                    "encoder_attn.out_proj",
+                ]
+                .map(String::from),
+            ),
+            LoraTarget::Ffn => out.extend(["fc1", "fc2"].map(String::from)),
+            LoraTarget::LmHeads => out.extend(
+                ["lm_heads.0", "lm_heads.1", "lm_heads.2", "lm_heads.3"].map(String::from),
+            ),
+            LoraTarget::EncToDecProj => out.push("enc_to_dec_proj".into()),
+        }
+    }
+    out
+}
+
+/// Sets (training) or clears (evaluation) the dropout seeds of every adapter: each adapter gets
+/// its own seed derived from `seed`.
+pub fn set_dropout_seed(lm: &mut MusicgenLm, cfg: &LoraConfig, seed: Option<u64>) {
+    for (i, (_, linear)) in targets(lm, cfg).into_iter().enumerate() {
+        if let Some(l) = linear.lora.as_mut() {
+            l.dropout_seed = seed.map(|s| s ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+    }
+}
+
+/// Removes the adapters (after merging or to get the base model back).
+pub fn detach_lora(lm: &mut MusicgenLm, cfg: &LoraConfig) {
+    for (_, linear) in targets(lm, cfg) {
+        linear.lora = None;
+    }
 }
 
 /// Attaches adapters to `lm`. `init` may give starting values by PEFT name (resuming, tests);
@@ -127,6 +198,8 @@ pub fn attach_lora(
             a: a.as_tensor().clone(),
             b: b.as_tensor().clone(),
             scale,
+            dropout: cfg.dropout,
+            dropout_seed: None,
         });
         adapters.push(Adapter { module, a, b });
     }

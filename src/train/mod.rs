@@ -1,7 +1,10 @@
-//! Training: loss, optimisation and the trainable model. (Dataset import, runs, checkpoints and
-//! the training loop itself are issue #3's remaining work.)
+//! Training: configuration, batches, loss, optimisation, the trainable model per mode, LoRA,
+//! the run loop with its checkpoints and metrics, and exports.
 
+pub mod config;
+pub mod data;
 pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod trainable;
+pub mod trainer;

@@ -97,6 +97,15 @@ impl Attention {
         })
     }
 
+    pub fn linears(&self) -> [(&'static str, &Linear); 4] {
+        [
+            ("q_proj", &self.q_proj),
+            ("k_proj", &self.k_proj),
+            ("v_proj", &self.v_proj),
+            ("out_proj", &self.out_proj),
+        ]
+    }
+
     pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
         [
             ("q_proj", &mut self.q_proj),

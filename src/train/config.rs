@@ -1,0 +1,288 @@
+//! Everything a training run is configured by, in one serde struct written to the run's
+//! `config.json` exactly as resolved (so a run can be reproduced or resumed from it alone).
+//! Defaults are audiocraft's: AdamW betas (0.9, 0.95), eps 1e-8, weight decay 0.1, clipping 1.0,
+//! linear warmup then cosine decay, condition dropout 0.3, word dropout 0.3, caption merge 0.25.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::train::lora::LoraConfig;
+
+/// What is trained. T5 and EnCodec are always frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every LM weight.
+    #[default]
+    Full,
+    /// Low-rank adapters on a frozen LM.
+    Lora,
+    /// `lm_heads` and `enc_to_dec_proj` (optionally the last N layers too).
+    Head,
+    /// A freshly initialised LM of a preset size.
+    Scratch,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_mode(s)
+    }
+}
+
+/// Parses a mode name.
+pub fn parse_mode(s: &str) -> Result<Mode> {
+    {
+        match s {
+            "full" => Ok(Mode::Full),
+            "lora" => Ok(Mode::Lora),
+            "head" => Ok(Mode::Head),
+            "scratch" => Ok(Mode::Scratch),
+            other => Err(Error::InvalidRequest(format!(
+                "unknown training mode {other:?} (full, lora, head, scratch)"
+            ))),
+        }
+    }
+}
+
+/// Size of a from-scratch LM (T5, EnCodec and the vocabulary come from the base model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScratchConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub ffn_dim: usize,
+    /// Seed of the initial weights.
+    pub init_seed: u64,
+}
+
+impl Default for ScratchConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 256,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            ffn_dim: 1024,
+            init_seed: 0,
+        }
+    }
+}
+
+/// Exponential moving average of the trained weights (used for evaluation and export).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmaConfig {
+    pub decay: f64,
+    /// Update the average every this many optimizer steps.
+    pub every: usize,
+}
+
+impl Default for EmaConfig {
+    fn default() -> Self {
+        Self {
+            decay: 0.99,
+            every: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Dataset folder (from `tunelab dataset import`).
+    pub dataset: PathBuf,
+    /// Base model: a local HF-format folder or a Hub repo id.
+    pub model: String,
+    pub mode: Mode,
+    /// Optimizer steps (each = `grad_accum` micro-batches).
+    pub steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Longest training excerpt; longer segments are cropped at a random offset.
+    pub max_seconds: f64,
+    /// Peak learning rate; `None` = 1e-4 (full, head, scratch) or 2e-4 (LoRA).
+    pub lr: Option<f64>,
+    pub warmup_steps: usize,
+    /// The cosine ends at `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub clip_grad_norm: f64,
+    pub ema: Option<EmaConfig>,
+    pub lora: LoraConfig,
+    /// `head` mode: also train the last N decoder layers.
+    pub head_layers: usize,
+    pub scratch: ScratchConfig,
+    /// Probability that a caption is replaced by the empty condition (keeps CFG working).
+    pub condition_dropout: f64,
+    /// Probability that each caption word is dropped.
+    pub word_dropout: f64,
+    /// Probability that the metadata fields are merged into a description.
+    pub merge_fields: f64,
+    pub seed: u64,
+    pub log_every: usize,
+    /// Validation every N steps (0 = never).
+    pub eval_every: usize,
+    /// Validation batches per evaluation (0 = the whole valid split).
+    pub eval_batches: usize,
+    /// Kept checkpoints every N steps (0 = only `last` and `best`).
+    pub checkpoint_every: usize,
+    /// `last` is rewritten every N steps (and at the end).
+    pub save_every: usize,
+    /// Stop after this many non-finite steps in a row.
+    pub max_bad_steps: usize,
+    /// Generate a preview clip for this prompt at each kept checkpoint.
+    pub preview_prompt: Option<String>,
+    pub preview_seconds: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            dataset: PathBuf::new(),
+            model: String::new(),
+            mode: Mode::Full,
+            steps: 1000,
+            batch_size: 2,
+            grad_accum: 1,
+            max_seconds: 10.0,
+            lr: None,
+            warmup_steps: 100,
+            min_lr_ratio: 0.0,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            clip_grad_norm: 1.0,
+            ema: None,
+            lora: LoraConfig::default(),
+            head_layers: 0,
+            scratch: ScratchConfig::default(),
+            condition_dropout: 0.3,
+            word_dropout: 0.3,
+            merge_fields: 0.25,
+            seed: 0,
+            log_every: 1,
+            eval_every: 100,
+            eval_batches: 0,
+            checkpoint_every: 0,
+            save_every: 50,
+            max_bad_steps: 5,
+            preview_prompt: None,
+            preview_seconds: 5.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The learning rate actually used.
+    pub fn peak_lr(&self) -> f64 {
+        self.lr.unwrap_or(match self.mode {
+            Mode::Lora => 2e-4,
+            _ => 1e-4,
+        })
+    }
+
+    /// Checks what can be checked without loading anything.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidRequest(m.to_string()));
+        if self.steps == 0 {
+            return bad("steps must be at least 1");
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch size and gradient accumulation must be at least 1");
+        }
+        if !(self.max_seconds > 0.0) {
+            return bad("max_seconds must be positive");
+        }
+        if !(self.peak_lr() > 0.0 && self.peak_lr().is_finite()) {
+            return bad("the learning rate must be a positive number");
+        }
+        for (name, p) in [
+            ("condition_dropout", self.condition_dropout),
+            ("word_dropout", self.word_dropout),
+            ("merge_fields", self.merge_fields),
+            ("min_lr_ratio", self.min_lr_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::InvalidRequest(format!(
+                    "{name} must be within 0..1 (got {p})"
+                )));
+            }
+        }
+        if !(0.0..1.0).contains(&(self.lora.dropout as f64)) {
+            return bad("LoRA dropout must be within 0..1");
+        }
+        if let Some(e) = &self.ema {
+            if !(0.0..1.0).contains(&e.decay) || e.every == 0 {
+                return bad("EMA decay must be within 0..1 and its period at least 1");
+            }
+        }
+        if self.scratch.num_attention_heads == 0
+            || !self
+                .scratch
+                .hidden_size
+                .is_multiple_of(self.scratch.num_attention_heads)
+        {
+            return bad("scratch hidden size must be a multiple of the number of heads");
+        }
+        Ok(())
+    }
+}
+
+/// Linear warmup from 0 to `peak` over `warmup` steps, then cosine decay to `peak * min_ratio`
+/// at `total` (audiocraft's `CosineLRScheduler`). `step` counts completed updates (0-based:
+/// the first update uses `lr_at(0)`... which is `peak / warmup` so no update uses lr 0).
+pub fn lr_at(step: usize, total: usize, warmup: usize, peak: f64, min_ratio: f64) -> f64 {
+    let s = step + 1;
+    if s <= warmup {
+        return peak * s as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let progress = ((s - warmup) as f64 / span).min(1.0);
+    let ratio = min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + (std::f64::consts::PI * progress).cos());
+    peak * ratio
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let lr = |s| lr_at(s, 110, 10, 1e-3, 0.1);
+        assert!((lr(0) - 1e-4).abs() < 1e-12);
+        assert!((lr(9) - 1e-3).abs() < 1e-12);
+        assert!(lr(10) < 1e-3 && lr(10) > 0.99e-3);
+        assert!((lr(59) - 0.55e-3).abs() < 1e-9, "{}", lr(59)); // half way: mid of 1e-3 and 1e-4
+        assert!((lr(109) - 1e-4).abs() < 1e-12);
+        let mut prev = f64::INFINITY;
+        for s in 9..110 {
+            assert!(lr(s) <= prev);
+            prev = lr(s);
+        }
+        // No warmup: starts at the peak.
+        assert!((lr_at(0, 100, 0, 1e-3, 0.0) - 1e-3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn config_round_trips_and_validates() {
+        let c = TrainConfig {
+            mode: Mode::Lora,
+            ..Default::default()
+        };
+        assert_eq!(c.peak_lr(), 2e-4);
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<TrainConfig>(&j).unwrap(), c);
+        let bad = TrainConfig {
+            word_dropout: 1.5,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("word_dropout"));
+    }
+}

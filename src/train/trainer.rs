@@ -1,0 +1,818 @@
+//! A training run, top to bottom: resolve the base model → encode the dataset (cached) → build
+//! the trainable LM for the mode → loop { batch → forward → loss → backward → clip → AdamW →
+//! EMA → log → evaluate → checkpoint } → final checkpoint.
+//!
+//! A run lives in a directory: `config.json` (the resolved [`TrainConfig`]), `model/` (the base
+//! model's config and tokenizer as the run sees them), `metrics.jsonl` (append-only, one JSON
+//! object per event), `checkpoints/{last,best,step-NNNNNN}.safetensors` (atomic; `last` carries
+//! the optimizer moments and the run state for an exact resume) and `previews/`.
+//!
+//! Determinism: every random draw (order, crops, captions, LoRA dropout) is seeded by the run
+//! seed and the position in the run, so resuming from `last` repeats exactly the steps an
+//! uninterrupted run would take.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::data::token_cache::{codec_fingerprint, encode_dataset};
+use crate::error::{Error, Result};
+use crate::generate::{generate, GenerateParams};
+use crate::models::checkpoint::{
+    load_tensors, read_metadata, save_tensors_with_metadata, ModelFiles,
+};
+use crate::models::musicgen::config::{GenerationConfig, MusicgenConfig};
+use crate::models::musicgen::decoder::Conditioning;
+use crate::models::musicgen::MusicGen;
+use crate::train::config::{lr_at, Mode, TrainConfig};
+use crate::train::data::{make_batch, train_batch, Augment, Batch, Example, TokenData};
+use crate::train::lora::{attach_lora, set_dropout_seed};
+use crate::train::loss::{codebook_cross_entropy, shift_right};
+use crate::train::optim::{all_finite, clip_grad_norm, AdamW, Ema};
+use crate::train::trainable::{build_lm, is_head_key, scratch_lm_tensors};
+use crate::util::{append_line, atomic_write};
+
+/// One optimizer step's numbers (a `metrics.jsonl` line of kind `train`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub ce: f64,
+    pub ppl: f64,
+    pub ce_q: Vec<f64>,
+    pub ppl_q: Vec<f64>,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    pub seconds: f64,
+}
+
+/// A validation pass (kind `valid`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidMetrics {
+    pub step: usize,
+    pub ce: f64,
+    pub ppl: f64,
+    pub ce_q: Vec<f64>,
+    pub ppl_q: Vec<f64>,
+    pub tokens: usize,
+}
+
+/// What happens during a run, in order (also what the engine streams to the UI).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    Started {
+        step: usize,
+        total: usize,
+        trainable_parameters: usize,
+    },
+    Step(StepMetrics),
+    Skipped {
+        step: usize,
+        reason: String,
+    },
+    Valid(ValidMetrics),
+    Checkpoint {
+        step: usize,
+        path: PathBuf,
+    },
+    Preview {
+        step: usize,
+        path: PathBuf,
+    },
+}
+
+/// What the observer wants after each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Save `last` and return (the run can be resumed).
+    Stop,
+}
+
+/// Watches a run: receives events and decides, between steps, whether to go on. Pausing is the
+/// observer blocking in `control` until it is told to resume.
+pub trait Observer {
+    fn event(&mut self, event: &TrainEvent);
+    fn control(&mut self) -> Control {
+        Control::Continue
+    }
+}
+
+impl<F: FnMut(&TrainEvent)> Observer for F {
+    fn event(&mut self, event: &TrainEvent) {
+        self(event)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub step: usize,
+    pub finished: bool,
+    pub best_valid_ce: Option<f64>,
+}
+
+/// Progress of a run, saved in `last` so a resume continues exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RunState {
+    step: usize,
+    position: u64,
+    optimizer_steps: u64,
+    best_valid_ce: Option<f64>,
+    bad_in_row: usize,
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub run_dir: PathBuf,
+    /// T5 and EnCodec (frozen) and, as `model.lm`, the LM being trained.
+    pub model: MusicGen,
+    vars: Vec<(String, Var)>,
+    opt: AdamW,
+    ema: Option<Ema>,
+    data: TokenData,
+    text_cache: HashMap<String, Tensor>,
+    state: RunState,
+}
+
+const CACHE_LIMIT: usize = 4096;
+
+impl Trainer {
+    /// Prepares a new run in `run_dir` (which must not hold a run yet).
+    pub fn create(
+        cfg: TrainConfig,
+        run_dir: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if run_dir.join("config.json").exists() {
+            return Err(Error::InvalidRequest(format!(
+                "{} already holds a run: resume it or choose another folder",
+                run_dir.display()
+            )));
+        }
+        progress("resolving the base model");
+        let base = crate::models::hub::resolve_model(&cfg.model, &mut |_| {})?;
+        let trainer = Self::build(cfg, run_dir, &base, device, progress, None)?;
+        let cfg_json = serde_json::to_vec_pretty(&trainer.cfg)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        atomic_write(&run_dir.join("config.json"), &cfg_json)?;
+        Ok(trainer)
+    }
+
+    /// Opens the run in `run_dir` at its `last` checkpoint.
+    pub fn resume(run_dir: &Path, device: &Device, progress: &mut dyn FnMut(&str)) -> Result<Self> {
+        let cfg_path = run_dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let cfg: TrainConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(&cfg_path, format!("not a training config: {e}")))?;
+        let last = run_dir.join("checkpoints").join("last.safetensors");
+        if !last.is_file() {
+            return Err(Error::MissingFile {
+                path: last,
+                what: "checkpoint to resume from (the run stopped before its first save)".into(),
+            });
+        }
+        progress("resolving the base model");
+        let base = crate::models::hub::resolve_model(&cfg.model, &mut |_| {})?;
+        Self::build(cfg, run_dir, &base, device, progress, Some(&last))
+    }
+
+    fn build(
+        cfg: TrainConfig,
+        run_dir: &Path,
+        base: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+        resume_from: Option<&Path>,
+    ) -> Result<Self> {
+        progress("loading the base model");
+        let files = ModelFiles::in_dir(base)?;
+        let mut config = MusicgenConfig::from_file(&files.config)?;
+        let mut tensors = load_tensors(&files.weights, DType::F32, device)?;
+        if cfg.mode == Mode::Scratch {
+            let s = &cfg.scratch;
+            config.decoder.hidden_size = s.hidden_size;
+            config.decoder.num_hidden_layers = s.num_hidden_layers;
+            config.decoder.num_attention_heads = s.num_attention_heads;
+            config.decoder.ffn_dim = s.ffn_dim;
+            tensors.retain(|k, _| !crate::train::trainable::is_lm_key(k));
+            tensors.extend(scratch_lm_tensors(
+                &config.decoder,
+                config.t5_hidden_size(),
+                s.init_seed,
+                device,
+            )?);
+        }
+        // The run's own copy of the model's description (a scratch run has its own decoder).
+        let model_dir = run_dir.join("model");
+        let config_json =
+            serde_json::to_vec_pretty(&config).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        atomic_write(&model_dir.join("config.json"), &config_json)?;
+        if let Some(tok) = &files.tokenizer {
+            let bytes = std::fs::read(tok).map_err(|e| Error::io(tok, e))?;
+            atomic_write(&model_dir.join("tokenizer.json"), &bytes)?;
+        }
+
+        let (lm, vars) = match cfg.mode {
+            Mode::Full | Mode::Scratch => build_lm(&config, &tensors, |_| true, device)?,
+            Mode::Head => {
+                let total = config.decoder.num_hidden_layers;
+                let layers = cfg.head_layers.min(total);
+                build_lm(&config, &tensors, |n| is_head_key(n, layers, total), device)?
+            }
+            Mode::Lora => build_lm(&config, &tensors, |_| false, device)?,
+        };
+        let mut model = MusicGen::from_tensors(
+            config.clone(),
+            GenerationConfig::default(),
+            tensors,
+            files.tokenizer.as_deref(),
+            device,
+            &files.weights_label(),
+        )?;
+        model.lm = lm;
+        model.source = Some(base.to_path_buf());
+
+        let mut vars = vars;
+        if cfg.mode == Mode::Lora {
+            let saved = match resume_from {
+                Some(p) => weights_of(&load_checkpoint(p)?.0, "w."),
+                None => HashMap::new(),
+            };
+            let init: HashMap<String, Tensor> = saved
+                .into_iter()
+                .map(|(k, v)| (peft_live_name(&k), v))
+                .collect();
+            let adapters = attach_lora(&mut model.lm, &cfg.lora, &init)?;
+            vars = adapters
+                .into_iter()
+                .flat_map(|a| {
+                    let (na, nb) = a.peft_names();
+                    [(peft_file_name(&na), a.a), (peft_file_name(&nb), a.b)]
+                })
+                .collect();
+        }
+        if vars.is_empty() {
+            return Err(Error::InvalidRequest(
+                "this mode and configuration train no weight".into(),
+            ));
+        }
+
+        progress("encoding the dataset (cached)");
+        let report = encode_dataset(&cfg.dataset, &model)?;
+        if !report.failed.is_empty() {
+            tracing::warn!("{} segments failed to encode", report.failed.len());
+        }
+        let data = TokenData::load(&cfg.dataset, &codec_fingerprint(&model)?)?;
+
+        let params = candle_nn::ParamsAdamW {
+            lr: cfg.peak_lr(),
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        };
+        let mut opt = AdamW::new(vars.clone(), params)?;
+        let mut ema = match &cfg.ema {
+            Some(e) => Some(Ema::new(e.decay, &vars)?),
+            None => None,
+        };
+        let mut state = RunState {
+            step: 0,
+            position: 0,
+            optimizer_steps: 0,
+            best_valid_ce: None,
+            bad_in_row: 0,
+        };
+        if let Some(path) = resume_from {
+            progress("restoring the checkpoint");
+            let (saved, meta) = load_checkpoint(path)?;
+            let st = meta.get("run_state").ok_or_else(|| {
+                Error::bad_file(path, "no run state: not a `last` checkpoint of a run")
+            })?;
+            state = serde_json::from_str(st)
+                .map_err(|e| Error::bad_file(path, format!("bad run state: {e}")))?;
+            if cfg.mode != Mode::Lora {
+                for (name, var) in &vars {
+                    let w = saved.get(&format!("w.{name}")).ok_or_else(|| {
+                        Error::bad_file(path, format!("checkpoint lacks weight {name}"))
+                    })?;
+                    var.set(w)?;
+                }
+            }
+            opt.load_state(&weights_of(&saved, "opt."), state.optimizer_steps)?;
+            if let Some(e) = ema.as_mut() {
+                e.weights = weights_of(&saved, "ema.");
+                if e.weights.len() != vars.len() {
+                    return Err(Error::bad_file(path, "checkpoint lacks the EMA weights"));
+                }
+            }
+        }
+        let trainer = Self {
+            cfg,
+            run_dir: run_dir.to_path_buf(),
+            model,
+            vars,
+            opt,
+            ema,
+            data,
+            text_cache: HashMap::new(),
+            state,
+        };
+        Ok(trainer)
+    }
+
+    pub fn step(&self) -> usize {
+        self.state.step
+    }
+
+    pub fn trainable_parameters(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.as_tensor().elem_count()).sum()
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.run_dir.join("metrics.jsonl")
+    }
+
+    fn log(&self, kind: &str, value: impl Serialize) -> Result<()> {
+        let mut v = serde_json::to_value(value).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("kind".into(), kind.into());
+        }
+        append_line(&self.metrics_path(), &v.to_string())
+    }
+
+    /// The whole run (or what remains of it), top to bottom.
+    pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        let total = self.cfg.steps;
+        self.log(
+            "start",
+            serde_json::json!({"step": self.state.step, "total": total,
+                "trainable_parameters": self.trainable_parameters()}),
+        )?;
+        observer.event(&TrainEvent::Started {
+            step: self.state.step,
+            total,
+            trainable_parameters: self.trainable_parameters(),
+        });
+        while self.state.step < total {
+            match self.train_step()? {
+                Ok(m) => {
+                    if self.state.step.is_multiple_of(self.cfg.log_every.max(1))
+                        || self.state.step == total
+                    {
+                        self.log("train", &m)?;
+                    }
+                    observer.event(&TrainEvent::Step(m));
+                }
+                Err(reason) => {
+                    self.log(
+                        "skip",
+                        serde_json::json!({"step": self.state.step, "reason": reason}),
+                    )?;
+                    observer.event(&TrainEvent::Skipped {
+                        step: self.state.step,
+                        reason: reason.clone(),
+                    });
+                    if self.state.bad_in_row >= self.cfg.max_bad_steps {
+                        return Err(Error::InvalidRequest(format!(
+                            "training diverged: {} non-finite steps in a row (last at step {}: {reason}); \
+                             lower the learning rate and resume from the last checkpoint",
+                            self.state.bad_in_row, self.state.step
+                        )));
+                    }
+                    continue;
+                }
+            }
+            let step = self.state.step;
+            let eval_now = self.cfg.eval_every > 0
+                && (step.is_multiple_of(self.cfg.eval_every) || step == total)
+                && !self.data.valid.is_empty();
+            if eval_now {
+                let v = self.evaluate()?;
+                self.log("valid", &v)?;
+                observer.event(&TrainEvent::Valid(v.clone()));
+                if self.state.best_valid_ce.is_none_or(|b| v.ce < b) {
+                    self.state.best_valid_ce = Some(v.ce);
+                    let p = self.save("best", false)?;
+                    observer.event(&TrainEvent::Checkpoint { step, path: p });
+                }
+            }
+            if self.cfg.checkpoint_every > 0 && step.is_multiple_of(self.cfg.checkpoint_every) {
+                let p = self.save(&format!("step-{step:06}"), false)?;
+                observer.event(&TrainEvent::Checkpoint { step, path: p });
+                if self.cfg.preview_prompt.is_some() {
+                    let p = self.preview()?;
+                    observer.event(&TrainEvent::Preview { step, path: p });
+                }
+            }
+            if step.is_multiple_of(self.cfg.save_every.max(1)) || step == total {
+                let p = self.save("last", true)?;
+                observer.event(&TrainEvent::Checkpoint { step, path: p });
+            }
+            if observer.control() == Control::Stop {
+                let p = self.save("last", true)?;
+                observer.event(&TrainEvent::Checkpoint { step, path: p });
+                self.log("stop", serde_json::json!({"step": step}))?;
+                return Ok(self.summary(false));
+            }
+        }
+        self.log("end", serde_json::json!({"step": self.state.step}))?;
+        Ok(self.summary(true))
+    }
+
+    fn summary(&self, finished: bool) -> RunSummary {
+        RunSummary {
+            run_dir: self.run_dir.clone(),
+            step: self.state.step,
+            finished,
+            best_valid_ce: self.state.best_valid_ce,
+        }
+    }
+
+    /// The text conditioning of a batch: T5 states cached per caption, `""` = null condition.
+    fn condition(&mut self, captions: &[String]) -> Result<Conditioning> {
+        let hidden = self.model.text.hidden_size();
+        let device = self.model.device().clone();
+        let mut rows = Vec::with_capacity(captions.len());
+        for c in captions {
+            if c.trim().is_empty() {
+                rows.push(None);
+                continue;
+            }
+            if !self.text_cache.contains_key(c) {
+                if self.text_cache.len() >= CACHE_LIMIT {
+                    self.text_cache.clear();
+                }
+                let (states, mask) = self.model.text.encode(std::slice::from_ref(c))?;
+                let n = mask.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? as usize;
+                self.text_cache
+                    .insert(c.clone(), states.squeeze(0)?.narrow(0, 0, n.max(1))?);
+            }
+            rows.push(self.text_cache.get(c).cloned());
+        }
+        let len = rows
+            .iter()
+            .map(|r| r.as_ref().map(|t| t.dim(0)).transpose())
+            .collect::<candle_core::Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(1);
+        let mut states = Vec::with_capacity(rows.len());
+        let mut mask = Vec::with_capacity(rows.len() * len);
+        for r in &rows {
+            let (s, n) = match r {
+                Some(t) => {
+                    let n = t.dim(0)?;
+                    let pad = Tensor::zeros((len - n, hidden), DType::F32, &device)?;
+                    (Tensor::cat(&[t, &pad], 0)?, n)
+                }
+                None => (Tensor::zeros((len, hidden), DType::F32, &device)?, 0),
+            };
+            states.push(s);
+            mask.extend((0..len).map(|i| u32::from(i < n)));
+        }
+        let states = Tensor::stack(&states, 0)?;
+        let mask = Tensor::from_vec(mask, (rows.len(), len), &device)?;
+        self.model.lm.condition(&states, &mask)
+    }
+
+    /// One optimizer update over `grad_accum` micro-batches. `Ok(Err(reason))` = skipped.
+    pub fn train_step(&mut self) -> Result<std::result::Result<StepMetrics, String>> {
+        let started = Instant::now();
+        let cfg = self.cfg.clone();
+        let step = self.state.step;
+        let lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.peak_lr(), cfg.min_lr_ratio);
+        self.opt.set_lr(lr);
+        let max_frames = (cfg.max_seconds * self.model.frame_rate()).round().max(1.0) as usize;
+        let aug = Augment {
+            condition_dropout: cfg.condition_dropout,
+            word_dropout: cfg.word_dropout,
+            merge_fields: cfg.merge_fields,
+        };
+        let k = self.model.num_codebooks();
+        let mut ce_sum = vec![0f64; k];
+        let mut tok_sum = vec![0usize; k];
+        let mut loss_sum = 0f64;
+        let mut total_tokens = 0;
+        let mut grads: Option<candle_core::backprop::GradStore> = None;
+        for micro in 0..cfg.grad_accum {
+            let batch = train_batch(
+                &self.data,
+                cfg.seed,
+                self.state.position,
+                cfg.batch_size,
+                max_frames,
+                aug,
+                self.model.device(),
+            )?;
+            self.state.position += cfg.batch_size as u64;
+            if cfg.mode == Mode::Lora {
+                let mut r =
+                    crate::train::data::rng_for(cfg.seed, 4, (step * cfg.grad_accum + micro) as u64);
+                let seed = rand::Rng::random::<u64>(&mut r);
+                set_dropout_seed(&mut self.model.lm, &cfg.lora, Some(seed));
+            }
+            let (loss, ce, tokens) = self.loss_of(&batch)?;
+            let loss_v = loss.to_scalar::<f32>()? as f64;
+            loss_sum += loss_v;
+            for q in 0..k {
+                ce_sum[q] += ce[q] * tokens[q] as f64;
+                tok_sum[q] += tokens[q];
+            }
+            total_tokens += batch.tokens;
+            if !loss_v.is_finite() {
+                continue;
+            }
+            let g = (loss / cfg.grad_accum as f64)?.backward()?;
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for (_, v) in &self.vars {
+                        if let Some(new) = g.get(v.as_tensor()) {
+                            let sum = match acc.get(v.as_tensor()) {
+                                Some(old) => (old + new)?,
+                                None => new.clone(),
+                            };
+                            acc.insert(v.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        if cfg.mode == Mode::Lora {
+            set_dropout_seed(&mut self.model.lm, &cfg.lora, None);
+        }
+        let loss = loss_sum / cfg.grad_accum as f64;
+        self.state.step += 1;
+        let vars: Vec<Var> = self.vars.iter().map(|(_, v)| v.clone()).collect();
+        let (Some(mut grads), true) = (grads, loss.is_finite()) else {
+            self.state.bad_in_row += 1;
+            return Ok(Err(format!("non-finite loss ({loss})")));
+        };
+        let grad_norm = clip_grad_norm(&mut grads, &vars, cfg.clip_grad_norm)?;
+        if !grad_norm.is_finite() {
+            self.state.bad_in_row += 1;
+            return Ok(Err(format!("non-finite gradient norm ({grad_norm})")));
+        }
+        self.opt.step(&grads)?;
+        self.state.optimizer_steps = self.opt.t;
+        self.state.bad_in_row = 0;
+        if let (Some(ema), Some(e)) = (self.ema.as_mut(), cfg.ema.as_ref()) {
+            if self.state.step.is_multiple_of(e.every) {
+                ema.update(&self.vars)?;
+            }
+        }
+        let ce_q: Vec<f64> = (0..k)
+            .map(|q| ce_sum[q] / tok_sum[q].max(1) as f64)
+            .collect();
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(Ok(StepMetrics {
+            step: self.state.step,
+            ce: loss,
+            ppl: loss.exp(),
+            ppl_q: ce_q.iter().map(|c| c.exp()).collect(),
+            ce_q,
+            lr,
+            grad_norm,
+            tokens_per_s: total_tokens as f64 / seconds.max(1e-9),
+            seconds,
+        }))
+    }
+
+    /// Loss (differentiable), per-codebook CE and counted tokens of a batch.
+    fn loss_of(&mut self, batch: &Batch) -> Result<(Tensor, Vec<f64>, Vec<usize>)> {
+        let cond = self.condition(&batch.captions)?;
+        let inputs = shift_right(&batch.labels, 2048)?;
+        let logits = self.model.lm.forward(&inputs, &cond, None)?;
+        let out = codebook_cross_entropy(&logits, &batch.labels, 2048)?;
+        let ce = out.ce.iter().map(|c| *c as f64).collect();
+        Ok((out.loss, ce, out.tokens))
+    }
+
+    /// Cross-entropy on the valid split (EMA weights when EMA is on), token-weighted.
+    pub fn evaluate(&mut self) -> Result<ValidMetrics> {
+        let examples: Vec<Example> = self.data.valid.clone();
+        let limit = if self.cfg.eval_batches == 0 {
+            usize::MAX
+        } else {
+            self.cfg.eval_batches
+        };
+        let swapped = self.swap_in_ema()?;
+        let result = self.cross_entropy_on(&examples, limit);
+        if let Some(saved) = swapped {
+            for (name, var) in &self.vars {
+                if let Some(w) = saved.get(name) {
+                    var.set(w)?;
+                }
+            }
+        }
+        let (ce_q, tokens) = result?;
+        let ce = ce_q.iter().sum::<f64>() / ce_q.len().max(1) as f64;
+        Ok(ValidMetrics {
+            step: self.state.step,
+            ce,
+            ppl: ce.exp(),
+            ppl_q: ce_q.iter().map(|c| c.exp()).collect(),
+            ce_q,
+            tokens,
+        })
+    }
+
+    /// Per-codebook CE over examples (captions as given, no augmentation, crops from the start).
+    fn cross_entropy_on(&mut self, examples: &[Example], batches: usize) -> Result<(Vec<f64>, usize)> {
+        let k = self.model.num_codebooks();
+        let max_frames = (self.cfg.max_seconds * self.model.frame_rate()).round().max(1.0) as usize;
+        let mut ce_sum = vec![0f64; k];
+        let mut tok = vec![0usize; k];
+        for chunk in examples.chunks(self.cfg.batch_size.max(1)).take(batches) {
+            let items: Vec<(&Example, String)> =
+                chunk.iter().map(|e| (e, e.caption.clone())).collect();
+            let batch = make_batch(&items, max_frames, 2048, None, self.model.device())?;
+            let (_, ce, tokens) = self.loss_of(&batch)?;
+            for q in 0..k {
+                ce_sum[q] += ce[q] * tokens[q] as f64;
+                tok[q] += tokens[q];
+            }
+        }
+        let total = tok.iter().sum();
+        Ok((
+            (0..k).map(|q| ce_sum[q] / tok[q].max(1) as f64).collect(),
+            total,
+        ))
+    }
+
+    /// Puts the EMA weights in the model; returns the live weights to put back.
+    fn swap_in_ema(&mut self) -> Result<Option<HashMap<String, Tensor>>> {
+        let Some(ema) = &self.ema else {
+            return Ok(None);
+        };
+        let mut saved = HashMap::new();
+        for (name, var) in &self.vars {
+            if let Some(e) = ema.weights.get(name) {
+                saved.insert(name.clone(), var.as_tensor().detach().copy()?);
+                var.set(e)?;
+            }
+        }
+        Ok(Some(saved))
+    }
+
+    /// Writes `checkpoints/<name>.safetensors`: weights (`w.`), EMA (`ema.`) and, with `full`,
+    /// the optimizer moments (`opt.`) and run state. Refuses non-finite weights.
+    fn save(&mut self, name: &str, full: bool) -> Result<PathBuf> {
+        let path = self.run_dir.join("checkpoints").join(format!("{name}.safetensors"));
+        let mut tensors = HashMap::new();
+        for (n, v) in &self.vars {
+            tensors.insert(format!("w.{n}"), v.as_tensor().detach());
+        }
+        if !all_finite(tensors.values())? {
+            return Err(Error::InvalidRequest(format!(
+                "not writing {}: the weights hold non-finite values",
+                path.display()
+            )));
+        }
+        if let Some(e) = &self.ema {
+            for (n, t) in &e.weights {
+                tensors.insert(format!("ema.{n}"), t.clone());
+            }
+        }
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "tunelab-run-checkpoint".to_string());
+        meta.insert("mode".to_string(), serde_json::to_string(&self.cfg.mode).unwrap_or_default());
+        meta.insert("step".to_string(), self.state.step.to_string());
+        if full {
+            for (n, t) in self.opt.state() {
+                tensors.insert(format!("opt.{n}"), t);
+            }
+            let st = serde_json::to_string(&self.state)
+                .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+            meta.insert("run_state".to_string(), st);
+        }
+        save_tensors_with_metadata(&tensors, Some(meta), &path)?;
+        self.log("checkpoint", serde_json::json!({"step": self.state.step, "name": name}))?;
+        Ok(path)
+    }
+
+    /// Generates the preview prompt with the current weights into `previews/step-N.wav`.
+    fn preview(&mut self) -> Result<PathBuf> {
+        let prompt = self.cfg.preview_prompt.clone().unwrap_or_default();
+        let params = GenerateParams {
+            prompt,
+            duration: self.cfg.preview_seconds,
+            seed: self.cfg.seed,
+            ..Default::default()
+        };
+        let swapped = self.swap_in_ema()?;
+        let clip = generate(&mut self.model, &params, &mut |_| true);
+        if let Some(saved) = swapped {
+            for (name, var) in &self.vars {
+                if let Some(w) = saved.get(name) {
+                    var.set(w)?;
+                }
+            }
+        }
+        let clip = clip?;
+        let path = self
+            .run_dir
+            .join("previews")
+            .join(format!("step-{:06}.wav", self.state.step));
+        let bytes = crate::data::audio::wav_bytes(&clip.audio, clip.sample_rate)?;
+        atomic_write(&path, &bytes)?;
+        Ok(path)
+    }
+}
+
+/// The LM's current tensors by checkpoint name (frozen and trainable alike).
+pub fn lm_tensors(lm: &crate::models::musicgen::decoder::MusicgenLm) -> HashMap<String, Tensor> {
+    let mut out = HashMap::new();
+    let d = "decoder.model.decoder";
+    let mut put = |n: String, t: Option<&Tensor>| {
+        if let Some(t) = t {
+            out.insert(n, t.detach());
+        }
+    };
+    put("enc_to_dec_proj.weight".into(), lm.enc_to_dec_proj.weight());
+    put("enc_to_dec_proj.bias".into(), lm.enc_to_dec_proj.bias());
+    for (k, e) in lm.embed_tokens.iter().enumerate() {
+        put(format!("{d}.embed_tokens.{k}.weight"), Some(e));
+    }
+    for (i, l) in lm.layers.iter().enumerate() {
+        let p = format!("{d}.layers.{i}");
+        for (n, lin) in l.self_attn.linears() {
+            put(format!("{p}.self_attn.{n}.weight"), lin.weight());
+        }
+        for (n, lin) in l.encoder_attn.linears() {
+            put(format!("{p}.encoder_attn.{n}.weight"), lin.weight());
+        }
+        put(format!("{p}.fc1.weight"), l.fc1.weight());
+        put(format!("{p}.fc2.weight"), l.fc2.weight());
+        for (n, ln) in [
+            ("self_attn_layer_norm", &l.self_attn_layer_norm),
+            ("encoder_attn_layer_norm", &l.encoder_attn_layer_norm),
+            ("final_layer_norm", &l.final_layer_norm),
+        ] {
+            put(format!("{p}.{n}.weight"), Some(&ln.weight));
+            put(format!("{p}.{n}.bias"), Some(&ln.bias));
+        }
+    }
+    put(format!("{d}.layer_norm.weight"), Some(&lm.layer_norm.weight));
+    put(format!("{d}.layer_norm.bias"), Some(&lm.layer_norm.bias));
+    for (k, h) in lm.lm_heads.iter().enumerate() {
+        put(format!("decoder.lm_heads.{k}.weight"), h.weight());
+    }
+    out
+}
+
+/// A run checkpoint's tensors and metadata.
+pub fn load_checkpoint(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let meta = read_metadata(path)?;
+    if meta.get("format").map(String::as_str) != Some("tunelab-run-checkpoint") {
+        return Err(Error::bad_file(path, "not a tunelab run checkpoint"));
+    }
+    let tensors = load_tensors(&[path.to_path_buf()], DType::F32, &Device::Cpu)?;
+    Ok((tensors, meta))
+}
+
+/// The tensors under `prefix`, with the prefix removed.
+pub fn weights_of(t: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
+    t.iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
+        .collect()
+}
+
+/// PEFT's name in a live model (`….lora_A.default.weight`) → in `adapter_model.safetensors`.
+pub fn peft_file_name(live: &str) -> String {
+    live.replace(".default.weight", ".weight")
+}
+
+/// The inverse of [`peft_file_name`].
+pub fn peft_live_name(file: &str) -> String {
+    if file.ends_with(".default.weight") {
+        return file.to_string();
+    }
+    file.strip_suffix(".weight")
+        .map(|p| format!("{p}.default.weight"))
+        .unwrap_or_else(|| file.to_string())
+}
+
+/// The final weights a run produced for export or generation: EMA when the run kept one, else
+/// the live weights, from `checkpoint` (default `last`).
+pub fn run_weights(run_dir: &Path, checkpoint: Option<&str>) -> Result<(TrainConfig, HashMap<String, Tensor>)> {
+    let cfg_path = run_dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let cfg: TrainConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(&cfg_path, format!("not a training config: {e}")))?;
+    let name = checkpoint.unwrap_or("last");
+    let path = run_dir.join("checkpoints").join(format!("{name}.safetensors"));
+    let (t, _) = load_checkpoint(&path)?;
+    let ema = weights_of(&t, "ema.");
+    Ok((cfg, if ema.is_empty() { weights_of(&t, "w.") } else { ema }))
+}

@@ -55,6 +55,7 @@ fn worker_loads_generates_with_progress_and_cancels() {
         job: 2,
         spec: tiny_dir().display().to_string(),
         weights: Default::default(),
+        adapter: None,
     });
     let (_, r) = recv_done(&rx, 2);
     let JobOutput::ModelLoaded(info) = r.unwrap() else {

@@ -188,12 +188,17 @@ fn full_finetune_step_matches_pytorch() {
         );
     }
 
+    let named: Vec<(String, candle_core::Var)> =
+        data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     let vars: Vec<candle_core::Var> = data.values().cloned().collect();
     drop(data);
     let total = grad_norm(&grads, &vars).unwrap();
     assert!(rel(total, r.j["grad_norm_total"].as_f64().unwrap()) < 1e-4);
     clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
-    let mut opt = candle_nn::AdamW::new(vars, tunelab::train::optim::adamw_params(1e-3)).unwrap();
+    // tunelab's AdamW (the one runs use, with saved moments) against torch.optim.AdamW.
+    let mut opt =
+        tunelab::train::optim::AdamW::new(named, tunelab::train::optim::adamw_params(1e-3))
+            .unwrap();
     opt.step(&grads).unwrap();
     let data = varmap.data().lock().unwrap();
     for name in r.j["saved_params"].as_array().unwrap() {
@@ -235,7 +240,7 @@ fn lora_step_matches_peft() {
         targets: vec![LoraTarget::SelfAttn],
         dropout: 0.0,
     };
-    let adapters = attach_lora(&mut lm, &lcfg, &init).unwrap();
+    let adapters = attach_lora(&mut lm, &lcfg, &init, 0).unwrap();
     assert_eq!(
         adapters.len() * 2,
         init.len(),
@@ -275,7 +280,14 @@ fn lora_step_matches_peft() {
     assert!(grads.get(lm.layers[0].fc1.weight().unwrap()).is_none());
     let total = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
     assert!(rel(total, r.j["lora"]["grad_norm_total"].as_f64().unwrap()) < 1e-4);
-    let mut opt = candle_nn::AdamW::new(vars, tunelab::train::optim::adamw_params(2e-3)).unwrap();
+    let named: Vec<(String, candle_core::Var)> = vars
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i.to_string(), v.clone()))
+        .collect();
+    let mut opt =
+        tunelab::train::optim::AdamW::new(named, tunelab::train::optim::adamw_params(2e-3))
+            .unwrap();
     opt.step(&grads).unwrap();
     for a in &adapters {
         let (na, nb) = a.peft_names();

@@ -17,9 +17,13 @@ use crate::util::atomic_write;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A Hugging Face repo id (e.g. facebook/musicgen-small) or a local model directory.
+    /// A Hugging Face repo id (e.g. facebook/musicgen-small), a local model directory, or a
+    /// tunelab training run (its weights on its base model).
     #[arg(long)]
     pub model: String,
+    /// A LoRA adapter to use unmerged: a PEFT folder or a tunelab LoRA run.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Text description; empty for unconditional generation.
     #[arg(long, default_value = "")]
     pub prompt: String,
@@ -67,6 +71,7 @@ impl GenerateArgs {
             job: 1,
             spec: self.model.clone(),
             weights: self.weights,
+            adapter: self.adapter.clone(),
         });
         wait(&rx, 1, &bar).with_context(|| format!("loading model {}", self.model))?;
         let params = GenerateParams {
@@ -124,7 +129,7 @@ fn wait(rx: &mpsc::Receiver<Event>, job: u64, bar: &ProgressBar) -> anyhow::Resu
             Event::Done { job: j, result } if j == job => {
                 return result.map_err(anyhow::Error::msg);
             }
-            Event::Done { .. } => {}
+            Event::Done { .. } | Event::Train { .. } => {}
         }
     }
 }

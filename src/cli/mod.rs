@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dataset;
+pub mod export;
 pub mod generate;
 pub mod models;
 pub mod train;
@@ -28,6 +29,8 @@ pub enum Commands {
     Dataset(dataset::DatasetCommand),
     /// Fine-tune (full, LoRA, head) or train from scratch on a dataset; or resume a run.
     Train(Box<train::TrainArgs>),
+    /// Export a training run: a full HF folder, a PEFT adapter, or audiocraft names.
+    Export(export::ExportArgs),
     /// List MusicGen models found in the Hugging Face cache.
     Models(models::ModelsArgs),
     /// Benchmarks that print numbers (speed, memory).
@@ -43,6 +46,7 @@ impl Commands {
             Self::Dataset(d) => d.run(),
             Self::Bench(b) => b.run(),
             Self::Train(a) => a.run(),
+            Self::Export(a) => a.run(),
         }
     }
 }

@@ -156,7 +156,11 @@ impl TrainArgs {
         printer.bar.finish_and_clear();
         println!(
             "{} at step {} · run {}{}",
-            if summary.finished { "finished" } else { "stopped" },
+            if summary.finished {
+                "finished"
+            } else {
+                "stopped"
+            },
             summary.step,
             summary.run_dir.display(),
             summary
@@ -206,9 +210,10 @@ impl Observer for Printer {
                     m.ce, m.lr, m.tokens_per_s
                 ));
             }
-            TrainEvent::Valid(v) => self
-                .bar
-                .println(format!("step {}: valid ce {:.4} (ppl {:.1})", v.step, v.ce, v.ppl)),
+            TrainEvent::Valid(v) => self.bar.println(format!(
+                "step {}: valid ce {:.4} (ppl {:.1})",
+                v.step, v.ce, v.ppl
+            )),
             TrainEvent::Skipped { step, reason } => {
                 self.bar.println(format!("step {step} skipped: {reason}"))
             }

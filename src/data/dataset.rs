@@ -420,7 +420,10 @@ mod tests {
             .collect();
         let captions: Vec<&str> = segs.iter().map(|s| s.caption.as_str()).collect();
         // The sidecar gave the bpm; the key was estimated from the audio and marked so.
-        let good = segs.iter().find(|s| s.caption.starts_with("ambient")).unwrap();
+        let good = segs
+            .iter()
+            .find(|s| s.caption.starts_with("ambient"))
+            .unwrap();
         assert!(good.caption.ends_with("90 bpm"), "{captions:?}");
         assert_eq!(good.info.estimated, vec!["key".to_string()]);
         assert!(good.info.key.is_some());

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use crate::generate::{Clip, GenerateParams};
 use crate::models::nn::WeightMode;
+use crate::train::config::TrainConfig;
+use crate::train::trainer::{RunSummary, TrainEvent};
 
 /// Identifies a job so its events can be matched to the request.
 pub type JobId = u64;
@@ -14,10 +16,13 @@ pub type JobId = u64;
 pub enum Command {
     /// Load a MusicGen from a local directory or a Hugging Face repo id (downloading into the
     /// HF cache with progress events). Replaces the current model.
+    /// `spec` may also be a tunelab training run (its weights on its base model); `adapter`
+    /// attaches a LoRA adapter (a PEFT folder or a LoRA run) unmerged.
     LoadModel {
         job: JobId,
         spec: String,
         weights: WeightMode,
+        adapter: Option<PathBuf>,
     },
     /// Build a model of the given published layout with random weights (benchmarks, demos).
     LoadRandom {
@@ -27,6 +32,19 @@ pub enum Command {
     },
     /// Generate a clip with the loaded model.
     Generate { job: JobId, params: GenerateParams },
+    /// Start a training run in `run_dir` (a new run with `config`, or, with `config: None`,
+    /// resume the run there). Streams [`Event::Train`]; ends with `Done(Trained)`.
+    Train {
+        job: JobId,
+        run_dir: PathBuf,
+        config: Option<Box<TrainConfig>>,
+    },
+    /// Pause the running training between steps (it holds its state in memory).
+    PauseTraining,
+    /// Continue a paused training.
+    ResumeTraining,
+    /// Stop the running training after the current step, saving `last` (resumable).
+    StopTraining,
     /// Stop the worker thread (also sent when the handle is dropped).
     Shutdown,
 }
@@ -36,6 +54,7 @@ pub enum Command {
 pub enum JobOutput {
     ModelLoaded(ModelInfo),
     Clip(Clip),
+    Trained(RunSummary),
 }
 
 /// A loaded model, as the UI shows it.
@@ -63,6 +82,13 @@ pub enum Event {
         job: JobId,
         step: usize,
         total: usize,
+    },
+    /// Training progress, batched so the UI gets at most ~10 messages a second and loses no
+    /// step (the first event of a run is `Started`; `paused` tells the current pause state).
+    Train {
+        job: JobId,
+        events: Vec<TrainEvent>,
+        paused: bool,
     },
     /// A job ended: its result, or the error text to show.
     Done {

@@ -1,10 +1,13 @@
 //! The engine thread. Jobs run one at a time; a shared flag cancels the running one between
 //! steps; dropping the handle stops and joins the thread.
 
+use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
@@ -14,6 +17,10 @@ use crate::generate::{self, GenerateParams};
 use crate::models::hub;
 use crate::models::musicgen::config::MusicgenConfig;
 use crate::models::musicgen::MusicGen;
+use crate::models::nn::WeightMode;
+use crate::train::config::TrainConfig;
+use crate::train::export;
+use crate::train::trainer::{Control, Observer, RunSummary, TrainEvent, Trainer};
 
 /// Called after every event is sent (the studio passes `ctx.request_repaint`).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -35,6 +42,7 @@ impl EngineHandle {
             .name("tunelab-engine".into())
             .spawn(move || {
                 let mut w = Worker {
+                    queue: VecDeque::new(),
                     model: None,
                     events,
                     wake,
@@ -75,6 +83,8 @@ impl Drop for EngineHandle {
 }
 
 struct Worker {
+    /// Commands received while a training ran, to run next.
+    queue: VecDeque<Command>,
     model: Option<MusicGen>,
     events: Sender<Event>,
     wake: Waker,
@@ -84,11 +94,16 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self, rx: Receiver<Command>) {
-        while let Ok(cmd) = rx.recv() {
+        while let Some(cmd) = self.next(&rx) {
             match cmd {
                 Command::Shutdown => break,
-                Command::LoadModel { job, spec, weights } => {
-                    let r = self.load(job, &spec, weights);
+                Command::LoadModel {
+                    job,
+                    spec,
+                    weights,
+                    adapter,
+                } => {
+                    let r = self.load(job, &spec, weights, adapter.as_deref());
                     self.done(job, r.map(JobOutput::ModelLoaded));
                 }
                 Command::LoadRandom { job, preset, seed } => {
@@ -104,8 +119,62 @@ impl Worker {
                     let r = self.generate(job, &params);
                     self.done(job, r.map(JobOutput::Clip));
                 }
+                Command::Train {
+                    job,
+                    run_dir,
+                    config,
+                } => {
+                    let mut pending = VecDeque::new();
+                    let r = self.train(job, &run_dir, config.map(|c| *c), &rx, &mut pending);
+                    self.done(job, r.map(JobOutput::Trained));
+                    // Commands that arrived during the run, in order.
+                    while let Some(cmd) = pending.pop_front() {
+                        if matches!(cmd, Command::Shutdown) {
+                            return;
+                        }
+                        self.queue.push_back(cmd);
+                    }
+                }
+                // Only meaningful while a training runs (handled by its observer).
+                Command::PauseTraining | Command::ResumeTraining | Command::StopTraining => {}
             }
         }
+    }
+
+    fn next(&mut self, rx: &Receiver<Command>) -> Option<Command> {
+        match self.queue.pop_front() {
+            Some(c) => Some(c),
+            None => rx.recv().ok(),
+        }
+    }
+
+    fn train(
+        &mut self,
+        job: JobId,
+        run_dir: &Path,
+        config: Option<TrainConfig>,
+        rx: &Receiver<Command>,
+        pending: &mut VecDeque<Command>,
+    ) -> Result<RunSummary> {
+        let mut say = |_: &str| {};
+        let mut trainer = match config {
+            Some(cfg) => Trainer::create(cfg, run_dir, &self.device, &mut say)?,
+            None => Trainer::resume(run_dir, &self.device, &mut say)?,
+        };
+        let mut obs = EngineObserver {
+            job,
+            events: &self.events,
+            wake: &self.wake,
+            cancel: &self.cancel,
+            rx,
+            pending,
+            batch: Vec::new(),
+            last_flush: Instant::now(),
+            paused: false,
+        };
+        let r = trainer.run(&mut obs);
+        obs.flush();
+        r
     }
 
     fn emit(&self, e: Event) {
@@ -126,6 +195,7 @@ impl Worker {
         job: JobId,
         spec: &str,
         weights: crate::models::nn::WeightMode,
+        adapter: Option<&Path>,
     ) -> Result<ModelInfo> {
         let events = self.events.clone();
         let wake = self.wake.clone();
@@ -146,7 +216,15 @@ impl Worker {
             return Err(Error::Cancelled);
         }
         self.model = None; // free the old one before loading the new
-        let m = MusicGen::load(&dir, &self.device, weights)?;
+        let mut m = if export::is_run_dir(&dir) {
+            export::load_run_model(&dir, None, &self.device, WeightMode::F32)?
+        } else {
+            MusicGen::load(&dir, &self.device, WeightMode::F32)?
+        };
+        if let Some(a) = adapter {
+            export::apply_adapter(&mut m, a)?;
+        }
+        m.set_weight_mode(weights)?;
         let info = model_info(&m);
         self.model = Some(m);
         Ok(info)
@@ -172,6 +250,94 @@ impl Worker {
             }
             !cancel.load(Ordering::SeqCst)
         })
+    }
+}
+
+/// Streams a run's events to the UI (batched, ≤ 10 messages a second) and applies
+/// pause / resume / stop commands between steps. Other commands wait for the run to end.
+struct EngineObserver<'a> {
+    job: JobId,
+    events: &'a Sender<Event>,
+    wake: &'a Waker,
+    cancel: &'a AtomicBool,
+    rx: &'a Receiver<Command>,
+    pending: &'a mut VecDeque<Command>,
+    batch: Vec<TrainEvent>,
+    last_flush: Instant,
+    paused: bool,
+}
+
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+impl EngineObserver<'_> {
+    fn flush(&mut self) {
+        let events = std::mem::take(&mut self.batch);
+        let msg = Event::Train {
+            job: self.job,
+            events,
+            paused: self.paused,
+        };
+        if self.events.send(msg).is_ok() {
+            (self.wake)();
+        }
+        self.last_flush = Instant::now();
+    }
+
+    /// Applies one command; `Some(Stop)` ends the run.
+    fn apply(&mut self, cmd: Command) -> Option<Control> {
+        match cmd {
+            Command::PauseTraining => {
+                self.paused = true;
+                self.flush();
+            }
+            Command::ResumeTraining => {
+                self.paused = false;
+                self.flush();
+            }
+            Command::StopTraining => return Some(Control::Stop),
+            Command::Shutdown => {
+                self.pending.push_back(Command::Shutdown);
+                return Some(Control::Stop);
+            }
+            other => self.pending.push_back(other),
+        }
+        None
+    }
+}
+
+impl Observer for EngineObserver<'_> {
+    fn event(&mut self, e: &TrainEvent) {
+        let is_step = matches!(e, TrainEvent::Step(_));
+        self.batch.push(e.clone());
+        if !is_step || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    fn control(&mut self) -> Control {
+        loop {
+            if self.cancel.load(Ordering::SeqCst) {
+                return Control::Stop;
+            }
+            let cmd = if self.paused {
+                match self.rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(c) => Some(c),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Control::Stop,
+                }
+            } else {
+                self.rx.try_recv().ok()
+            };
+            match cmd {
+                Some(c) => {
+                    if let Some(stop) = self.apply(c) {
+                        return stop;
+                    }
+                }
+                None if self.paused => continue,
+                None => return Control::Continue,
+            }
+        }
     }
 }
 

@@ -128,11 +128,11 @@ impl Linear {
         }
     }
 
-    /// The dense weight (`None` once quantised).
+    /// The fp32 weight (`None` once quantised).
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
-            Weight::Dense(w) => Some(w),
-            _ => None,
+            Weight::Dense(w) | Weight::Frozen(w) => Some(w),
+            Weight::Quant(_) => None,
         }
     }
 
@@ -142,7 +142,7 @@ impl Linear {
 
     /// Lays the weight out for inference in `mode` (frozen from then on).
     pub fn convert(&mut self, mode: WeightMode) -> Result<()> {
-        let Weight::Dense(w) = &self.weight else {
+        let (Weight::Dense(w) | Weight::Frozen(w)) = &self.weight else {
             return Ok(());
         };
         let quant = |dt: GgmlDType| -> Result<Weight> {

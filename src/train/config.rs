@@ -197,10 +197,10 @@ impl TrainConfig {
         if self.batch_size == 0 || self.grad_accum == 0 {
             return bad("batch size and gradient accumulation must be at least 1");
         }
-        if !(self.max_seconds > 0.0) {
+        if self.max_seconds.is_nan() || self.max_seconds <= 0.0 {
             return bad("max_seconds must be positive");
         }
-        if !(self.peak_lr() > 0.0 && self.peak_lr().is_finite()) {
+        if !self.peak_lr().is_finite() || self.peak_lr() <= 0.0 {
             return bad("the learning rate must be a positive number");
         }
         for (name, p) in [
@@ -245,7 +245,8 @@ pub fn lr_at(step: usize, total: usize, warmup: usize, peak: f64, min_ratio: f64
     }
     let span = total.saturating_sub(warmup).max(1) as f64;
     let progress = ((s - warmup) as f64 / span).min(1.0);
-    let ratio = min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + (std::f64::consts::PI * progress).cos());
+    let ratio =
+        min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + (std::f64::consts::PI * progress).cos());
     peak * ratio
 }
 
@@ -283,6 +284,10 @@ mod tests {
             word_dropout: 1.5,
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("word_dropout"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("word_dropout"));
     }
 }

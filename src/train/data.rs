@@ -279,7 +279,10 @@ mod tests {
         assert_eq!(&l[0][3][..3], &[2048, 2048, 2048]);
         assert_eq!(&l[0][3][3..], &[300, 301, 302, 303, 304, 305]);
         // The short example: 3 frames, then padding to the batch length.
-        assert_eq!(&l[1][1][..], &[2048, 100, 101, 102, 2048, 2048, 2048, 2048, 2048]);
+        assert_eq!(
+            &l[1][1][..],
+            &[2048, 100, 101, 102, 2048, 2048, 2048, 2048, 2048]
+        );
         assert_eq!(b.tokens, 4 * 6 + 4 * 3);
         // A random crop keeps consecutive frames of every codebook aligned.
         let mut r = rng_for(1, 2, 3);
@@ -292,7 +295,11 @@ mod tests {
 
     #[test]
     fn caption_augmentation_rates_are_as_configured() {
-        let e = ex("a", 5, Some("a calm piano piece with soft strings and slow pads"));
+        let e = ex(
+            "a",
+            5,
+            Some("a calm piano piece with soft strings and slow pads"),
+        );
         let mut rng = rng_for(7, 0, 0);
         let n = 4000;
         let aug = Augment {
@@ -300,9 +307,14 @@ mod tests {
             word_dropout: 0.0,
             merge_fields: 0.25,
         };
-        let caps: Vec<String> = (0..n).map(|_| training_caption(&e, aug, &mut rng)).collect();
+        let caps: Vec<String> = (0..n)
+            .map(|_| training_caption(&e, aug, &mut rng))
+            .collect();
         let empty = caps.iter().filter(|c| c.is_empty()).count();
-        let merged = caps.iter().filter(|c| c.ends_with("ambient, 90 bpm")).count();
+        let merged = caps
+            .iter()
+            .filter(|c| c.ends_with("ambient, 90 bpm"))
+            .count();
         let p_empty = empty as f64 / n as f64;
         assert!((p_empty - 0.3).abs() < 0.03, "{p_empty}");
         let p_merge = merged as f64 / (n - empty) as f64;
@@ -312,7 +324,11 @@ mod tests {
             ..Augment::NONE
         };
         let words: usize = (0..n)
-            .map(|_| training_caption(&e, aug, &mut rng).split_whitespace().count())
+            .map(|_| {
+                training_caption(&e, aug, &mut rng)
+                    .split_whitespace()
+                    .count()
+            })
             .sum();
         let kept = words as f64 / (10 * n) as f64;
         assert!((kept - 0.7).abs() < 0.02, "{kept}");

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor, Var};
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -114,8 +115,13 @@ pub fn peft_target_modules(cfg: &LoraConfig) -> Vec<String> {
     for t in &cfg.targets {
         match t {
             LoraTarget::SelfAttn => out.extend(
-                ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"]
-                    .map(String::from),
+                [
+                    "self_attn.q_proj",
+                    "self_attn.k_proj",
+                    "self_attn.v_proj",
+                    "self_attn.out_proj",
+                ]
+                .map(String::from),
             ),
             LoraTarget::CrossAttn => out.extend(
                 [
@@ -127,9 +133,8 @@ pub fn peft_target_modules(cfg: &LoraConfig) -> Vec<String> {
                 .map(String::from),
             ),
             LoraTarget::Ffn => out.extend(["fc1", "fc2"].map(String::from)),
-            LoraTarget::LmHeads => out.extend(
-                ["lm_heads.0", "lm_heads.1", "lm_heads.2", "lm_heads.3"].map(String::from),
-            ),
+            LoraTarget::LmHeads => out
+                .extend(["lm_heads.0", "lm_heads.1", "lm_heads.2", "lm_heads.3"].map(String::from)),
             LoraTarget::EncToDecProj => out.push("enc_to_dec_proj".into()),
         }
     }
@@ -154,11 +159,12 @@ pub fn detach_lora(lm: &mut MusicgenLm, cfg: &LoraConfig) {
 }
 
 /// Attaches adapters to `lm`. `init` may give starting values by PEFT name (resuming, tests);
-/// otherwise A is Kaiming-uniform as PEFT and B is zero.
+/// otherwise A is Kaiming-uniform as PEFT (drawn from `seed`) and B is zero.
 pub fn attach_lora(
     lm: &mut MusicgenLm,
     cfg: &LoraConfig,
     init: &HashMap<String, Tensor>,
+    seed: u64,
 ) -> Result<Vec<Adapter>> {
     if cfg.r == 0 {
         return Err(Error::InvalidRequest("LoRA rank must be at least 1".into()));
@@ -176,8 +182,17 @@ pub fn attach_lora(
         let a = match init.get(&adapter_a) {
             Some(t) => t.to_dtype(DType::F32)?,
             None => {
-                let bound = (1.0 / in_dim as f64).sqrt(); // kaiming_uniform(a=sqrt(5))
-                Tensor::rand(-bound as f32, bound as f32, (cfg.r, in_dim), &device)?
+                // kaiming_uniform(a=sqrt(5)) as PEFT, from a generator seeded per module so a run
+                // is reproducible.
+                let bound = (1.0 / in_dim as f64).sqrt() as f32;
+                let h = module.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+                });
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(h);
+                let values: Vec<f32> = (0..cfg.r * in_dim)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect();
+                Tensor::from_vec(values, (cfg.r, in_dim), &device)?
             }
         };
         let b = match init.get(&adapter_b) {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod data;
+pub mod export;
 pub mod lora;
 pub mod loss;
 pub mod optim;

@@ -81,9 +81,9 @@ impl AdamW {
         for (i, (name, var)) in self.vars.iter().enumerate() {
             for (prefix, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("{prefix}.{name}");
-                let saved = state.get(&key).ok_or_else(|| {
-                    Error::InvalidRequest(format!("optimizer state lacks {key}"))
-                })?;
+                let saved = state
+                    .get(&key)
+                    .ok_or_else(|| Error::InvalidRequest(format!("optimizer state lacks {key}")))?;
                 if saved.dims() != var.as_tensor().dims() {
                     return Err(Error::InvalidRequest(format!(
                         "optimizer state {key} has shape {:?}, the weight {:?}",
@@ -202,7 +202,12 @@ mod tests {
                     opt.load_state(&st, t).unwrap();
                 }
                 let target = Tensor::new(&[0.3f32, 0.1, -0.7], &dev).unwrap();
-                let loss = (w.as_tensor() - &target).unwrap().sqr().unwrap().sum_all().unwrap();
+                let loss = (w.as_tensor() - &target)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
                 opt.step(&loss.backward().unwrap()).unwrap();
             }
             w.as_tensor().to_vec1::<f32>().unwrap()
@@ -210,10 +215,17 @@ mod tests {
         let plain = run(5, None);
         assert_eq!(plain, run(5, Some(3)));
         let w = Var::new(&[1f32, -2., 0.5], &dev).unwrap();
-        let mut reference = candle_nn::AdamW::new(vec![w.clone()], adamw_params(0.1)).unwrap();
+        let mut reference =
+            <candle_nn::AdamW as candle_nn::Optimizer>::new(vec![w.clone()], adamw_params(0.1))
+                .unwrap();
         for _ in 0..5 {
             let target = Tensor::new(&[0.3f32, 0.1, -0.7], &dev).unwrap();
-            let loss = (w.as_tensor() - &target).unwrap().sqr().unwrap().sum_all().unwrap();
+            let loss = (w.as_tensor() - &target)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
             candle_nn::Optimizer::step(&mut reference, &loss.backward().unwrap()).unwrap();
         }
         let want = w.as_tensor().to_vec1::<f32>().unwrap();

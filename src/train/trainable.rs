@@ -127,10 +127,30 @@ mod tests {
     fn head_mode_selects_heads_projection_and_last_layers() {
         assert!(is_head_key("decoder.lm_heads.3.weight", 0, 24));
         assert!(is_head_key("enc_to_dec_proj.bias", 0, 24));
-        assert!(!is_head_key("decoder.model.decoder.layers.23.fc1.weight", 0, 24));
-        assert!(is_head_key("decoder.model.decoder.layers.23.fc1.weight", 2, 24));
-        assert!(is_head_key("decoder.model.decoder.layers.22.fc1.weight", 2, 24));
-        assert!(!is_head_key("decoder.model.decoder.layers.21.fc1.weight", 2, 24));
-        assert!(!is_head_key("decoder.model.decoder.embed_tokens.0.weight", 2, 24));
+        assert!(!is_head_key(
+            "decoder.model.decoder.layers.23.fc1.weight",
+            0,
+            24
+        ));
+        assert!(is_head_key(
+            "decoder.model.decoder.layers.23.fc1.weight",
+            2,
+            24
+        ));
+        assert!(is_head_key(
+            "decoder.model.decoder.layers.22.fc1.weight",
+            2,
+            24
+        ));
+        assert!(!is_head_key(
+            "decoder.model.decoder.layers.21.fc1.weight",
+            2,
+            24
+        ));
+        assert!(!is_head_key(
+            "decoder.model.decoder.embed_tokens.0.weight",
+            2,
+            24
+        ));
     }
 }

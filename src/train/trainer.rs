@@ -249,7 +249,7 @@ impl Trainer {
                 .into_iter()
                 .map(|(k, v)| (peft_live_name(&k), v))
                 .collect();
-            let adapters = attach_lora(&mut model.lm, &cfg.lora, &init)?;
+            let adapters = attach_lora(&mut model.lm, &cfg.lora, &init, cfg.seed)?;
             vars = adapters
                 .into_iter()
                 .flat_map(|a| {
@@ -332,8 +332,16 @@ impl Trainer {
         self.state.step
     }
 
+    /// The trained tensors by name (HF names; PEFT file names for LoRA).
+    pub fn trainable(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.vars.iter().map(|(n, v)| (n, v))
+    }
+
     pub fn trainable_parameters(&self) -> usize {
-        self.vars.iter().map(|(_, v)| v.as_tensor().elem_count()).sum()
+        self.vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum()
     }
 
     pub fn metrics_path(&self) -> PathBuf {
@@ -341,7 +349,8 @@ impl Trainer {
     }
 
     fn log(&self, kind: &str, value: impl Serialize) -> Result<()> {
-        let mut v = serde_json::to_value(value).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let mut v =
+            serde_json::to_value(value).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("kind".into(), kind.into());
         }
@@ -489,7 +498,13 @@ impl Trainer {
         let started = Instant::now();
         let cfg = self.cfg.clone();
         let step = self.state.step;
-        let lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.peak_lr(), cfg.min_lr_ratio);
+        let lr = lr_at(
+            step,
+            cfg.steps,
+            cfg.warmup_steps,
+            cfg.peak_lr(),
+            cfg.min_lr_ratio,
+        );
         self.opt.set_lr(lr);
         let max_frames = (cfg.max_seconds * self.model.frame_rate()).round().max(1.0) as usize;
         let aug = Augment {
@@ -515,8 +530,11 @@ impl Trainer {
             )?;
             self.state.position += cfg.batch_size as u64;
             if cfg.mode == Mode::Lora {
-                let mut r =
-                    crate::train::data::rng_for(cfg.seed, 4, (step * cfg.grad_accum + micro) as u64);
+                let mut r = crate::train::data::rng_for(
+                    cfg.seed,
+                    4,
+                    (step * cfg.grad_accum + micro) as u64,
+                );
                 let seed = rand::Rng::random::<u64>(&mut r);
                 set_dropout_seed(&mut self.model.lm, &cfg.lora, Some(seed));
             }
@@ -628,9 +646,15 @@ impl Trainer {
     }
 
     /// Per-codebook CE over examples (captions as given, no augmentation, crops from the start).
-    fn cross_entropy_on(&mut self, examples: &[Example], batches: usize) -> Result<(Vec<f64>, usize)> {
+    fn cross_entropy_on(
+        &mut self,
+        examples: &[Example],
+        batches: usize,
+    ) -> Result<(Vec<f64>, usize)> {
         let k = self.model.num_codebooks();
-        let max_frames = (self.cfg.max_seconds * self.model.frame_rate()).round().max(1.0) as usize;
+        let max_frames = (self.cfg.max_seconds * self.model.frame_rate())
+            .round()
+            .max(1.0) as usize;
         let mut ce_sum = vec![0f64; k];
         let mut tok = vec![0usize; k];
         for chunk in examples.chunks(self.cfg.batch_size.max(1)).take(batches) {
@@ -668,7 +692,10 @@ impl Trainer {
     /// Writes `checkpoints/<name>.safetensors`: weights (`w.`), EMA (`ema.`) and, with `full`,
     /// the optimizer moments (`opt.`) and run state. Refuses non-finite weights.
     fn save(&mut self, name: &str, full: bool) -> Result<PathBuf> {
-        let path = self.run_dir.join("checkpoints").join(format!("{name}.safetensors"));
+        let path = self
+            .run_dir
+            .join("checkpoints")
+            .join(format!("{name}.safetensors"));
         let mut tensors = HashMap::new();
         for (n, v) in &self.vars {
             tensors.insert(format!("w.{n}"), v.as_tensor().detach());
@@ -686,7 +713,10 @@ impl Trainer {
         }
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "tunelab-run-checkpoint".to_string());
-        meta.insert("mode".to_string(), serde_json::to_string(&self.cfg.mode).unwrap_or_default());
+        meta.insert(
+            "mode".to_string(),
+            serde_json::to_string(&self.cfg.mode).unwrap_or_default(),
+        );
         meta.insert("step".to_string(), self.state.step.to_string());
         if full {
             for (n, t) in self.opt.state() {
@@ -697,7 +727,10 @@ impl Trainer {
             meta.insert("run_state".to_string(), st);
         }
         save_tensors_with_metadata(&tensors, Some(meta), &path)?;
-        self.log("checkpoint", serde_json::json!({"step": self.state.step, "name": name}))?;
+        self.log(
+            "checkpoint",
+            serde_json::json!({"step": self.state.step, "name": name}),
+        )?;
         Ok(path)
     }
 
@@ -763,7 +796,10 @@ pub fn lm_tensors(lm: &crate::models::musicgen::decoder::MusicgenLm) -> HashMap<
             put(format!("{p}.{n}.bias"), Some(&ln.bias));
         }
     }
-    put(format!("{d}.layer_norm.weight"), Some(&lm.layer_norm.weight));
+    put(
+        format!("{d}.layer_norm.weight"),
+        Some(&lm.layer_norm.weight),
+    );
     put(format!("{d}.layer_norm.bias"), Some(&lm.layer_norm.bias));
     for (k, h) in lm.lm_heads.iter().enumerate() {
         put(format!("decoder.lm_heads.{k}.weight"), h.weight());
@@ -805,14 +841,26 @@ pub fn peft_live_name(file: &str) -> String {
 
 /// The final weights a run produced for export or generation: EMA when the run kept one, else
 /// the live weights, from `checkpoint` (default `last`).
-pub fn run_weights(run_dir: &Path, checkpoint: Option<&str>) -> Result<(TrainConfig, HashMap<String, Tensor>)> {
+pub fn run_weights(
+    run_dir: &Path,
+    checkpoint: Option<&str>,
+) -> Result<(TrainConfig, HashMap<String, Tensor>)> {
     let cfg_path = run_dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let cfg: TrainConfig = serde_json::from_str(&text)
         .map_err(|e| Error::bad_file(&cfg_path, format!("not a training config: {e}")))?;
     let name = checkpoint.unwrap_or("last");
-    let path = run_dir.join("checkpoints").join(format!("{name}.safetensors"));
+    let path = run_dir
+        .join("checkpoints")
+        .join(format!("{name}.safetensors"));
     let (t, _) = load_checkpoint(&path)?;
     let ema = weights_of(&t, "ema.");
-    Ok((cfg, if ema.is_empty() { weights_of(&t, "w.") } else { ema }))
+    Ok((
+        cfg,
+        if ema.is_empty() {
+            weights_of(&t, "w.")
+        } else {
+            ema
+        },
+    ))
 }

@@ -123,6 +123,7 @@ impl TunelabApp {
                 Event::GenerateStep { job, step, total } => {
                     self.busy = Busy::Generating { job, step, total };
                 }
+                Event::Train { .. } => {}
                 Event::Done { result, .. } => {
                     self.busy = Busy::Idle;
                     match result {
@@ -136,6 +137,9 @@ impl TunelabApp {
                                 clip.audio.len() as f64 / clip.sample_rate as f64
                             );
                             self.clip = Some(clip);
+                        }
+                        Ok(JobOutput::Trained(s)) => {
+                            self.status = format!("Training stopped at step {}.", s.step);
                         }
                         Err(e) => self.status = format!("Error: {e}"),
                     }
@@ -160,6 +164,7 @@ impl TunelabApp {
                     job,
                     spec,
                     weights: WeightMode::F32,
+                    adapter: None,
                 });
                 self.busy = Busy::Loading {
                     job,

@@ -1,0 +1,450 @@
+//! Training runs end to end on the tiny fixture model: every mode trains from the CLI with
+//! curves in metrics.jsonl; a run killed with SIGKILL resumes exactly; non-finite steps are
+//! skipped and stop the run; the engine pauses, resumes and stops a run; exports and adapters
+//! give the model that was trained.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use common::*;
+use tunelab::data::audio::write_wav;
+use tunelab::data::dataset::{import_dir, ImportOptions};
+use tunelab::train::config::{Mode, TrainConfig};
+use tunelab::train::trainer::{load_checkpoint, weights_of, Trainer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tunelab");
+
+/// Six 2 s tracks (tones and noise bursts) with captions, cut into 1 s segments.
+fn dataset(dir: &Path) -> PathBuf {
+    let src = dir.join("audio");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6u32 {
+        let f = 110.0 * (i + 2) as f32;
+        let x: Vec<f32> = (0..64_000u32)
+            .map(|n| {
+                let t = n as f32 / 32_000.0;
+                let burst = if (n / 4000 + i) % 3 == 0 { 0.2 } else { 0.0 };
+                0.3 * (std::f32::consts::TAU * f * t).sin()
+                    + burst * (((n.wrapping_mul(2654435761)) >> 16) as f32 / 65536.0 - 0.5)
+            })
+            .collect();
+        write_wav(&src.join(format!("t{i}.wav")), &x, 32_000).unwrap();
+        std::fs::write(
+            src.join(format!("t{i}.txt")),
+            format!("tone number {i} with noise"),
+        )
+        .unwrap();
+    }
+    let ds = dir.join("ds");
+    let opts = ImportOptions {
+        segment_seconds: 1.0,
+        train: 0.67,
+        valid: 0.33,
+        auto_label: false,
+        ..Default::default()
+    };
+    let r = import_dir(&src, &ds, &opts).unwrap();
+    assert_eq!(r.imported.len(), 6);
+    ds
+}
+
+fn train_cmd(ds: &Path, run: &Path, mode: &str, steps: usize, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["train", "--model"])
+        .arg(tiny_dir())
+        .arg("--dataset")
+        .arg(ds)
+        .arg("--run")
+        .arg(run)
+        .args(["--mode", mode, "--steps", &steps.to_string(), "--json"])
+        .args(["--warmup", "2", "--eval-every", "4", "--save-every", "3"])
+        .args(extra);
+    if !extra.contains(&"--lr") {
+        c.args(["--lr", "3e-3"]);
+    }
+    c
+}
+
+/// `(step, ce)` of every train line, the last line for a step winning (a resumed run repeats
+/// the steps after its last checkpoint).
+fn train_losses(run: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut by_step = std::collections::BTreeMap::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["kind"] == "train" {
+            by_step.insert(v["step"].as_u64().unwrap(), v["ce"].as_f64().unwrap());
+        }
+    }
+    by_step.into_iter().collect()
+}
+
+fn run_ok(mut c: Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn every_mode_trains_from_the_cli_and_freezes_what_it_should() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    for (mode, extra) in [
+        ("full", vec![]),
+        ("lora", vec!["--lora-rank", "4"]),
+        ("head", vec!["--head-layers", "1"]),
+        (
+            "scratch",
+            vec![
+                "--scratch-hidden",
+                "32",
+                "--scratch-layers",
+                "2",
+                "--scratch-heads",
+                "2",
+            ],
+        ),
+    ] {
+        let run = tmp.path().join(format!("run-{mode}"));
+        run_ok(train_cmd(&ds, &run, mode, 8, &extra));
+        let losses = train_losses(&run);
+        assert_eq!(losses.len(), 8, "{mode}: a train line per step");
+        assert!(losses.iter().all(|(_, c)| c.is_finite() && *c > 0.0));
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        assert!(
+            metrics.contains("\"kind\":\"valid\""),
+            "{mode}: validation logged"
+        );
+        for key in [
+            "\"ce_q\"",
+            "\"ppl_q\"",
+            "\"lr\"",
+            "\"grad_norm\"",
+            "\"tokens_per_s\"",
+        ] {
+            assert!(metrics.contains(key), "{mode}: {key} logged");
+        }
+        let (t, meta) = load_checkpoint(&run.join("checkpoints/last.safetensors")).unwrap();
+        assert_eq!(meta["step"], "8");
+        let w = weights_of(&t, "w.");
+        let opt = weights_of(&t, "opt.");
+        // Optimizer state exists exactly for the trained tensors.
+        assert_eq!(opt.len(), 2 * w.len(), "{mode}");
+        let names: Vec<&String> = w.keys().collect();
+        match mode {
+            "lora" => assert!(names.iter().all(|n| n.contains(".lora_"))),
+            "head" => {
+                assert!(names.iter().all(|n| n.contains("lm_heads")
+                    || n.starts_with("enc_to_dec_proj")
+                    || n.contains("layers.1.")
+                    || n.contains("decoder.layer_norm")));
+                assert!(names.iter().any(|n| n.contains("layers.1.fc1")));
+            }
+            "scratch" => {
+                let e = &w["decoder.model.decoder.embed_tokens.0.weight"];
+                assert_eq!(e.dims(), &[2049, 32]);
+            }
+            _ => assert!(names.iter().any(|n| n.contains("embed_tokens"))),
+        }
+        assert!(run.join("checkpoints/best.safetensors").is_file(), "{mode}");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let extra = [
+        "--lora-rank",
+        "4",
+        "--grad-accum",
+        "2",
+        "--ema",
+        "0.9",
+        "--ema-every",
+        "2",
+    ];
+    // Uninterrupted reference.
+    let a = tmp.path().join("a");
+    run_ok(train_cmd(&ds, &a, "lora", 12, &extra));
+    let want = train_losses(&a);
+    assert_eq!(want.len(), 12);
+
+    // Same run, killed after its step-6 checkpoint and at least one more step.
+    let b = tmp.path().join("b");
+    let mut child = train_cmd(&ds, &b, "lora", 12, &extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap_or_default();
+        let saved6 = text.contains("\"kind\":\"checkpoint\",\"name\":\"last\",\"step\":6");
+        let past = text.contains("\"step\":7") && text.contains("\"kind\":\"train\"");
+        if saved6 && past {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        assert!(start.elapsed() < Duration::from_secs(300), "run too slow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = train_losses(&b);
+    assert!(
+        before.len() < 12,
+        "killed mid-run ({} steps logged)",
+        before.len()
+    );
+
+    let mut resume = Command::new(BIN);
+    resume.arg("train").arg("--resume").arg(&b).arg("--json");
+    run_ok(resume);
+    let got = train_losses(&b);
+    assert_eq!(got.len(), 12);
+    for ((s1, l1), (s2, l2)) in want.iter().zip(&got) {
+        assert_eq!(s1, s2);
+        assert_eq!(l1, l2, "step {s1}: resumed loss differs");
+    }
+    // The final weights (and EMA) are identical too.
+    let wa = load_checkpoint(&a.join("checkpoints/last.safetensors"))
+        .unwrap()
+        .0;
+    let wb = load_checkpoint(&b.join("checkpoints/last.safetensors"))
+        .unwrap()
+        .0;
+    assert_eq!(wa.len(), wb.len());
+    for (k, t) in &wa {
+        assert_eq!(max_abs_diff(t, &wb[k]), 0.0, "{k}");
+    }
+}
+
+#[test]
+fn non_finite_steps_are_skipped_and_stop_the_run_without_a_bad_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    let cfg = TrainConfig {
+        dataset: ds,
+        model: tiny_dir().display().to_string(),
+        mode: Mode::Head,
+        steps: 20,
+        save_every: 1,
+        max_bad_steps: 3,
+        eval_every: 0,
+        ..Default::default()
+    };
+    let mut t = Trainer::create(cfg, &run, &Device::Cpu, &mut |_| {}).unwrap();
+    let mut events = Vec::new();
+    // Two good steps, then poison a trained weight.
+    t.cfg.steps = 2;
+    t.run(&mut |e: &tunelab::train::trainer::TrainEvent| events.push(e.clone()))
+        .unwrap();
+    let good = load_checkpoint(&run.join("checkpoints/last.safetensors"))
+        .unwrap()
+        .0;
+    t.cfg.steps = 20;
+    let (name, var) = t
+        .trainable()
+        .next()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .unwrap();
+    let poisoned = (var.as_tensor().ones_like().unwrap() * f64::NAN).unwrap();
+    var.set(&poisoned).unwrap();
+    let err = t
+        .run(&mut |e: &tunelab::train::trainer::TrainEvent| events.push(e.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("diverged") && err.contains("3 non-finite"),
+        "{err}"
+    );
+    let skips = events
+        .iter()
+        .filter(|e| matches!(e, tunelab::train::trainer::TrainEvent::Skipped { .. }))
+        .count();
+    assert_eq!(skips, 3);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"kind\":\"skip\"").count(), 3);
+    // `last` still holds the good weights of step 2.
+    let after = load_checkpoint(&run.join("checkpoints/last.safetensors"))
+        .unwrap()
+        .0;
+    assert_eq!(
+        max_abs_diff(&after[&format!("w.{name}")], &good[&format!("w.{name}")]),
+        0.0
+    );
+}
+
+#[test]
+fn exports_and_adapters_give_the_trained_model() {
+    use tunelab::models::musicgen::MusicGen;
+    use tunelab::models::nn::WeightMode;
+    use tunelab::train::export::{apply_adapter, export_run, load_run_model, ExportFormat};
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let run = tmp.path().join("lora");
+    run_ok(train_cmd(
+        &ds,
+        &run,
+        "lora",
+        4,
+        &[
+            "--lora-rank",
+            "4",
+            "--lr",
+            "2e-2",
+            "--lora-targets",
+            "self_attn,cross_attn,lm_heads",
+        ],
+    ));
+    let hf = tmp.path().join("hf");
+    let peft = tmp.path().join("peft");
+    export_run(&run, None, ExportFormat::Hf, &hf).unwrap();
+    export_run(&run, None, ExportFormat::Peft, &peft).unwrap();
+    let ac = tmp.path().join("ac");
+    export_run(&run, None, ExportFormat::Audiocraft, &ac).unwrap();
+
+    let logits = |m: &mut MusicGen| {
+        let cond = m
+            .condition(&["tone number 3 with noise".to_string()])
+            .unwrap();
+        let codes = candle_core::Tensor::from_vec(
+            (0..4 * 9)
+                .map(|i| (i * 37 % 2048) as u32)
+                .collect::<Vec<_>>(),
+            (1, 4, 9),
+            &Device::Cpu,
+        )
+        .unwrap();
+        m.lm.forward(&codes, &cond, None).unwrap()
+    };
+    let mut base = MusicGen::load(&tiny_dir(), &Device::Cpu, WeightMode::F32).unwrap();
+    let base_logits = logits(&mut base);
+    let mut merged = MusicGen::load(&hf, &Device::Cpu, WeightMode::F32).unwrap();
+    let merged_logits = logits(&mut merged);
+    let mut unmerged = MusicGen::load(&tiny_dir(), &Device::Cpu, WeightMode::F32).unwrap();
+    apply_adapter(&mut unmerged, &peft).unwrap();
+    let unmerged_logits = logits(&mut unmerged);
+    let mut as_run = load_run_model(&run, None, &Device::Cpu, WeightMode::F32).unwrap();
+    let run_logits = logits(&mut as_run);
+    assert!(max_abs_diff(&merged_logits, &unmerged_logits) < 1e-4);
+    assert!(max_abs_diff(&run_logits, &unmerged_logits) < 1e-5);
+    assert!(
+        max_abs_diff(&base_logits, &merged_logits) > 1e-2,
+        "the adapter changed nothing"
+    );
+    // An adapter that does not fit is refused by name.
+    let cfg_path = peft.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"r\": 4", "\"r\": 8");
+    std::fs::write(&cfg_path, text).unwrap();
+    let mut m = MusicGen::load(&tiny_dir(), &Device::Cpu, WeightMode::F32).unwrap();
+    let e = apply_adapter(&mut m, &peft).unwrap_err().to_string();
+    assert!(e.contains("do not fit r = 8"), "{e}");
+    // audiocraft names: fused attention projections.
+    let sd = tunelab::models::checkpoint::load_tensors(
+        &[ac.join("state_dict.safetensors")],
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        sd["transformer.layers.0.self_attn.in_proj_weight"].dims(),
+        &[96, 32]
+    );
+    assert!(sd.contains_key("condition_provider.conditioners.description.output_proj.bias"));
+    assert!(sd.contains_key("linears.3.weight") && sd.contains_key("out_norm.weight"));
+}
+
+#[test]
+fn the_engine_streams_pauses_resumes_and_stops_training() {
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use tunelab::engine::{Command as C, EngineHandle, Event, JobOutput};
+    use tunelab::train::trainer::TrainEvent;
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let run = tmp.path().join("run");
+    let cfg = TrainConfig {
+        dataset: ds,
+        model: tiny_dir().display().to_string(),
+        mode: Mode::Lora,
+        steps: 400,
+        save_every: 1000,
+        eval_every: 0,
+        ..Default::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
+    engine.send(C::Train {
+        job: 1,
+        run_dir: run.clone(),
+        config: Some(Box::new(cfg)),
+    });
+    let mut steps = Vec::new();
+    let mut paused_seen = false;
+    let mut sent_pause = false;
+    let mut sent_resume = false;
+    let mut sent_stop = false;
+    let summary = loop {
+        match rx.recv_timeout(Duration::from_secs(120)).unwrap() {
+            Event::Train { events, paused, .. } => {
+                for e in events {
+                    if let TrainEvent::Step(m) = e {
+                        steps.push(m.step);
+                    }
+                }
+                if paused {
+                    paused_seen = true;
+                    // While paused no step arrives.
+                    let n = steps.len();
+                    std::thread::sleep(Duration::from_millis(600));
+                    while let Ok(Event::Train { events, .. }) = rx.try_recv() {
+                        assert!(events.iter().all(|e| !matches!(e, TrainEvent::Step(_))));
+                    }
+                    assert_eq!(steps.len(), n);
+                    engine.send(C::ResumeTraining);
+                    sent_resume = true;
+                }
+                if !sent_pause && steps.len() >= 3 {
+                    engine.send(C::PauseTraining);
+                    sent_pause = true;
+                }
+                if sent_resume && !sent_stop && steps.len() >= 6 {
+                    engine.send(C::StopTraining);
+                    sent_stop = true;
+                }
+            }
+            Event::Done { job: 1, result } => match result.unwrap() {
+                JobOutput::Trained(s) => break s,
+                _ => panic!("wrong output"),
+            },
+            _ => {}
+        }
+    };
+    assert!(paused_seen);
+    assert!(!summary.finished);
+    assert!(summary.step >= 6 && summary.step < 400);
+    let want: Vec<usize> = (1..=summary.step).collect();
+    assert_eq!(steps, want, "every step streamed once, in order");
+    // Stopped runs are resumable: `last` holds the stop step.
+    let (_, meta) = load_checkpoint(&run.join("checkpoints/last.safetensors")).unwrap();
+    assert_eq!(meta["step"], summary.step.to_string());
+}

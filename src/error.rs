@@ -50,6 +50,14 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// The listening test (session log, loudness, statistics).
+    #[error(transparent)]
+    Listen(#[from] crate::eval::listen::ListenError),
+
+    /// An objective metric.
+    #[error(transparent)]
+    Metrics(#[from] crate::eval::metrics::MetricsError),
+
     /// An I/O error with the path it happened on.
     #[error("{path}: {source}")]
     Io {

@@ -1,12 +1,13 @@
 //! tunelab: fine-tune music generation models and prove the result by ear.
 //!
-//! The engine (models, data, generation) is UI-agnostic; the studio (`gui` feature) and the
+//! The engine (models, data, training, generation, evaluation) is UI-agnostic; the studio (`gui` feature) and the
 //! audio device (`audio` feature) sit on top and talk to it through `engine::{Command, Event}`.
 
 pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod models;
 pub mod train;

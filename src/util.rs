@@ -8,6 +8,14 @@ use crate::error::{Error, Result};
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
 /// torn one: write a temp file beside it, fsync, rename over, fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(path, |w| w.write_all(bytes))
+}
+
+/// [`atomic_write`] for content produced piece by piece by `fill` (large checkpoints).
+pub fn atomic_write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(d) = dir {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
@@ -19,8 +27,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        let written = {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+            fill(&mut w).and_then(|_| w.flush())
+        };
+        if let Err(e) = written.and_then(|_| f.sync_all()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, e));
+        }
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     if let Some(d) = dir {

@@ -351,3 +351,85 @@ fn loss_falls_on_two_short_clips() {
     println!("loss {first:.3} → {last:.3} in 40 steps");
     assert!(last < 0.5 * first, "loss {first} → {last}: {losses:?}");
 }
+
+#[test]
+fn activation_checkpointing_gives_the_plain_gradients() {
+    use tunelab::train::checkpointing::loss_and_grads;
+    use tunelab::train::optim::{GradSource, Grads};
+    let (cfg, tensors) = tiny_parts();
+    let mut frozen = tiny();
+    let (states, mask) = frozen
+        .text
+        .encode(&["calm piano".into(), String::new()])
+        .unwrap();
+    let codes: Vec<Vec<Vec<u32>>> = (0..2)
+        .map(|b| {
+            (0..4)
+                .map(|k| {
+                    (0..12)
+                        .map(|t| ((b * 411 + k * 97 + t * 53) % 2048) as u32)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let labels = delayed_labels(&codes);
+    let inputs = shift_right(&labels, 2048).unwrap();
+    for lora in [false, true] {
+        let mut t = tensors.clone();
+        let (mut lm, mut vars) =
+            tunelab::train::trainable::build_lm(&cfg, &mut t, |_| !lora, &Device::Cpu).unwrap();
+        let lcfg = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            targets: vec![
+                LoraTarget::SelfAttn,
+                LoraTarget::Ffn,
+                LoraTarget::EncToDecProj,
+            ],
+            dropout: 0.2,
+        };
+        if lora {
+            let adapters = attach_lora(&mut lm, &lcfg, &Default::default(), 3).unwrap();
+            // Non-zero B so every adapter tensor gets a gradient.
+            for a in &adapters {
+                a.b.set(&(a.b.as_tensor().ones_like().unwrap() * 0.01).unwrap())
+                    .unwrap();
+            }
+            tunelab::train::lora::set_dropout_seed(&mut lm, &lcfg, Some(11));
+            vars = adapters
+                .into_iter()
+                .flat_map(|a| [("a".to_string(), a.a), ("b".to_string(), a.b)])
+                .collect();
+        }
+        let cond = lm.condition(&states, &mask).unwrap();
+        let plain =
+            codebook_cross_entropy(&lm.forward(&inputs, &cond, None).unwrap(), &labels, 2048)
+                .unwrap();
+        let g_plain = (&plain.loss * 0.5).unwrap().backward().unwrap();
+        let mut g_ckpt = Grads::default();
+        let out = loss_and_grads(
+            &lm,
+            &states,
+            &mask,
+            &inputs,
+            &labels,
+            &vars,
+            0.5,
+            &mut g_ckpt,
+        )
+        .unwrap();
+        assert_eq!(
+            out.loss.to_scalar::<f32>().unwrap(),
+            plain.loss.to_scalar::<f32>().unwrap()
+        );
+        for (name, v) in &vars {
+            let a = g_plain.get(v.as_tensor()).unwrap();
+            let b = g_ckpt
+                .grad(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient"));
+            let err = max_abs_diff(a, b) as f64 / tensor_norm(a).max(1e-12);
+            assert!(err < 1e-5, "lora={lora} {name}: relative error {err}");
+        }
+    }
+}

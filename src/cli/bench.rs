@@ -18,12 +18,16 @@ use crate::models::nn::WeightMode;
 pub enum BenchCommand {
     /// Generation speed on the full musicgen-small layout with random weights (no download).
     Generate(BenchGenerateArgs),
+    /// Training step time and peak memory (full and LoRA) on the musicgen-small layout with
+    /// random weights, batch 2 × 10 s; plus dataset import + tokenisation throughput.
+    Train(super::bench_train::BenchTrainArgs),
 }
 
 impl BenchCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Generate(a) => a.run(),
+            Self::Train(a) => a.run(),
         }
     }
 }

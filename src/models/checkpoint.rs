@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::util::atomic_write;
 
 /// The files of one model directory.
 #[derive(Debug, Clone)]
@@ -115,35 +114,131 @@ pub fn normalize_key(name: &str) -> String {
     }
 }
 
+/// The parsed header of a safetensors file: tensors `(name, dtype, shape, begin, end)` sorted by
+/// offset, the metadata strings, and where the data starts.
+struct Header {
+    tensors: Vec<(String, String, Vec<usize>, u64, u64)>,
+    metadata: HashMap<String, String>,
+    data_start: u64,
+}
+
+fn read_header(file: &Path, f: &mut std::fs::File) -> Result<Header> {
+    use std::io::Read;
+    let bad = |m: String| Error::bad_file(file, format!("not a safetensors file: {m}"));
+    let len = f.metadata().map_err(|e| Error::io(file, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| bad("shorter than its header".into()))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100_000_000 || 8 + n > len {
+        return Err(bad(format!(
+            "header of {n} bytes does not fit a {len}-byte file"
+        )));
+    }
+    let mut h = vec![0u8; n as usize];
+    f.read_exact(&mut h).map_err(|e| bad(e.to_string()))?;
+    let json: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&h).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let data_start = 8 + n;
+    let mut tensors = Vec::new();
+    let mut metadata = HashMap::new();
+    for (name, v) in json {
+        if name == "__metadata__" {
+            if let Some(o) = v.as_object() {
+                for (k, v) in o {
+                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+            continue;
+        }
+        let dtype = v["dtype"].as_str().unwrap_or_default().to_string();
+        let shape: Option<Vec<usize>> = v["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect());
+        let offs: Option<Vec<u64>> = v["data_offsets"]
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_u64()).collect());
+        let (Some(shape), Some(offs)) = (shape, offs) else {
+            return Err(bad(format!("tensor {name} has no shape or offsets")));
+        };
+        let (Some(&begin), Some(&end)) = (offs.first(), offs.get(1)) else {
+            return Err(bad(format!("tensor {name} has bad offsets")));
+        };
+        if end < begin || data_start + end > len {
+            return Err(Error::BadTensor {
+                path: file.to_path_buf(),
+                name,
+                problem: format!(
+                    "data ends at byte {} of a {len}-byte file (truncated?)",
+                    data_start + end
+                ),
+            });
+        }
+        tensors.push((name, dtype, shape, begin, end));
+    }
+    tensors.sort_by_key(|t| t.3);
+    Ok(Header {
+        tensors,
+        metadata,
+        data_start,
+    })
+}
+
+fn candle_dtype(s: &str) -> Option<DType> {
+    Some(match s {
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F64" => DType::F64,
+        "U8" | "BOOL" => DType::U8,
+        "U32" => DType::U32,
+        "I64" => DType::I64,
+        _ => return None,
+    })
+}
+
 /// Reads every tensor of the given safetensors files (float tensors converted to `dtype`),
-/// with keys normalised by [`normalize_key`].
+/// with keys normalised by [`normalize_key`]. Tensors are read one at a time, so the peak
+/// memory is the loaded model plus one tensor, not twice the file.
 pub fn load_tensors(
     files: &[PathBuf],
     dtype: DType,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
+    use std::io::{Read, Seek, SeekFrom};
     let mut out = HashMap::new();
     for file in files {
-        let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::bad_file(file, format!("not a safetensors file: {e}")))?;
-        for (name, view) in st.tensors() {
-            let t = candle_core::safetensors::Load::load(&view, device).map_err(|e| {
-                Error::BadTensor {
-                    path: file.clone(),
-                    name: name.clone(),
-                    problem: e.to_string(),
-                }
-            })?;
-            let t = match t.dtype() {
+        let mut f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+        let header = read_header(file, &mut f)?;
+        let mut buf = Vec::new();
+        for (name, dt, shape, begin, end) in header.tensors {
+            let bad = |problem: String| Error::BadTensor {
+                path: file.clone(),
+                name: name.clone(),
+                problem,
+            };
+            let Some(src) = candle_dtype(&dt) else {
+                return Err(bad(format!("unsupported dtype {dt}")));
+            };
+            let want = shape.iter().product::<usize>() * src.size_in_bytes();
+            if (end - begin) as usize != want {
+                return Err(bad(format!(
+                    "{} bytes for shape {shape:?} of {dt} (expected {want})",
+                    end - begin
+                )));
+            }
+            buf.resize(want, 0);
+            f.seek(SeekFrom::Start(header.data_start + begin))
+                .map_err(|e| Error::io(file, e))?;
+            f.read_exact(&mut buf)
+                .map_err(|e| bad(format!("cannot read: {e}")))?;
+            let t = Tensor::from_raw_buffer(&buf, src, &shape, device)
+                .map_err(|e| bad(e.to_string()))?;
+            let t = match src {
                 DType::F32 | DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(dtype)?,
                 _ if name.ends_with("inited") => t, // EnCodec codebook buffers, unused
                 other => {
-                    return Err(Error::BadTensor {
-                        path: file.clone(),
-                        name,
-                        problem: format!("dtype {other:?}, expected a float type"),
-                    })
+                    return Err(bad(format!("dtype {other:?}, expected a float type")));
                 }
             };
             out.insert(normalize_key(&name), t);
@@ -157,15 +252,15 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()
     save_tensors_with_metadata(tensors, None, path)
 }
 
-/// The `__metadata__` strings of a safetensors file.
+/// The `__metadata__` strings of a safetensors file (the header only is read).
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::bad_file(path, format!("not a safetensors file: {e}")))?;
-    Ok(meta.metadata().clone().unwrap_or_default())
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(read_header(path, &mut f)?.metadata)
 }
 
-/// [`save_tensors`] with `__metadata__` strings (run state, adapter configs).
+/// [`save_tensors`] with `__metadata__` strings (run state, adapter configs). The file is
+/// written tensor by tensor (no second copy of the model in memory), to a temp file that is
+/// fsynced and renamed over `path`.
 pub fn save_tensors_with_metadata(
     tensors: &HashMap<String, Tensor>,
     metadata: Option<HashMap<String, String>>,
@@ -173,36 +268,49 @@ pub fn save_tensors_with_metadata(
 ) -> Result<()> {
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut views = Vec::with_capacity(sorted.len());
+    let mut header = serde_json::Map::new();
+    if let Some(m) = metadata {
+        let m: serde_json::Map<String, serde_json::Value> =
+            m.into_iter().map(|(k, v)| (k, v.into())).collect();
+        header.insert("__metadata__".into(), m.into());
+    }
+    let mut offset = 0usize;
     for (name, t) in &sorted {
-        let t = t.contiguous()?;
         let dtype = match t.dtype() {
-            DType::F32 => safetensors::Dtype::F32,
-            DType::F16 => safetensors::Dtype::F16,
-            DType::BF16 => safetensors::Dtype::BF16,
-            DType::U32 => safetensors::Dtype::U32,
-            DType::I64 => safetensors::Dtype::I64,
-            DType::U8 => safetensors::Dtype::U8,
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::U32 => "U32",
+            DType::I64 => "I64",
+            DType::U8 => "U8",
             other => {
                 return Err(Error::InvalidRequest(format!(
                     "cannot save tensor {name} of dtype {other:?}"
                 )))
             }
         };
-        let bytes = tensor_bytes(&t)?;
-        views.push(((*name).clone(), dtype, t.dims().to_vec(), bytes));
+        let size = t.elem_count() * t.dtype().size_in_bytes();
+        header.insert(
+            (*name).clone(),
+            serde_json::json!({"dtype": dtype, "shape": t.dims(), "data_offsets": [offset, offset + size]}),
+        );
+        offset += size;
     }
-    let data: Vec<(String, safetensors::tensor::TensorView<'_>)> = views
-        .iter()
-        .map(|(n, d, s, b)| {
-            safetensors::tensor::TensorView::new(*d, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::InvalidRequest(format!("tensor {n}: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(data, metadata)
-        .map_err(|e| Error::bad_file(path, format!("cannot serialise: {e}")))?;
-    atomic_write(path, &bytes)
+    let mut h = serde_json::to_vec(&header).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    crate::util::atomic_write_with(path, |w| {
+        use std::io::Write;
+        w.write_all(&(h.len() as u64).to_le_bytes())?;
+        w.write_all(&h)?;
+        for (_, t) in &sorted {
+            let bytes = tensor_bytes(&t.contiguous().map_err(std::io::Error::other)?)
+                .map_err(std::io::Error::other)?;
+            w.write_all(&bytes)?;
+        }
+        Ok(())
+    })
 }
 
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {

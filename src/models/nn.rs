@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -355,10 +355,204 @@ pub fn softmax(xs: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::softmax(xs, D::Minus1)?)
 }
 
+/// `softmax(scores + mask)` over the last dimension, `mask` broadcastable to `scores`
+/// (`[S, T]` causal or `[B, 1, 1, T]` padding). On the CPU in f32 it is one fused op whose
+/// backward keeps only its input and output (`dx = y ⊙ (g − Σ g ⊙ y)`): training keeps two
+/// `[B, heads, S, T]` tensors per attention instead of the five of the composed form. Other
+/// devices and dtypes use the composed form (also differentiable).
+pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    if !scores.device().is_cpu() || scores.dtype() != DType::F32 || scores.rank() != 4 {
+        let x = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores.clone(),
+        };
+        return softmax(&x);
+    }
+    let scores = scores.contiguous()?;
+    match mask {
+        Some(m) => {
+            let m = m.to_dtype(DType::F32)?.broadcast_as(scores.shape())?;
+            Ok(scores.apply_op2(&m, FusedSoftmax)?)
+        }
+        None => Ok(scores.apply_op1(FusedSoftmax)?),
+    }
+}
+
+/// The fused softmax (see [`masked_softmax`]).
+struct FusedSoftmax;
+
+fn softmax_rows(x: &[f32], out: &mut [f32], t: usize, mask: impl Fn(usize, usize) -> f32 + Sync) {
+    use rayon::prelude::*;
+    out.par_chunks_mut(t)
+        .zip(x.par_chunks(t))
+        .enumerate()
+        .for_each(|(row, (o, xs))| {
+            let mut max = f32::NEG_INFINITY;
+            for (j, (o, v)) in o.iter_mut().zip(xs).enumerate() {
+                *o = v + mask(row, j);
+                max = max.max(*o);
+            }
+            if max == f32::NEG_INFINITY {
+                o.fill(0.0);
+                return;
+            }
+            let mut sum = 0f32;
+            for o in o.iter_mut() {
+                *o = (*o - max).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            for o in o.iter_mut() {
+                *o *= inv;
+            }
+        });
+}
+
+fn cpu_f32(s: &candle_core::CpuStorage) -> candle_core::Result<&[f32]> {
+    match s {
+        candle_core::CpuStorage::F32(v) => Ok(v),
+        _ => Err(candle_core::Error::Msg("fused softmax wants f32".into())),
+    }
+}
+
+impl candle_core::CustomOp1 for FusedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            return Err(candle_core::Error::Msg(
+                "fused softmax wants contiguous input".into(),
+            ));
+        };
+        let x = &cpu_f32(s)?[a..b];
+        let t = l.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; x.len()];
+        softmax_rows(x, &mut out, t, |_, _| 0.0);
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        softmax_bwd(res, grad).map(Some)
+    }
+}
+
+fn softmax_bwd(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    let dot = (g * y)?.sum_keepdim(D::Minus1)?;
+    g.broadcast_sub(&dot)? * y
+}
+
+impl candle_core::CustomOp2 for FusedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let Some((a, b)) = l1.contiguous_offsets() else {
+            return Err(candle_core::Error::Msg(
+                "fused softmax wants contiguous scores".into(),
+            ));
+        };
+        let x = &cpu_f32(s1)?[a..b];
+        let m = cpu_f32(s2)?;
+        let dims = l1.dims();
+        if dims.len() != 4 || l2.dims() != dims {
+            return Err(candle_core::Error::Msg(
+                "fused softmax wants 4-D scores and mask".into(),
+            ));
+        }
+        let (hh, ss, t) = (dims[1], dims[2], dims[3]);
+        let st = l2.stride();
+        let off = l2.start_offset();
+        let mut out = vec![0f32; x.len()];
+        softmax_rows(x, &mut out, t, |row, j| {
+            let (bi, rest) = (row / (hh * ss), row % (hh * ss));
+            let (hi, si) = (rest / ss, rest % ss);
+            m[off + bi * st[0] + hi * st[1] + si * st[2] + j * st[3]]
+        });
+        Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _mask: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(softmax_bwd(res, grad)?), None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_masked_softmax_matches_the_composed_form_and_its_gradient() {
+        let dev = Device::Cpu;
+        let x = Var::new(
+            &[[
+                [[0.3f32, -1.0, 2.0], [1.0, 0.5, -0.5]],
+                [[2.0, 2.0, 0.1], [-3.0, 0.0, 1.0]],
+            ]],
+            &dev,
+        )
+        .unwrap(); // [1, 2, 2, 3]
+        let causal = Tensor::new(
+            &[[0f32, f32::NEG_INFINITY, f32::NEG_INFINITY], [0., 0., 0.]],
+            &dev,
+        )
+        .unwrap();
+        let w = Tensor::new(&[1f32, -2., 0.5], &dev).unwrap();
+        for mask in [None, Some(&causal)] {
+            let fused = masked_softmax(x.as_tensor(), mask).unwrap();
+            let plain = match mask {
+                Some(m) => softmax(&x.as_tensor().broadcast_add(m).unwrap()).unwrap(),
+                None => softmax(x.as_tensor()).unwrap(),
+            };
+            let d = (&fused - &plain).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+            let gf = fused
+                .broadcast_mul(&w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gp = plain
+                .broadcast_mul(&w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let d = (gf.get(x.as_tensor()).unwrap() - gp.get(x.as_tensor()).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        }
+    }
 
     #[test]
     fn layer_norm_and_softmax_propagate_gradients() {

@@ -113,6 +113,9 @@ pub struct TrainConfig {
     pub eps: f64,
     pub weight_decay: f64,
     pub clip_grad_norm: f64,
+    /// Recompute each layer in the backward pass instead of keeping its activations (far less
+    /// memory for one extra forward).
+    pub activation_checkpointing: bool,
     pub ema: Option<EmaConfig>,
     pub lora: LoraConfig,
     /// `head` mode: also train the last N decoder layers.
@@ -159,6 +162,7 @@ impl Default for TrainConfig {
             eps: 1e-8,
             weight_decay: 0.1,
             clip_grad_norm: 1.0,
+            activation_checkpointing: true,
             ema: None,
             lora: LoraConfig::default(),
             head_layers: 0,

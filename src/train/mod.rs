@@ -1,6 +1,7 @@
 //! Training: configuration, batches, loss, optimisation, the trainable model per mode, LoRA,
 //! the run loop with its checkpoints and metrics, and exports.
 
+pub mod checkpointing;
 pub mod config;
 pub mod data;
 pub mod export;

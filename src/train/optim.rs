@@ -10,6 +10,58 @@ use candle_nn::ParamsAdamW;
 
 use crate::error::{Error, Result};
 
+/// Where gradients are looked up: candle's `GradStore` or tunelab's accumulated [`Grads`].
+pub trait GradSource {
+    fn grad(&self, t: &Tensor) -> Option<&Tensor>;
+    fn set_grad(&mut self, t: &Tensor, g: Tensor);
+}
+
+impl GradSource for GradStore {
+    fn grad(&self, t: &Tensor) -> Option<&Tensor> {
+        self.get(t)
+    }
+    fn set_grad(&mut self, t: &Tensor, g: Tensor) {
+        self.insert(t, g);
+    }
+}
+
+/// Gradients of the trained variables only, summed over backward passes (micro-batches,
+/// checkpointed layers); intermediate gradients are not kept.
+#[derive(Debug, Default)]
+pub struct Grads {
+    by_id: HashMap<candle_core::TensorId, Tensor>,
+}
+
+impl Grads {
+    /// Adds the gradients `store` holds for `vars`.
+    pub fn add_from(&mut self, store: &GradStore, vars: &[(String, Var)]) -> Result<()> {
+        for (_, v) in vars {
+            if let Some(g) = store.get(v.as_tensor()) {
+                let id = v.as_tensor().id();
+                let sum = match self.by_id.remove(&id) {
+                    Some(old) => (old + g)?,
+                    None => g.clone(),
+                };
+                self.by_id.insert(id, sum);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+impl GradSource for Grads {
+    fn grad(&self, t: &Tensor) -> Option<&Tensor> {
+        self.by_id.get(&t.id())
+    }
+    fn set_grad(&mut self, t: &Tensor, g: Tensor) {
+        self.by_id.insert(t.id(), g);
+    }
+}
+
 /// `torch.optim.AdamW` over named variables, with its state exposed for checkpoints.
 /// Variables without a gradient in a step are left untouched (as torch).
 pub struct AdamW {
@@ -45,13 +97,13 @@ impl AdamW {
         self.vars.iter()
     }
 
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    pub fn step(&mut self, grads: &impl GradSource) -> Result<()> {
         self.t += 1;
         let p = &self.params;
         let bc1 = 1.0 - p.beta1.powi(self.t as i32);
         let bc2 = 1.0 - p.beta2.powi(self.t as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
+            let Some(g) = grads.grad(var.as_tensor()) else {
                 continue;
             };
             let m = ((&self.m[i] * p.beta1)? + (g * (1.0 - p.beta1))?)?;
@@ -151,10 +203,10 @@ pub fn adamw_params(lr: f64) -> ParamsAdamW {
 }
 
 /// Global L2 norm of the gradients of `vars` (missing gradients count as zero).
-pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
+pub fn grad_norm(grads: &impl GradSource, vars: &[Var]) -> Result<f64> {
     let mut sq = 0f64;
     for v in vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
+        if let Some(g) = grads.grad(v.as_tensor()) {
             sq += g
                 .sqr()?
                 .sum_all()?
@@ -167,14 +219,14 @@ pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
 
 /// Scales gradients so their global norm is at most `max_norm`; returns the norm before
 /// clipping. Same arithmetic as torch: `coef = max_norm / (norm + 1e-6)`, applied when < 1.
-pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm(grads: &mut impl GradSource, vars: &[Var], max_norm: f64) -> Result<f64> {
     let norm = grad_norm(grads, vars)?;
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for v in vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
+            if let Some(g) = grads.grad(v.as_tensor()) {
                 let scaled = (g * coef)?;
-                grads.insert(v.as_tensor(), scaled);
+                grads.set_grad(v.as_tensor(), scaled);
             }
         }
     }

@@ -33,29 +33,81 @@ pub fn is_head_key(name: &str, layers: usize, total: usize) -> bool {
 }
 
 /// Builds the LM from checkpoint tensors; those whose name passes `trainable` become `Var`s
-/// (returned with their names, sorted), the rest stay frozen tensors.
+/// (returned with their names, sorted), the rest stay frozen tensors. The LM's entries are
+/// taken out of `tensors` one by one (a `Var` is a copy, so the original is freed at once) and
+/// put back as the LM's own tensors (shared storage), so the map can still build the rest.
 pub fn build_lm(
     cfg: &MusicgenConfig,
-    tensors: &HashMap<String, Tensor>,
+    tensors: &mut HashMap<String, Tensor>,
     trainable: impl Fn(&str) -> bool,
     device: &Device,
 ) -> Result<(MusicgenLm, Vec<(String, Var)>)> {
     let mut map = HashMap::new();
     let mut vars = Vec::new();
-    for (name, t) in tensors.iter().filter(|(n, _)| is_lm_key(n)) {
+    let names: Vec<String> = tensors.keys().filter(|n| is_lm_key(n)).cloned().collect();
+    for name in names {
+        let Some(t) = tensors.remove(&name) else {
+            continue;
+        };
         let t = t.to_dtype(DType::F32)?.to_device(device)?;
-        if trainable(name) {
+        if trainable(&name) {
             let v = Var::from_tensor(&t)?;
+            drop(t);
             map.insert(name.clone(), v.as_tensor().clone());
-            vars.push((name.clone(), v));
+            vars.push((name, v));
         } else {
-            map.insert(name.clone(), t);
+            map.insert(name, t);
         }
     }
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let vb = VarBuilder::from_tensors(map, DType::F32, device);
     let lm = MusicgenLm::new(&cfg.decoder, cfg.t5_hidden_size(), vb)?;
+    tensors.extend(lm_tensors(&lm));
     Ok((lm, vars))
+}
+
+/// The LM's current tensors by checkpoint name (frozen and trainable alike; shared storage).
+pub fn lm_tensors(lm: &MusicgenLm) -> HashMap<String, Tensor> {
+    let mut out = HashMap::new();
+    let d = "decoder.model.decoder";
+    let mut put = |n: String, t: Option<&Tensor>| {
+        if let Some(t) = t {
+            out.insert(n, t.detach());
+        }
+    };
+    put("enc_to_dec_proj.weight".into(), lm.enc_to_dec_proj.weight());
+    put("enc_to_dec_proj.bias".into(), lm.enc_to_dec_proj.bias());
+    for (k, e) in lm.embed_tokens.iter().enumerate() {
+        put(format!("{d}.embed_tokens.{k}.weight"), Some(e));
+    }
+    for (i, l) in lm.layers.iter().enumerate() {
+        let p = format!("{d}.layers.{i}");
+        for (n, lin) in l.self_attn.linears() {
+            put(format!("{p}.self_attn.{n}.weight"), lin.weight());
+        }
+        for (n, lin) in l.encoder_attn.linears() {
+            put(format!("{p}.encoder_attn.{n}.weight"), lin.weight());
+        }
+        put(format!("{p}.fc1.weight"), l.fc1.weight());
+        put(format!("{p}.fc2.weight"), l.fc2.weight());
+        for (n, ln) in [
+            ("self_attn_layer_norm", &l.self_attn_layer_norm),
+            ("encoder_attn_layer_norm", &l.encoder_attn_layer_norm),
+            ("final_layer_norm", &l.final_layer_norm),
+        ] {
+            put(format!("{p}.{n}.weight"), Some(&ln.weight));
+            put(format!("{p}.{n}.bias"), Some(&ln.bias));
+        }
+    }
+    put(
+        format!("{d}.layer_norm.weight"),
+        Some(&lm.layer_norm.weight),
+    );
+    put(format!("{d}.layer_norm.bias"), Some(&lm.layer_norm.bias));
+    for (k, h) in lm.lm_heads.iter().enumerate() {
+        put(format!("decoder.lm_heads.{k}.weight"), h.weight());
+    }
+    out
 }
 
 /// Builds the LM with every weight a `Var` in the returned map (full fine-tuning).
@@ -64,7 +116,8 @@ pub fn trainable_lm(
     tensors: &HashMap<String, Tensor>,
     device: &Device,
 ) -> Result<(MusicgenLm, VarMap)> {
-    let (lm, vars) = build_lm(cfg, tensors, |_| true, device)?;
+    let mut tensors = tensors.clone();
+    let (lm, vars) = build_lm(cfg, &mut tensors, |_| true, device)?;
     let varmap = VarMap::new();
     {
         let mut data = varmap

@@ -27,11 +27,12 @@ use crate::models::checkpoint::{
 use crate::models::musicgen::config::{GenerationConfig, MusicgenConfig};
 use crate::models::musicgen::decoder::Conditioning;
 use crate::models::musicgen::MusicGen;
+use crate::train::checkpointing::loss_and_grads;
 use crate::train::config::{lr_at, Mode, TrainConfig};
 use crate::train::data::{make_batch, train_batch, Augment, Batch, Example, TokenData};
 use crate::train::lora::{attach_lora, set_dropout_seed};
-use crate::train::loss::{codebook_cross_entropy, shift_right};
-use crate::train::optim::{all_finite, clip_grad_norm, AdamW, Ema};
+use crate::train::loss::{codebook_cross_entropy, shift_right, LossOutput};
+use crate::train::optim::{all_finite, clip_grad_norm, AdamW, Ema, Grads};
 use crate::train::trainable::{build_lm, is_head_key, scratch_lm_tensors};
 use crate::util::{append_line, atomic_write};
 
@@ -220,14 +221,20 @@ impl Trainer {
         }
 
         let (lm, vars) = match cfg.mode {
-            Mode::Full | Mode::Scratch => build_lm(&config, &tensors, |_| true, device)?,
+            Mode::Full | Mode::Scratch => build_lm(&config, &mut tensors, |_| true, device)?,
             Mode::Head => {
                 let total = config.decoder.num_hidden_layers;
                 let layers = cfg.head_layers.min(total);
-                build_lm(&config, &tensors, |n| is_head_key(n, layers, total), device)?
+                build_lm(
+                    &config,
+                    &mut tensors,
+                    |n| is_head_key(n, layers, total),
+                    device,
+                )?
             }
-            Mode::Lora => build_lm(&config, &tensors, |_| false, device)?,
+            Mode::Lora => build_lm(&config, &mut tensors, |_| false, device)?,
         };
+        // `tensors` now holds the LM's own tensors: the model built here shares them.
         let mut model = MusicGen::from_tensors(
             config.clone(),
             GenerationConfig::default(),
@@ -447,6 +454,12 @@ impl Trainer {
 
     /// The text conditioning of a batch: T5 states cached per caption, `""` = null condition.
     fn condition(&mut self, captions: &[String]) -> Result<Conditioning> {
+        let (states, mask) = self.text_batch(captions)?;
+        self.model.lm.condition(&states, &mask)
+    }
+
+    /// Padded T5 states `[B, L, d]` and mask `[B, L]` of the captions.
+    fn text_batch(&mut self, captions: &[String]) -> Result<(Tensor, Tensor)> {
         let hidden = self.model.text.hidden_size();
         let device = self.model.device().clone();
         let mut rows = Vec::with_capacity(captions.len());
@@ -490,7 +503,7 @@ impl Trainer {
         }
         let states = Tensor::stack(&states, 0)?;
         let mask = Tensor::from_vec(mask, (rows.len(), len), &device)?;
-        self.model.lm.condition(&states, &mask)
+        Ok((states, mask))
     }
 
     /// One optimizer update over `grad_accum` micro-batches. `Ok(Err(reason))` = skipped.
@@ -517,7 +530,8 @@ impl Trainer {
         let mut tok_sum = vec![0usize; k];
         let mut loss_sum = 0f64;
         let mut total_tokens = 0;
-        let mut grads: Option<candle_core::backprop::GradStore> = None;
+        let mut grads = Grads::default();
+        let mut finite = true;
         for micro in 0..cfg.grad_accum {
             let batch = train_batch(
                 &self.data,
@@ -538,33 +552,35 @@ impl Trainer {
                 let seed = rand::Rng::random::<u64>(&mut r);
                 set_dropout_seed(&mut self.model.lm, &cfg.lora, Some(seed));
             }
-            let (loss, ce, tokens) = self.loss_of(&batch)?;
-            let loss_v = loss.to_scalar::<f32>()? as f64;
+            let scale = 1.0 / cfg.grad_accum as f64;
+            let out = if cfg.activation_checkpointing {
+                let (states, mask) = self.text_batch(&batch.captions)?;
+                let inputs = shift_right(&batch.labels, 2048)?;
+                loss_and_grads(
+                    &self.model.lm,
+                    &states,
+                    &mask,
+                    &inputs,
+                    &batch.labels,
+                    &self.vars,
+                    scale,
+                    &mut grads,
+                )?
+            } else {
+                let out = self.loss_of(&batch)?;
+                if out.loss.to_scalar::<f32>()?.is_finite() {
+                    grads.add_from(&(&out.loss * scale)?.backward()?, &self.vars)?;
+                }
+                out
+            };
+            let loss_v = out.loss.to_scalar::<f32>()? as f64;
+            finite &= loss_v.is_finite();
             loss_sum += loss_v;
             for q in 0..k {
-                ce_sum[q] += ce[q] * tokens[q] as f64;
-                tok_sum[q] += tokens[q];
+                ce_sum[q] += out.ce[q] as f64 * out.tokens[q] as f64;
+                tok_sum[q] += out.tokens[q];
             }
             total_tokens += batch.tokens;
-            if !loss_v.is_finite() {
-                continue;
-            }
-            let g = (loss / cfg.grad_accum as f64)?.backward()?;
-            grads = Some(match grads {
-                None => g,
-                Some(mut acc) => {
-                    for (_, v) in &self.vars {
-                        if let Some(new) = g.get(v.as_tensor()) {
-                            let sum = match acc.get(v.as_tensor()) {
-                                Some(old) => (old + new)?,
-                                None => new.clone(),
-                            };
-                            acc.insert(v.as_tensor(), sum);
-                        }
-                    }
-                    acc
-                }
-            });
         }
         if cfg.mode == Mode::Lora {
             set_dropout_seed(&mut self.model.lm, &cfg.lora, None);
@@ -572,10 +588,10 @@ impl Trainer {
         let loss = loss_sum / cfg.grad_accum as f64;
         self.state.step += 1;
         let vars: Vec<Var> = self.vars.iter().map(|(_, v)| v.clone()).collect();
-        let (Some(mut grads), true) = (grads, loss.is_finite()) else {
+        if !finite || !loss.is_finite() || grads.is_empty() {
             self.state.bad_in_row += 1;
             return Ok(Err(format!("non-finite loss ({loss})")));
-        };
+        }
         let grad_norm = clip_grad_norm(&mut grads, &vars, cfg.clip_grad_norm)?;
         if !grad_norm.is_finite() {
             self.state.bad_in_row += 1;
@@ -607,13 +623,11 @@ impl Trainer {
     }
 
     /// Loss (differentiable), per-codebook CE and counted tokens of a batch.
-    fn loss_of(&mut self, batch: &Batch) -> Result<(Tensor, Vec<f64>, Vec<usize>)> {
+    fn loss_of(&mut self, batch: &Batch) -> Result<LossOutput> {
         let cond = self.condition(&batch.captions)?;
         let inputs = shift_right(&batch.labels, 2048)?;
         let logits = self.model.lm.forward(&inputs, &cond, None)?;
-        let out = codebook_cross_entropy(&logits, &batch.labels, 2048)?;
-        let ce = out.ce.iter().map(|c| *c as f64).collect();
-        Ok((out.loss, ce, out.tokens))
+        codebook_cross_entropy(&logits, &batch.labels, 2048)
     }
 
     /// Cross-entropy on the valid split (EMA weights when EMA is on), token-weighted.
@@ -661,10 +675,10 @@ impl Trainer {
             let items: Vec<(&Example, String)> =
                 chunk.iter().map(|e| (e, e.caption.clone())).collect();
             let batch = make_batch(&items, max_frames, 2048, None, self.model.device())?;
-            let (_, ce, tokens) = self.loss_of(&batch)?;
+            let out = self.loss_of(&batch)?;
             for q in 0..k {
-                ce_sum[q] += ce[q] * tokens[q] as f64;
-                tok[q] += tokens[q];
+                ce_sum[q] += out.ce[q] as f64 * out.tokens[q] as f64;
+                tok[q] += out.tokens[q];
             }
         }
         let total = tok.iter().sum();
@@ -761,50 +775,6 @@ impl Trainer {
         atomic_write(&path, &bytes)?;
         Ok(path)
     }
-}
-
-/// The LM's current tensors by checkpoint name (frozen and trainable alike).
-pub fn lm_tensors(lm: &crate::models::musicgen::decoder::MusicgenLm) -> HashMap<String, Tensor> {
-    let mut out = HashMap::new();
-    let d = "decoder.model.decoder";
-    let mut put = |n: String, t: Option<&Tensor>| {
-        if let Some(t) = t {
-            out.insert(n, t.detach());
-        }
-    };
-    put("enc_to_dec_proj.weight".into(), lm.enc_to_dec_proj.weight());
-    put("enc_to_dec_proj.bias".into(), lm.enc_to_dec_proj.bias());
-    for (k, e) in lm.embed_tokens.iter().enumerate() {
-        put(format!("{d}.embed_tokens.{k}.weight"), Some(e));
-    }
-    for (i, l) in lm.layers.iter().enumerate() {
-        let p = format!("{d}.layers.{i}");
-        for (n, lin) in l.self_attn.linears() {
-            put(format!("{p}.self_attn.{n}.weight"), lin.weight());
-        }
-        for (n, lin) in l.encoder_attn.linears() {
-            put(format!("{p}.encoder_attn.{n}.weight"), lin.weight());
-        }
-        put(format!("{p}.fc1.weight"), l.fc1.weight());
-        put(format!("{p}.fc2.weight"), l.fc2.weight());
-        for (n, ln) in [
-            ("self_attn_layer_norm", &l.self_attn_layer_norm),
-            ("encoder_attn_layer_norm", &l.encoder_attn_layer_norm),
-            ("final_layer_norm", &l.final_layer_norm),
-        ] {
-            put(format!("{p}.{n}.weight"), Some(&ln.weight));
-            put(format!("{p}.{n}.bias"), Some(&ln.bias));
-        }
-    }
-    put(
-        format!("{d}.layer_norm.weight"),
-        Some(&lm.layer_norm.weight),
-    );
-    put(format!("{d}.layer_norm.bias"), Some(&lm.layer_norm.bias));
-    for (k, h) in lm.lm_heads.iter().enumerate() {
-        put(format!("decoder.lm_heads.{k}.weight"), h.weight());
-    }
-    out
 }
 
 /// A run checkpoint's tensors and metadata.

@@ -21,7 +21,7 @@ use candle_nn::VarBuilder;
 
 use super::config::DecoderConfig;
 use crate::error::Result;
-use crate::models::nn::{softmax, LayerNorm, Linear, WeightMode};
+use crate::models::nn::{masked_softmax, LayerNorm, Linear, WeightMode};
 
 const LN_EPS: f64 = 1e-5;
 
@@ -135,11 +135,7 @@ impl Attention {
         let scale = (self.head_dim as f64).powf(-0.5);
         let q = self.split_heads(&(self.q_proj.forward(xs)? * scale)?)?;
         let scores = q.matmul(&k.t()?)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        let probs = softmax(&scores)?;
+        let probs = masked_softmax(&scores, mask)?;
         let out = probs.matmul(v)?.transpose(1, 2)?.reshape((b, s, h))?;
         self.out_proj.forward(&out)
     }
@@ -334,8 +330,29 @@ impl MusicgenLm {
         cond: &Conditioning,
         mut cache: Option<&mut DecoderCache>,
     ) -> Result<Tensor> {
-        let (b, k, s) = codes.dims3()?;
+        let s = codes.dim(2)?;
         let offset = cache.as_ref().map(|c| c.offset).unwrap_or(0);
+        let mut xs = self.embed(codes, offset)?;
+        let self_mask = if s > 1 {
+            Some(causal_mask(s, offset, xs.device())?)
+        } else {
+            None
+        };
+        let cross_mask = cond.additive_mask()?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let lc = cache.as_mut().and_then(|c| c.layers.get_mut(i));
+            xs = layer.forward(&xs, self_mask.as_ref(), lc, cond, &cross_mask)?;
+        }
+        if let Some(c) = cache {
+            c.offset += s;
+        }
+        self.head(&xs)
+    }
+
+    /// Summed codebook embeddings of `codes` `[B, K, S]` plus sinusoidal positions from
+    /// `offset`: the first layer's input `[B, S, H]`.
+    pub fn embed(&self, codes: &Tensor, offset: usize) -> Result<Tensor> {
+        let (b, k, s) = codes.dims3()?;
         let mut xs: Option<Tensor> = None;
         for (i, table) in self.embed_tokens.iter().enumerate().take(k) {
             let ids = codes.narrow(1, i, 1)?.flatten_all()?;
@@ -361,22 +378,26 @@ impl MusicgenLm {
             )));
         }
         let pos = self.positions.narrow(0, offset, s)?.to_dtype(xs.dtype())?;
-        xs = xs.broadcast_add(&pos)?;
+        Ok(xs.broadcast_add(&pos)?)
+    }
 
+    /// Layer `i` on a whole sequence from position 0 (training; no cache).
+    pub fn layer_forward(&self, i: usize, xs: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+        let layer = self.layers.get(i).ok_or_else(|| {
+            crate::error::Error::InvalidRequest(format!("the decoder has no layer {i}"))
+        })?;
+        let s = xs.dim(1)?;
         let self_mask = if s > 1 {
-            Some(causal_mask(s, offset, xs.device())?)
+            Some(causal_mask(s, 0, xs.device())?)
         } else {
             None
         };
-        let cross_mask = cond.additive_mask()?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let lc = cache.as_mut().and_then(|c| c.layers.get_mut(i));
-            xs = layer.forward(&xs, self_mask.as_ref(), lc, cond, &cross_mask)?;
-        }
-        if let Some(c) = cache {
-            c.offset += s;
-        }
-        let xs = self.layer_norm.forward(&xs)?;
+        layer.forward(xs, self_mask.as_ref(), None, cond, &cond.additive_mask()?)
+    }
+
+    /// Final layer norm and the codebook heads: `[B, S, H]` → logits `[B, K, S, vocab]`.
+    pub fn head(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.layer_norm.forward(xs)?;
         let logits = self
             .lm_heads
             .iter()

@@ -1,0 +1,4 @@
+//! Evaluation: the blind listening test and objective metrics.
+
+pub mod listen;
+pub mod metrics;

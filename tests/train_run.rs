@@ -7,52 +7,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use common::*;
-use tunelab::data::audio::write_wav;
-use tunelab::data::dataset::{import_dir, ImportOptions};
 use tunelab::train::config::{Mode, TrainConfig};
 use tunelab::train::trainer::{load_checkpoint, weights_of, Trainer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunelab");
-
-/// Six 2 s tracks (tones and noise bursts) with captions, cut into 1 s segments.
-fn dataset(dir: &Path) -> PathBuf {
-    let src = dir.join("audio");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..6u32 {
-        let f = 110.0 * (i + 2) as f32;
-        let x: Vec<f32> = (0..64_000u32)
-            .map(|n| {
-                let t = n as f32 / 32_000.0;
-                let burst = if (n / 4000 + i) % 3 == 0 { 0.2 } else { 0.0 };
-                0.3 * (std::f32::consts::TAU * f * t).sin()
-                    + burst * (((n.wrapping_mul(2654435761)) >> 16) as f32 / 65536.0 - 0.5)
-            })
-            .collect();
-        write_wav(&src.join(format!("t{i}.wav")), &x, 32_000).unwrap();
-        std::fs::write(
-            src.join(format!("t{i}.txt")),
-            format!("tone number {i} with noise"),
-        )
-        .unwrap();
-    }
-    let ds = dir.join("ds");
-    let opts = ImportOptions {
-        segment_seconds: 1.0,
-        train: 0.67,
-        valid: 0.33,
-        auto_label: false,
-        ..Default::default()
-    };
-    let r = import_dir(&src, &ds, &opts).unwrap();
-    assert_eq!(r.imported.len(), 6);
-    ds
-}
 
 fn train_cmd(ds: &Path, run: &Path, mode: &str, steps: usize, extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);
@@ -101,7 +65,10 @@ fn every_mode_trains_from_the_cli_and_freezes_what_it_should() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = dataset(tmp.path());
     for (mode, extra) in [
-        ("full", vec![]),
+        (
+            "full",
+            vec!["--checkpoint-every", "4", "--preview-prompt", "a calm tone"],
+        ),
         ("lora", vec!["--lora-rank", "4"]),
         ("head", vec!["--head-layers", "1"]),
         (
@@ -158,6 +125,17 @@ fn every_mode_trains_from_the_cli_and_freezes_what_it_should() {
             _ => assert!(names.iter().any(|n| n.contains("embed_tokens"))),
         }
         assert!(run.join("checkpoints/best.safetensors").is_file(), "{mode}");
+        if mode == "full" {
+            // Kept checkpoints and their preview clips.
+            for step in ["000004", "000008"] {
+                assert!(run
+                    .join(format!("checkpoints/step-{step}.safetensors"))
+                    .is_file());
+                let wav = run.join(format!("previews/step-{step}.wav"));
+                let audio = tunelab::data::audio::load_mono(&wav, 32_000).unwrap();
+                assert!((audio.len() as f64 / 32_000.0 - 5.0).abs() < 0.1);
+            }
+        }
     }
 }
 

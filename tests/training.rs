@@ -410,8 +410,7 @@ fn activation_checkpointing_gives_the_plain_gradients() {
         let mut g_ckpt = Grads::default();
         let out = loss_and_grads(
             &lm,
-            &states,
-            &mask,
+            (&states, &mask),
             &inputs,
             &labels,
             &vars,

@@ -3,8 +3,10 @@
 pub mod bench;
 pub mod bench_train;
 pub mod dataset;
+pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod listen;
 pub mod models;
 pub mod train;
 
@@ -30,6 +32,12 @@ pub enum Commands {
     Dataset(dataset::DatasetCommand),
     /// Fine-tune (full, LoRA, head) or train from scratch on a dataset; or resume a run.
     Train(Box<train::TrainArgs>),
+    /// Objective evaluation: held-out CE, FAD/FAD∞/KAD on EnCodec latents, mel distance,
+    /// memorisation, for one or more models on a dataset split.
+    Eval(Box<eval::EvalArgs>),
+    /// Blind A/B listening sessions: prepare one, or score logs.
+    #[command(subcommand)]
+    Listen(listen::ListenCommand),
     /// Export a training run: a full HF folder, a PEFT adapter, or audiocraft names.
     Export(export::ExportArgs),
     /// List MusicGen models found in the Hugging Face cache.
@@ -48,6 +56,8 @@ impl Commands {
             Self::Bench(b) => b.run(),
             Self::Train(a) => a.run(),
             Self::Export(a) => a.run(),
+            Self::Eval(a) => a.run(),
+            Self::Listen(a) => a.run(),
         }
     }
 }

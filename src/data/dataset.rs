@@ -185,14 +185,17 @@ pub fn segment_bounds(total: f64, opts: &ImportOptions) -> Vec<(f64, f64)> {
     out
 }
 
+fn read_sidecar(json: &Path) -> Result<(Info, Option<PathBuf>)> {
+    let text = std::fs::read_to_string(json).map_err(|e| Error::io(json, e))?;
+    let info: Info = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(json, format!("sidecar is not valid metadata JSON: {e}")))?;
+    Ok((info, Some(json.to_path_buf())))
+}
+
 fn read_info(audio_path: &Path) -> Result<(Info, Option<PathBuf>)> {
     let json = audio_path.with_extension("json");
     if json.is_file() {
-        let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
-        let info: Info = serde_json::from_str(&text).map_err(|e| {
-            Error::bad_file(&json, format!("sidecar is not valid metadata JSON: {e}"))
-        })?;
-        return Ok((info, Some(json)));
+        return read_sidecar(&json);
     }
     let txt = audio_path.with_extension("txt");
     if txt.is_file() {
@@ -207,31 +210,50 @@ fn read_info(audio_path: &Path) -> Result<(Info, Option<PathBuf>)> {
 }
 
 /// Imports every audio file under `src` into the dataset folder `out`.
+///
+/// `src` may also be an audiocraft manifest (`data.jsonl`, optionally gzipped is not supported):
+/// its entries' audio files are imported (paths relative to the manifest's folder), with
+/// metadata from each entry's `info_path` or the audio's `.json` sidecar. Entries whose audio is
+/// missing or unreadable are reported like any bad file.
 pub fn import_dir(src: &Path, out: &Path, opts: &ImportOptions) -> Result<ImportReport> {
-    if !src.is_dir() {
+    let mut report = ImportReport::default();
+    let (root, mut files, info_paths) = if src.is_file() {
+        let (files, infos, bad) = read_manifest(src)?;
+        report.failed.extend(bad);
+        let root = src.parent().map(Path::to_path_buf).unwrap_or_default();
+        (root, files, infos)
+    } else if src.is_dir() {
+        let files: Vec<PathBuf> = walkdir::WalkDir::new(src)
+            .follow_links(true)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        (src.to_path_buf(), files, Default::default())
+    } else {
         return Err(Error::MissingFile {
             path: src.into(),
-            what: "folder of audio to import".into(),
+            what: "folder of audio (or data.jsonl manifest) to import".into(),
         });
-    }
-    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(src)
-        .follow_links(true)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
+    };
+    let src = root.as_path();
     files.sort();
-    let mut report = ImportReport::default();
     let mut metas = Vec::new();
     let mut segments = Vec::new();
     for path in files {
-        match import_file(src, out, &path, opts) {
+        match import_file(
+            src,
+            out,
+            &path,
+            info_paths.get(&path).map(PathBuf::as_path),
+            opts,
+        ) {
             Ok((meta, segs)) => {
                 report.seconds += meta.duration;
                 report.segments += segs.len();
@@ -261,13 +283,58 @@ pub fn import_dir(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     Ok(report)
 }
 
+/// Audio files and info paths of an audiocraft `data.jsonl`, and the lines that failed.
+#[allow(clippy::type_complexity)]
+fn read_manifest(
+    manifest: &Path,
+) -> Result<(
+    Vec<PathBuf>,
+    std::collections::HashMap<PathBuf, PathBuf>,
+    Vec<(PathBuf, String)>,
+)> {
+    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    let base = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut files = Vec::new();
+    let mut infos = std::collections::HashMap::new();
+    let mut bad = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        match serde_json::from_str::<AudioMeta>(line) {
+            Ok(m) => {
+                let p = if m.path.is_absolute() {
+                    m.path
+                } else {
+                    base.join(m.path)
+                };
+                if let Some(ip) = m.info_path {
+                    let ip = if ip.is_absolute() { ip } else { base.join(ip) };
+                    infos.insert(p.clone(), ip);
+                }
+                files.push(p);
+            }
+            Err(e) => bad.push((
+                manifest.to_path_buf(),
+                format!("line {}: not an audiocraft entry: {e}", i + 1),
+            )),
+        }
+    }
+    Ok((files, infos, bad))
+}
+
 fn import_file(
     src: &Path,
     out: &Path,
     path: &Path,
+    info_path: Option<&Path>,
     opts: &ImportOptions,
 ) -> Result<(AudioMeta, Vec<Segment>)> {
-    let (mut info, _) = read_info(path)?;
+    let (mut info, _) = match info_path {
+        Some(p) if p.is_file() => read_sidecar(p)?,
+        _ => read_info(path)?,
+    };
     let samples = audio::load_mono(path, SAMPLE_RATE)?;
     let duration = samples.len() as f64 / SAMPLE_RATE as f64;
     if duration < 0.1 {
@@ -437,6 +504,21 @@ mod tests {
         assert_eq!(sidecar.bpm, Some(90.0));
         assert_eq!(sidecar.key, good.info.key);
         assert!(out.path().join("import_report.json").is_file());
+        // The manifest imports again (audiocraft's data.jsonl as the source), with the same
+        // segments and metadata; a missing entry is reported.
+        let mut manifest = std::fs::read_to_string(out.path().join("data.jsonl")).unwrap();
+        manifest.push_str("{\"path\": \"gone.wav\", \"duration\": 1.0, \"sample_rate\": 32000}\n");
+        manifest.push_str("not json\n");
+        let m = src.path().join("data.jsonl");
+        std::fs::write(&m, manifest).unwrap();
+        let again = tempfile::tempdir().unwrap();
+        let r2 = import_dir(&m, again.path(), &ImportOptions::default()).unwrap();
+        assert_eq!(r2.imported.len(), 2, "{r2:?}");
+        assert_eq!(r2.segments, r.segments);
+        assert!(r2.failed.iter().any(|(p, _)| p.ends_with("gone.wav")));
+        assert!(r2.failed.iter().any(|(_, e)| e.contains("line 4")));
+        let segs2 = std::fs::read_to_string(again.path().join("segments.jsonl")).unwrap();
+        assert!(segs2.contains("90 bpm") && segs2.contains("a soft drone"));
         let e = import_dir(
             &src.path().join("nope"),
             out.path(),

@@ -14,18 +14,19 @@ use crate::models::musicgen::decoder::{Conditioning, MusicgenLm};
 use crate::train::loss::{codebook_cross_entropy, LossOutput};
 use crate::train::optim::Grads;
 
-/// Loss of `labels` given decoder `inputs` and T5 `states`/`mask`, and the gradients of `vars`
-/// of `loss * scale` (accumulated into `grads`). Nothing of the graph outlives the call.
+/// Loss of `labels` given decoder `inputs` and T5 `text` (states `[B, L, d]`, mask `[B, L]`),
+/// and the gradients of `vars` of `loss * scale` (accumulated into `grads`). Nothing of the
+/// graph outlives the call.
 pub fn loss_and_grads(
     lm: &MusicgenLm,
-    states: &Tensor,
-    mask: &Tensor,
+    text: (&Tensor, &Tensor),
     inputs: &Tensor,
     labels: &Tensor,
     vars: &[(String, Var)],
     scale: f64,
     grads: &mut Grads,
 ) -> Result<LossOutput> {
+    let (states, mask) = text;
     // Forward, keeping layer inputs only.
     let cond = lm.condition(states, mask)?;
     let cond_d = Conditioning {

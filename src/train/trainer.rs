@@ -558,8 +558,7 @@ impl Trainer {
                 let inputs = shift_right(&batch.labels, 2048)?;
                 loss_and_grads(
                     &self.model.lm,
-                    &states,
-                    &mask,
+                    (&states, &mask),
                     &inputs,
                     &batch.labels,
                     &self.vars,

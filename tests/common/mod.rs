@@ -85,3 +85,39 @@ pub fn greedy_cases() -> Vec<GreedyCase> {
     let cases = v.get("cases").cloned().unwrap_or(v);
     serde_json::from_value(cases).unwrap()
 }
+
+/// Six 2 s tracks (tones and noise bursts) with captions, cut into 1 s segments.
+pub fn dataset(dir: &Path) -> PathBuf {
+    use tunelab::data::audio::write_wav;
+    use tunelab::data::dataset::{import_dir, ImportOptions};
+    let src = dir.join("audio");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6u32 {
+        let f = 110.0 * (i + 2) as f32;
+        let x: Vec<f32> = (0..64_000u32)
+            .map(|n| {
+                let t = n as f32 / 32_000.0;
+                let burst = if (n / 4000 + i) % 3 == 0 { 0.2 } else { 0.0 };
+                0.3 * (std::f32::consts::TAU * f * t).sin()
+                    + burst * (((n.wrapping_mul(2654435761)) >> 16) as f32 / 65536.0 - 0.5)
+            })
+            .collect();
+        write_wav(&src.join(format!("t{i}.wav")), &x, 32_000).unwrap();
+        std::fs::write(
+            src.join(format!("t{i}.txt")),
+            format!("tone number {i} with noise"),
+        )
+        .unwrap();
+    }
+    let ds = dir.join("ds");
+    let opts = ImportOptions {
+        segment_seconds: 1.0,
+        train: 0.5,
+        valid: 0.25,
+        auto_label: false,
+        ..Default::default()
+    };
+    let r = import_dir(&src, &ds, &opts).unwrap();
+    assert_eq!(r.imported.len(), 6);
+    ds
+}

@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod loudness;
+pub mod prepare;
 pub mod session;
 pub mod stats;
 

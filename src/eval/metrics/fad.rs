@@ -465,8 +465,8 @@ pub fn bootstrap_ci(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::linalg::test_support::{gaussian_diag, gaussian_full};
+    use super::*;
 
     fn close(a: f64, b: f64, rel: f64) -> bool {
         (a - b).abs() <= rel * b.abs().max(1e-300)

@@ -461,8 +461,8 @@ pub fn kad_bootstrap(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::linalg::test_support::gaussian_diag;
+    use super::*;
 
     const D: usize = 8;
 

@@ -1,0 +1,228 @@
+//! `tunelab listen new …` prepares a blind A/B session (same prompts and seeds for both models,
+//! loudness-matched clips, trials fixed in advance); `tunelab listen results LOG…` scores one or
+//! more sessions (pooled) and exports CSV/JSON with full provenance.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sha2::{Digest, Sha256};
+
+use crate::eval::listen::prepare::{prepare_session, Contender, SessionPlan};
+use crate::eval::listen::session::{
+    answers_to_csv, pool, results_to_csv, to_json, ResultsOptions, SessionLog,
+};
+use crate::eval::listen::stats::{min_wins_for_significance, power_votes, TiePolicy};
+use crate::models::musicgen::MusicGen;
+use crate::models::nn::WeightMode;
+use crate::train::export::{is_run_dir, load_run_model};
+
+#[derive(Debug, Subcommand)]
+pub enum ListenCommand {
+    /// Generate and loudness-match the clips of a blind A/B session between two models.
+    New(NewArgs),
+    /// Score one or more session logs (pooled) and export the results.
+    Results(ResultsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Model A (e.g. the baseline): Hub id, local folder or training run.
+    #[arg(long)]
+    pub model_a: String,
+    /// Model B (e.g. the fine-tune).
+    #[arg(long)]
+    pub model_b: String,
+    /// A prompt (repeat), or use --prompts-file.
+    #[arg(long = "prompt")]
+    pub prompts: Vec<String>,
+    /// One prompt per line.
+    #[arg(long)]
+    pub prompts_file: Option<PathBuf>,
+    /// Seeds per prompt (clips per prompt).
+    #[arg(long, default_value_t = 2)]
+    pub clips_per_prompt: usize,
+    #[arg(long, default_value_t = 8.0)]
+    pub seconds: f64,
+    /// Scored trials per rater, fixed now (see the power hint).
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    #[arg(long)]
+    pub abx: bool,
+    /// A catch trial (identical clips) after every N scored trials (0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub catch_every: usize,
+    #[arg(long, default_value_t = -23.0)]
+    pub target_lufs: f64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// Session logs (session.jsonl) to pool.
+    #[arg(required = true)]
+    pub logs: Vec<PathBuf>,
+    /// Count "no preference" as half a win each instead of excluding it.
+    #[arg(long)]
+    pub split_ties: bool,
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl ListenCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::New(a) => a.run(),
+            Self::Results(a) => a.run(),
+        }
+    }
+}
+
+fn weights_hash(dir: &std::path::Path) -> String {
+    let mut h = Sha256::new();
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    for f in files {
+        if let Ok(bytes) = std::fs::read(&f) {
+            h.update(&bytes);
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+fn contender(label: &str, spec: &str) -> anyhow::Result<Contender<'static>> {
+    let dir = crate::models::hub::resolve_model(spec, &mut |_| {})
+        .with_context(|| format!("finding {spec}"))?;
+    let hash = weights_hash(&dir);
+    Ok(Contender {
+        label: label.into(),
+        id: spec.into(),
+        weights_sha256: hash,
+        load: Box::new(move || {
+            let device = candle_core::Device::Cpu;
+            if is_run_dir(&dir) {
+                load_run_model(&dir, None, &device, WeightMode::F32)
+            } else {
+                MusicGen::load(&dir, &device, WeightMode::F32)
+            }
+        }),
+    })
+}
+
+impl NewArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let mut prompts = self.prompts.clone();
+        if let Some(f) = &self.prompts_file {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            prompts.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            );
+        }
+        let plan = SessionPlan {
+            prompts,
+            seeds: (0..self.clips_per_prompt as u64).collect(),
+            seconds: self.seconds,
+            trials: self.trials,
+            abx: self.abx,
+            catch_every: self.catch_every,
+            target_lufs: self.target_lufs,
+            ..Default::default()
+        };
+        let id = format!(
+            "{}-{}",
+            self.out
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        );
+        let log = prepare_session(
+            &self.out,
+            &id,
+            &plan,
+            contender("A", &self.model_a)?,
+            contender("B", &self.model_b)?,
+            &mut |s| eprintln!("{s}"),
+        )?;
+        let need = min_wins_for_significance(self.trials as u64, 0.05);
+        println!("session ready: {}", log.display());
+        println!(
+            "{} scored trials per rater{}; detecting a true 65 % preference with 80 % power needs ≈ {} votes in total",
+            self.trials,
+            need.map(|k| format!(" (B must win ≥ {k} of {} for p < 0.05 with one rater)", self.trials))
+                .unwrap_or_default(),
+            power_votes(0.65, 0.05, 0.8).map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+        );
+        Ok(())
+    }
+}
+
+impl ResultsArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let logs = self
+            .logs
+            .iter()
+            .map(|p| SessionLog::open(p).with_context(|| format!("opening {}", p.display())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let opts = ResultsOptions {
+            tie_policy: if self.split_ties {
+                TiePolicy::Split
+            } else {
+                TiePolicy::Exclude
+            },
+            ..Default::default()
+        };
+        let r = pool(&logs, &opts)?;
+        let s = &r.summary;
+        println!(
+            "B ({}) preferred in {:.1} % of {} votes ({} ties, {:?}): two-sided exact p = {:.4}, 95 % CI [{:.3}, {:.3}]",
+            r.model_b.id,
+            s.share_b.unwrap_or(f64::NAN) * 100.0,
+            s.n,
+            s.ties,
+            r.tie_policy,
+            s.p_two_sided,
+            s.ci.0,
+            s.ci.1
+        );
+        if let Some(b) = &r.bootstrap {
+            println!("cluster bootstrap over raters and prompts: {b:?}");
+        }
+        if let Some(a) = &r.abx {
+            println!("ABX: {a:?}");
+        }
+        println!(
+            "catch trials failed: {} of {}",
+            r.catch_failures, r.catch_trials
+        );
+        for p in &r.per_prompt {
+            println!("  prompt {p:?}");
+        }
+        for p in &r.per_rater {
+            println!("  rater {p:?}");
+        }
+        if let Some(p) = &self.csv {
+            let text = results_to_csv(&r) + "\n" + &answers_to_csv(&logs);
+            crate::util::atomic_write(p, text.as_bytes())?;
+        }
+        if let Some(p) = &self.json {
+            crate::util::atomic_write(p, to_json(&logs, &r)?.as_bytes())?;
+        }
+        Ok(())
+    }
+}

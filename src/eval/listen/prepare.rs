@@ -1,0 +1,154 @@
+//! Builds a blind A/B session: both models generate every prompt with the same seeds, each pair
+//! is trimmed to the same length and loudness-matched (EBU R128, both to the target, lowered
+//! together if the true peak would pass the ceiling), clips are written under opaque names (their
+//! content hash) and the spec goes to line 1 of the session log.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::loudness::match_pair;
+use super::session::{sha256_hex, Clip, ModelRef, SessionLog, SessionSpec, Which};
+use crate::data::audio::wav_bytes;
+use crate::error::{Error, Result};
+use crate::generate::{generate, GenerateParams};
+use crate::models::musicgen::MusicGen;
+use crate::util::atomic_write;
+
+/// What a session is made of (besides the two models).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionPlan {
+    pub prompts: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub seconds: f64,
+    /// Scored trials per rater, fixed in advance.
+    pub trials: usize,
+    pub abx: bool,
+    pub catch_every: usize,
+    pub tie_allowed: bool,
+    pub target_lufs: f64,
+    pub max_true_peak_dbtp: f64,
+    pub generation: GenerateParams,
+    pub seed: u64,
+}
+
+impl Default for SessionPlan {
+    fn default() -> Self {
+        Self {
+            prompts: Vec::new(),
+            seeds: vec![0, 1],
+            seconds: 8.0,
+            trials: 20,
+            abx: false,
+            catch_every: 0,
+            tie_allowed: true,
+            target_lufs: -23.0,
+            max_true_peak_dbtp: -1.0,
+            generation: GenerateParams::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// A model to test: how to name it and how to get it.
+pub struct Contender<'a> {
+    pub label: String,
+    pub id: String,
+    pub weights_sha256: String,
+    /// Loads the model (called once, so only one model is in memory at a time).
+    pub load: Box<dyn FnMut() -> Result<MusicGen> + 'a>,
+}
+
+/// Generates, matches and writes every clip into `dir/clips/`, and creates `dir/session.jsonl`.
+pub fn prepare_session<'a>(
+    dir: &Path,
+    id: &str,
+    plan: &SessionPlan,
+    mut a: Contender<'a>,
+    mut b: Contender<'a>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    if plan.prompts.is_empty() || plan.seeds.is_empty() {
+        return Err(Error::InvalidRequest(
+            "a session needs at least one prompt and one seed".into(),
+        ));
+    }
+    let mut audio: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+    let mut rate = 32_000;
+    for (slot, c) in [&mut a, &mut b].into_iter().enumerate() {
+        let mut model = (c.load)()?;
+        rate = model.sample_rate();
+        for (pi, prompt) in plan.prompts.iter().enumerate() {
+            for &seed in &plan.seeds {
+                progress(&format!("{}: prompt {} seed {seed}", c.label, pi + 1));
+                let params = GenerateParams {
+                    prompt: prompt.clone(),
+                    duration: plan.seconds,
+                    seed,
+                    ..plan.generation.clone()
+                };
+                audio[slot].push(generate(&mut model, &params, &mut |_| true)?.audio);
+            }
+        }
+    }
+    let clip_dir = dir.join("clips");
+    let mut clips = Vec::new();
+    let mut i = 0;
+    for pi in 0..plan.prompts.len() {
+        for &seed in &plan.seeds {
+            let m = match_pair(
+                &audio[0][i],
+                &audio[1][i],
+                rate,
+                plan.target_lufs,
+                plan.max_true_peak_dbtp,
+            )?;
+            for (which, samples, gain) in
+                [(Which::A, &m.a, m.gain_a_db), (Which::B, &m.b, m.gain_b_db)]
+            {
+                let bytes = wav_bytes(samples, rate)?;
+                let sha = sha256_hex(&bytes);
+                let path = clip_dir.join(format!("{sha}.wav"));
+                atomic_write(&path, &bytes)?;
+                clips.push(Clip {
+                    prompt_idx: pi,
+                    seed,
+                    model: which,
+                    path,
+                    sha256: sha,
+                    gain_db: gain,
+                });
+            }
+            i += 1;
+        }
+    }
+    let spec = SessionSpec {
+        id: id.to_string(),
+        model_a: ModelRef {
+            label: a.label,
+            id: a.id,
+            weights_sha256: a.weights_sha256,
+        },
+        model_b: ModelRef {
+            label: b.label,
+            id: b.id,
+            weights_sha256: b.weights_sha256,
+        },
+        prompts: plan.prompts.clone(),
+        clips_per_prompt: plan.seeds.len(),
+        seconds: plan.seconds,
+        seeds: plan.seeds.clone(),
+        generation: serde_json::to_value(&plan.generation)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?,
+        trials: plan.trials,
+        abx: plan.abx,
+        catch_every: plan.catch_every,
+        tie_allowed: plan.tie_allowed,
+        seed: plan.seed,
+        clips,
+    };
+    let log = dir.join("session.jsonl");
+    SessionLog::create(&log, spec)?;
+    Ok(log)
+}

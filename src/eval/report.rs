@@ -1,0 +1,303 @@
+//! One objective evaluation of a model on a dataset split (`tunelab eval`): held-out
+//! cross-entropy and perplexity per codebook on the split's tokens (the same tokens for every
+//! model), FAD / FAD∞ / KAD between generated clips (the split's captions, fixed seeds) and the
+//! split's audio on EnCodec encoder latents (128-d frames before quantisation), log-mel distance
+//! per pair, and a memorisation check against the training segments.
+//!
+//! These FAD/KAD numbers use MusicGen's own EnCodec latents: they compare models within tunelab
+//! and are **not comparable** with VGGish FAD published elsewhere.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::audio;
+use crate::data::dataset::{Segment, Split, SAMPLE_RATE};
+use crate::data::token_cache::{codec_fingerprint, encode_dataset};
+use crate::error::{Error, Result};
+use crate::eval::metrics::fad::{bootstrap_ci, fad_inf, ConfidenceInterval, FadInf};
+use crate::eval::metrics::kad::{kad_bootstrap, KadBootstrap, KadConfig};
+use crate::eval::metrics::mel::log_mel_mse;
+use crate::eval::metrics::memorise::{flag_copies, frame_keys, mean_latent, nearest, CopyFlag};
+use crate::generate::{generate, GenerateParams};
+use crate::models::musicgen::MusicGen;
+use crate::train::data::{make_batch, Example, TokenData};
+use crate::train::loss::{codebook_cross_entropy, shift_right};
+
+pub const LATENT_CAVEAT: &str = "FAD and KAD are computed on MusicGen's EnCodec encoder latents \
+(128-d, 50 Hz): compare models within tunelab only; the numbers are not comparable with VGGish \
+FAD published elsewhere.";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalOptions {
+    pub split: Split,
+    /// Clips to generate (the first N segments of the split).
+    pub clips: usize,
+    /// Seconds per generated clip (at most the segment's length).
+    pub seconds: f64,
+    pub seed: u64,
+    pub guidance_scale: f64,
+    /// Longest excerpt for the held-out loss.
+    pub max_seconds: f64,
+    pub bootstrap: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            split: Split::Test,
+            clips: 8,
+            seconds: 10.0,
+            seed: 0,
+            guidance_scale: 3.0,
+            max_seconds: 30.0,
+            bootstrap: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldOut {
+    pub ce: f64,
+    pub ppl: f64,
+    pub ce_q: Vec<f64>,
+    pub ppl_q: Vec<f64>,
+    pub tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipEval {
+    pub segment: String,
+    pub prompt: String,
+    pub seed: u64,
+    pub log_mel_mse: f64,
+    /// Nearest training segment by mean latent, and its distance.
+    pub nearest_train: String,
+    pub nearest_distance: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEval {
+    pub model: String,
+    pub held_out: HeldOut,
+    pub fad: ConfidenceInterval,
+    pub fad_inf: FadInf,
+    pub kad: KadBootstrap,
+    pub mean_log_mel_mse: f64,
+    pub clips: Vec<ClipEval>,
+    /// Generated clips sharing ≥ 1 s of tokens (all codebooks) with a training segment.
+    pub copies: Vec<CopyFlag>,
+    pub generated_frames: usize,
+    pub generated_seconds: f64,
+    pub reference_frames: usize,
+    pub reference_seconds: f64,
+    pub generation_seconds: f64,
+    /// Everything but generation (loss, latents, metrics).
+    pub eval_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub dataset: String,
+    pub split: Split,
+    pub options: EvalOptions,
+    pub models: Vec<ModelEval>,
+    pub caveat: String,
+}
+
+fn segments(dataset: &Path) -> Result<Vec<Segment>> {
+    let p = dataset.join("segments.jsonl");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::bad_file(&p, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+fn segment_audio(seg: &Segment) -> Result<Vec<f32>> {
+    let samples = audio::load_mono(&seg.path, SAMPLE_RATE)?;
+    let a = ((seg.start * SAMPLE_RATE as f64) as usize).min(samples.len());
+    let b = (a + (seg.duration * SAMPLE_RATE as f64) as usize).min(samples.len());
+    Ok(samples[a..b].to_vec())
+}
+
+/// EnCodec encoder latents of mono audio as frames `[T][128]`.
+pub fn latent_frames(model: &MusicGen, samples: &[f32]) -> Result<Vec<Vec<f32>>> {
+    let t = Tensor::from_slice(samples, (1, 1, samples.len()), model.device())?;
+    let lat = model.codec.encode_latents(&t)?; // [1, D, T]
+    let lat = lat.squeeze(0)?.t()?.to_dtype(DType::F32)?.contiguous()?;
+    Ok(lat.to_vec2::<f32>()?)
+}
+
+/// Evaluates `model` on the dataset's split.
+pub fn evaluate(
+    model: &mut MusicGen,
+    label: &str,
+    dataset: &Path,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ModelEval> {
+    progress("tokenising the dataset (cached)");
+    encode_dataset(dataset, model)?;
+    let tokens = TokenData::load(dataset, &codec_fingerprint(model)?)?;
+    let split = match opts.split {
+        Split::Train => &tokens.train,
+        Split::Valid => &tokens.valid,
+        Split::Test => &tokens.test,
+    };
+    if split.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "{}: the {:?} split is empty",
+            dataset.display(),
+            opts.split
+        )));
+    }
+    let mut eval_time = 0f64;
+    let started = Instant::now();
+    progress("held-out cross-entropy");
+    let held_out = held_out_ce(model, split, opts.max_seconds)?;
+
+    progress("reference latents");
+    let all = segments(dataset)?;
+    let refs: Vec<&Segment> = all.iter().filter(|s| s.split == opts.split).collect();
+    let mut reference = Vec::new();
+    let mut ref_audio = Vec::new();
+    for seg in &refs {
+        let a = segment_audio(seg)?;
+        reference.extend(latent_frames(model, &a)?);
+        ref_audio.push(a);
+    }
+    let train_segs: Vec<&Segment> = all.iter().filter(|s| s.split == Split::Train).collect();
+    let mut train_means = Vec::new();
+    for seg in &train_segs {
+        train_means.push(mean_latent(&latent_frames(model, &segment_audio(seg)?)?)?);
+    }
+    eval_time += started.elapsed().as_secs_f64();
+
+    let mut generated = Vec::new();
+    let mut gen_codes = Vec::new();
+    let mut clips = Vec::new();
+    let mut gen_time = 0f64;
+    let mut gen_seconds = 0f64;
+    for (i, seg) in refs.iter().take(opts.clips).enumerate() {
+        progress(&format!(
+            "generating clip {} of {}",
+            i + 1,
+            opts.clips.min(refs.len())
+        ));
+        let params = GenerateParams {
+            prompt: seg.caption.clone(),
+            duration: opts.seconds.min(seg.duration),
+            seed: opts.seed + i as u64,
+            guidance_scale: opts.guidance_scale,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let clip = generate(model, &params, &mut |_| true)?;
+        gen_time += t.elapsed().as_secs_f64();
+        gen_seconds += clip.audio.len() as f64 / clip.sample_rate as f64;
+        let t = Instant::now();
+        let frames = latent_frames(model, &clip.audio)?;
+        let (ni, nd) = nearest(&mean_latent(&frames)?, &train_means)?;
+        clips.push(ClipEval {
+            segment: seg.id.clone(),
+            prompt: seg.caption.clone(),
+            seed: params.seed,
+            log_mel_mse: log_mel_mse(&clip.audio, &ref_audio[i], SAMPLE_RATE)?,
+            nearest_train: train_segs.get(ni).map(|s| s.id.clone()).unwrap_or_default(),
+            nearest_distance: nd,
+        });
+        generated.extend(frames);
+        let rows: Vec<&[u32]> = clip.codes.iter().map(Vec::as_slice).collect();
+        gen_codes.push(frame_keys(&rows)?);
+        eval_time += t.elapsed().as_secs_f64();
+    }
+
+    let t = Instant::now();
+    progress("FAD, FAD∞, KAD");
+    let fad = bootstrap_ci(&generated, &reference, opts.bootstrap.max(20), opts.seed)?;
+    let n = generated.len();
+    let sizes: Vec<usize> = [8, 4, 2, 1].iter().map(|d| (n / d).max(2)).collect();
+    let fad_inf = fad_inf(&generated, &reference, &sizes, 10, opts.seed)?;
+    let kad = kad_bootstrap(
+        &generated,
+        &reference,
+        &KadConfig {
+            seed: opts.seed,
+            ..Default::default()
+        },
+        opts.bootstrap.max(100),
+    )?;
+    let train_codes: Vec<Vec<u64>> = tokens
+        .train
+        .iter()
+        .map(|e| {
+            let rows: Vec<&[u32]> = e.codes.iter().map(Vec::as_slice).collect();
+            frame_keys(&rows)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let copies = flag_copies(&gen_codes, &train_codes, 50)?;
+    eval_time += t.elapsed().as_secs_f64();
+    let mean_mel = clips.iter().map(|c| c.log_mel_mse).sum::<f64>() / clips.len().max(1) as f64;
+    Ok(ModelEval {
+        model: label.to_string(),
+        held_out,
+        fad: fad.recentred(),
+        fad_inf,
+        kad,
+        mean_log_mel_mse: mean_mel,
+        clips,
+        copies,
+        generated_frames: generated.len(),
+        generated_seconds: gen_seconds,
+        reference_frames: reference.len(),
+        reference_seconds: ref_audio.iter().map(|a| a.len()).sum::<usize>() as f64
+            / SAMPLE_RATE as f64,
+        generation_seconds: gen_time,
+        eval_seconds: eval_time,
+    })
+}
+
+/// Token-weighted cross-entropy per codebook over the examples (their own captions).
+pub fn held_out_ce(
+    model: &mut MusicGen,
+    examples: &[Example],
+    max_seconds: f64,
+) -> Result<HeldOut> {
+    let k = model.num_codebooks();
+    let max_frames = (max_seconds * model.frame_rate()).round().max(1.0) as usize;
+    let mut ce_sum = vec![0f64; k];
+    let mut tok = vec![0usize; k];
+    for ex in examples {
+        let batch = make_batch(
+            &[(ex, ex.caption.clone())],
+            max_frames,
+            2048,
+            None,
+            model.device(),
+        )?;
+        let cond = model.condition(&batch.captions)?;
+        let inputs = shift_right(&batch.labels, 2048)?;
+        let logits = model.lm.forward(&inputs, &cond, None)?;
+        let out = codebook_cross_entropy(&logits.detach(), &batch.labels, 2048)?;
+        for q in 0..k {
+            ce_sum[q] += out.ce[q] as f64 * out.tokens[q] as f64;
+            tok[q] += out.tokens[q];
+        }
+    }
+    let ce_q: Vec<f64> = (0..k).map(|q| ce_sum[q] / tok[q].max(1) as f64).collect();
+    let ce = ce_q.iter().sum::<f64>() / k.max(1) as f64;
+    Ok(HeldOut {
+        ce,
+        ppl: ce.exp(),
+        ppl_q: ce_q.iter().map(|c| c.exp()).collect(),
+        ce_q,
+        tokens: tok.iter().sum(),
+    })
+}

@@ -1,0 +1,87 @@
+//! `tunelab eval` on the tiny fixture: a baseline and a fine-tuned run get a full report; the
+//! held-out loss is computed on the same tokens for both.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+#[test]
+fn eval_reports_every_metric_for_baseline_and_fine_tune() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let bin = env!("CARGO_BIN_EXE_tunelab");
+    let run = tmp.path().join("run");
+    let st = std::process::Command::new(bin)
+        .args([
+            "train", "--mode", "lora", "--steps", "6", "--lr", "1e-2", "--warmup", "1",
+        ])
+        .arg("--model")
+        .arg(tiny_dir())
+        .arg("--dataset")
+        .arg(&ds)
+        .arg("--run")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let json = tmp.path().join("report.json");
+    let out = std::process::Command::new(bin)
+        .args(["eval", "--clips", "2", "--seconds", "1"])
+        .arg("--model")
+        .arg(tiny_dir())
+        .arg("--model")
+        .arg(&run)
+        .arg("--dataset")
+        .arg(&ds)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("not comparable with VGGish"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let models = r["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    let tokens: Vec<u64> = models
+        .iter()
+        .map(|m| m["held_out"]["tokens"].as_u64().unwrap())
+        .collect();
+    assert!(
+        tokens[0] > 0 && tokens[0] == tokens[1],
+        "same tokens: {tokens:?}"
+    );
+    let ce: Vec<f64> = models
+        .iter()
+        .map(|m| m["held_out"]["ce"].as_f64().unwrap())
+        .collect();
+    assert_ne!(ce[0], ce[1], "the fine-tune changed the held-out loss");
+    for m in models {
+        for path in [
+            &["fad", "estimate"][..],
+            &["fad_inf", "intercept"],
+            &["kad", "kad", "raw"],
+            &["mean_log_mel_mse"],
+        ] {
+            let mut v = m;
+            for p in path {
+                v = &v[*p];
+            }
+            assert!(v.as_f64().unwrap().is_finite(), "{path:?}");
+        }
+        assert_eq!(m["clips"].as_array().unwrap().len(), 2);
+        assert!(m["fad"]["estimate"].as_f64().unwrap() >= 0.0);
+        assert!(m["eval_seconds"].as_f64().unwrap() > 0.0);
+    }
+}

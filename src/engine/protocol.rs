@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::data::dataset::{ImportOptions, ImportReport};
 use crate::generate::{Clip, GenerateParams};
 use crate::models::nn::WeightMode;
 use crate::train::config::TrainConfig;
@@ -39,6 +40,13 @@ pub enum Command {
         run_dir: PathBuf,
         config: Option<Box<TrainConfig>>,
     },
+    /// Import a folder of audio (or an audiocraft data.jsonl) into the dataset folder `out`.
+    ImportDataset {
+        job: JobId,
+        src: PathBuf,
+        out: PathBuf,
+        options: ImportOptions,
+    },
     /// Pause the running training between steps (it holds its state in memory).
     PauseTraining,
     /// Continue a paused training.
@@ -55,6 +63,7 @@ pub enum JobOutput {
     ModelLoaded(ModelInfo),
     Clip(Clip),
     Trained(RunSummary),
+    Imported(ImportReport),
 }
 
 /// A loaded model, as the UI shows it.

@@ -135,6 +135,15 @@ impl Worker {
                         self.queue.push_back(cmd);
                     }
                 }
+                Command::ImportDataset {
+                    job,
+                    src,
+                    out,
+                    options,
+                } => {
+                    let r = crate::data::dataset::import_dir(&src, &out, &options);
+                    self.done(job, r.map(JobOutput::Imported));
+                }
                 // Only meaningful while a training runs (handled by its observer).
                 Command::PauseTraining | Command::ResumeTraining | Command::StopTraining => {}
             }

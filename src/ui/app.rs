@@ -1,6 +1,6 @@
-//! The studio shell. For now one panel: load a model and generate a clip (the full studio with
-//! dataset, training and listening panels is issue #4). Engine events are drained in `logic`,
-//! the UI is drawn in `ui`, and nothing long runs on the UI thread.
+//! The studio shell: tabs Generate · Dataset · Train · Listen. Engine events are drained in
+//! `logic` (≤ 10 ms a frame) and routed to the panels; panels queue commands in an outbox that
+//! the shell sends at the end of the frame; nothing long runs on the UI thread.
 
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -10,14 +10,29 @@ use crate::engine::{Command, EngineHandle, Event, JobId, JobOutput, ModelInfo};
 use crate::generate::{Clip, GenerateParams};
 use crate::models::musicgen::config::Preset;
 use crate::models::nn::WeightMode;
+use crate::ui::dataset::{DatasetForm, DatasetPanel};
+use crate::ui::train::{Outbox, TrainForm, TrainPanel};
 
 /// Form values persisted across restarts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct State {
+    pub tab: Tab,
     pub model_spec: String,
     pub params: GenerateParams,
     pub out_path: String,
+    pub train: TrainForm,
+    pub dataset: DatasetForm,
+}
+
+/// The panels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Tab {
+    #[default]
+    Generate,
+    Dataset,
+    Train,
+    Listen,
 }
 
 impl Default for State {
@@ -30,6 +45,9 @@ impl Default for State {
                 ..Default::default()
             },
             out_path: "clip.wav".into(),
+            tab: Tab::Generate,
+            train: TrainForm::default(),
+            dataset: DatasetForm::default(),
         }
     }
 }
@@ -58,7 +76,9 @@ pub struct TunelabApp {
     model: Option<ModelInfo>,
     clip: Option<Clip>,
     status: String,
-    next_job: JobId,
+    outbox: Outbox,
+    train: TrainPanel,
+    dataset: DatasetPanel,
 }
 
 impl TunelabApp {
@@ -78,6 +98,8 @@ impl TunelabApp {
             Ok(e) => (Some(e), "No model loaded.".to_string()),
             Err(e) => (None, format!("The engine could not start: {e}")),
         };
+        let train = TrainPanel::new(state.train.clone());
+        let dataset = DatasetPanel::new(state.dataset.clone());
         Self {
             state,
             engine,
@@ -86,17 +108,61 @@ impl TunelabApp {
             model: None,
             clip: None,
             status,
-            next_job: 1,
+            outbox: Outbox::default(),
+            train,
+            dataset,
         }
     }
 
     fn send(&mut self, make: impl FnOnce(JobId) -> Command) -> JobId {
-        let job = self.next_job;
-        self.next_job += 1;
-        if let Some(e) = &self.engine {
-            e.send(make(job));
-        }
+        let job = self.outbox.job();
+        self.outbox.commands.push(make(job));
         job
+    }
+
+    /// Sends what the panels queued this frame.
+    fn flush_outbox(&mut self) {
+        for cmd in self.outbox.commands.drain(..) {
+            if let Some(e) = &self.engine {
+                e.send(cmd);
+            }
+        }
+    }
+
+    fn shell(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("tunelab");
+            ui.separator();
+            for (tab, label) in [
+                (Tab::Generate, "Generate"),
+                (Tab::Dataset, "Dataset"),
+                (Tab::Train, "Train"),
+                (Tab::Listen, "Listen"),
+            ] {
+                ui.selectable_value(&mut self.state.tab, tab, label);
+            }
+        });
+        ui.separator();
+        match self.state.tab {
+            Tab::Generate => self.draw(ui),
+            Tab::Dataset => {
+                self.dataset.ui(ui, &mut self.outbox);
+                if let Some(ds) = self.dataset.train_on.take() {
+                    self.train.form.config.dataset = ds;
+                    self.state.tab = Tab::Train;
+                }
+            }
+            Tab::Train => self.train.ui(ui, &mut self.outbox),
+            Tab::Listen => {
+                ui.label(
+                    "Blind A/B sessions are prepared and scored by `tunelab listen new` and \
+                     `tunelab listen results`; the listening panel with playback comes next.",
+                );
+            }
+        }
+        self.state.train = self.train.form.clone();
+        self.state.dataset = self.dataset.form.clone();
+        self.flush_outbox();
     }
 
     /// Applies engine events, at most ~10 ms per frame.
@@ -106,6 +172,15 @@ impl TunelabApp {
             let Ok(ev) = self.events.try_recv() else {
                 break;
             };
+            // Ownership is decided before the panels clear their job ids.
+            let owned = matches!(&ev, Event::Train { .. })
+                || matches!(&ev, Event::Done { job, .. }
+                    if Some(*job) == self.train.job || Some(*job) == self.dataset.job);
+            self.train.on_event(&ev);
+            self.dataset.on_event(&ev);
+            if owned {
+                continue;
+            }
             match ev {
                 Event::Download {
                     job,
@@ -138,9 +213,7 @@ impl TunelabApp {
                             );
                             self.clip = Some(clip);
                         }
-                        Ok(JobOutput::Trained(s)) => {
-                            self.status = format!("Training stopped at step {}.", s.step);
-                        }
+                        Ok(JobOutput::Trained(_)) | Ok(JobOutput::Imported(_)) => {}
                         Err(e) => self.status = format!("Error: {e}"),
                     }
                 }
@@ -149,11 +222,6 @@ impl TunelabApp {
     }
 
     fn draw(&mut self, ui: &mut egui::Ui) {
-        ui.heading("tunelab");
-        ui.label(
-            "Generate with MusicGen. Dataset, training and listening panels are on their way.",
-        );
-        ui.separator();
         let idle = self.busy == Busy::Idle;
         ui.horizontal(|ui| {
             ui.label("Model (repo id or folder):");
@@ -267,7 +335,7 @@ impl eframe::App for TunelabApp {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::CentralPanel::default().show(ui, |ui| self.draw(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.shell(ui));
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

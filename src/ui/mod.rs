@@ -1,6 +1,8 @@
 //! The studio (feature `gui`).
 
 pub mod app;
+pub mod dataset;
+pub mod train;
 
 /// Opens the studio window.
 pub fn run() -> anyhow::Result<()> {

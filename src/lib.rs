@@ -3,6 +3,7 @@
 //! The engine (models, data, training, generation, evaluation) is UI-agnostic; the studio (`gui` feature) and the
 //! audio device (`audio` feature) sit on top and talk to it through `engine::{Command, Event}`.
 
+pub mod audio;
 pub mod cli;
 pub mod data;
 pub mod engine;

@@ -11,6 +11,7 @@ use crate::generate::{Clip, GenerateParams};
 use crate::models::musicgen::config::Preset;
 use crate::models::nn::WeightMode;
 use crate::ui::dataset::{DatasetForm, DatasetPanel};
+use crate::ui::listen::{ListenForm, ListenPanel};
 use crate::ui::train::{Outbox, TrainForm, TrainPanel};
 
 /// Form values persisted across restarts.
@@ -23,6 +24,7 @@ pub struct State {
     pub out_path: String,
     pub train: TrainForm,
     pub dataset: DatasetForm,
+    pub listen: ListenForm,
 }
 
 /// The panels.
@@ -48,6 +50,7 @@ impl Default for State {
             tab: Tab::Generate,
             train: TrainForm::default(),
             dataset: DatasetForm::default(),
+            listen: ListenForm::default(),
         }
     }
 }
@@ -79,6 +82,7 @@ pub struct TunelabApp {
     outbox: Outbox,
     train: TrainPanel,
     dataset: DatasetPanel,
+    listen: ListenPanel,
 }
 
 impl TunelabApp {
@@ -100,6 +104,12 @@ impl TunelabApp {
         };
         let train = TrainPanel::new(state.train.clone());
         let dataset = DatasetPanel::new(state.dataset.clone());
+        let (sink, notice) = crate::audio::default_sink();
+        let listen = ListenPanel::new(state.listen.clone(), sink);
+        let status = match notice {
+            Some(n) => format!("{status} {n}"),
+            None => status,
+        };
         Self {
             state,
             engine,
@@ -111,6 +121,7 @@ impl TunelabApp {
             outbox: Outbox::default(),
             train,
             dataset,
+            listen,
         }
     }
 
@@ -153,15 +164,11 @@ impl TunelabApp {
                 }
             }
             Tab::Train => self.train.ui(ui, &mut self.outbox),
-            Tab::Listen => {
-                ui.label(
-                    "Blind A/B sessions are prepared and scored by `tunelab listen new` and \
-                     `tunelab listen results`; the listening panel with playback comes next.",
-                );
-            }
+            Tab::Listen => self.listen.ui(ui),
         }
         self.state.train = self.train.form.clone();
         self.state.dataset = self.dataset.form.clone();
+        self.state.listen = self.listen.form.clone();
         self.flush_outbox();
     }
 

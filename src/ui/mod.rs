@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod dataset;
+pub mod listen;
 pub mod train;
 
 /// Opens the studio window.

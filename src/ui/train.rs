@@ -249,7 +249,7 @@ impl TrainPanel {
             if field(
                 ui,
                 "Dataset folder",
-                "A folder made by Dataset → Import.",
+                "A folder made in the Dataset tab (Import).",
                 |ui| ui.text_edit_singleline(&mut ds),
             )
             .changed()

@@ -89,7 +89,7 @@ pub enum Choice {
 }
 
 /// What the player may be asked to play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PlayTarget {
     /// Side "A".
     A,

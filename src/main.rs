@@ -12,17 +12,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(cmd) => cmd.run(),
-        None => open_studio(),
+        None => open_studio(cli.tab.as_deref()),
     }
 }
 
 #[cfg(feature = "gui")]
-fn open_studio() -> anyhow::Result<()> {
-    tunelab::ui::run()
+fn open_studio(tab: Option<&str>) -> anyhow::Result<()> {
+    tunelab::ui::run(tab)
 }
 
 #[cfg(not(feature = "gui"))]
-fn open_studio() -> anyhow::Result<()> {
+fn open_studio(_tab: Option<&str>) -> anyhow::Result<()> {
     anyhow::bail!(
         "this build has no studio (built without the `gui` feature); see `tunelab --help`"
     )

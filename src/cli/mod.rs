@@ -21,6 +21,10 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Commands>,
+    /// Without a subcommand the studio opens; this picks its tab (generate, dataset, train,
+    /// listen).
+    #[arg(long)]
+    pub tab: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -86,11 +86,14 @@ pub struct TunelabApp {
 }
 
 impl TunelabApp {
-    pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
-        let state = cc
+    pub fn new(cc: &eframe::CreationContext<'_>, tab: Option<Tab>) -> Self {
+        let mut state: State = cc
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
             .unwrap_or_default();
+        if let Some(t) = tab {
+            state.tab = t;
+        }
         let ctx = cc.egui_ctx.clone();
         Self::with_waker(state, Arc::new(move || ctx.request_repaint()))
     }

@@ -5,8 +5,16 @@ pub mod dataset;
 pub mod listen;
 pub mod train;
 
-/// Opens the studio window.
-pub fn run() -> anyhow::Result<()> {
+/// Opens the studio window (on `tab` if given).
+pub fn run(tab: Option<&str>) -> anyhow::Result<()> {
+    let tab = match tab {
+        None => None,
+        Some("generate") => Some(app::Tab::Generate),
+        Some("dataset") => Some(app::Tab::Dataset),
+        Some("train") => Some(app::Tab::Train),
+        Some("listen") => Some(app::Tab::Listen),
+        Some(o) => anyhow::bail!("unknown tab {o} (generate, dataset, train, listen)"),
+    };
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("tunelab")
@@ -16,7 +24,7 @@ pub fn run() -> anyhow::Result<()> {
     eframe::run_native(
         "tunelab",
         options,
-        Box::new(|cc| Ok(Box::new(app::TunelabApp::new(cc)))),
+        Box::new(move |cc| Ok(Box::new(app::TunelabApp::new(cc, tab)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open the studio window: {e}"))
 }

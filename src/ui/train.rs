@@ -9,7 +9,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::train::config::{Mode, TrainConfig};
-use crate::train::trainer::TrainEvent;
+use crate::train::trainer::{StepMetrics, TrainEvent, ValidMetrics};
 
 /// A labelled form field: the label (with its tooltip) names the widget for screen readers.
 pub fn field(
@@ -92,13 +92,56 @@ pub struct TrainPanel {
 
 impl TrainPanel {
     pub fn new(form: TrainForm) -> Self {
-        Self {
+        let mut p = Self {
             form,
             state: RunState::Idle,
             job: None,
             curves: Curves::default(),
             per_codebook: false,
             log: Vec::new(),
+        };
+        p.load_curves();
+        p
+    }
+
+    /// Reloads the curves of the run in the form's folder from its `metrics.jsonl` (the last
+    /// line for a step wins, as after a resume).
+    pub fn load_curves(&mut self) {
+        let path = PathBuf::from(&self.form.run_dir).join("metrics.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let mut train = std::collections::BTreeMap::new();
+        let mut valid = std::collections::BTreeMap::new();
+        let mut total = 0;
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            match v["kind"].as_str() {
+                Some("train") => {
+                    if let Ok(m) = serde_json::from_value::<StepMetrics>(v) {
+                        train.insert(m.step, m);
+                    }
+                }
+                Some("valid") => {
+                    if let Ok(m) = serde_json::from_value::<ValidMetrics>(v) {
+                        valid.insert(m.step, m);
+                    }
+                }
+                Some("start") => total = v["total"].as_u64().unwrap_or(0) as usize,
+                _ => {}
+            }
+        }
+        self.curves = Curves {
+            total,
+            ..Default::default()
+        };
+        for m in train.into_values() {
+            self.apply(&TrainEvent::Step(m));
+        }
+        for m in valid.into_values() {
+            self.apply(&TrainEvent::Valid(m));
         }
     }
 
@@ -228,6 +271,14 @@ impl TrainPanel {
             }
             if !idle && ui.button("Stop").clicked() {
                 out.commands.push(Command::StopTraining);
+            }
+            if idle
+                && ui
+                    .button("Show run's curves")
+                    .on_hover_text("Reload the curves of the run folder from its metrics.jsonl.")
+                    .clicked()
+            {
+                self.load_curves();
             }
         });
         self.progress_ui(ui);
@@ -411,7 +462,6 @@ impl TrainPanel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::trainer::{StepMetrics, ValidMetrics};
     use egui_kittest::kittest::Queryable;
     use egui_kittest::Harness;
 

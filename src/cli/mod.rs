@@ -21,8 +21,8 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Commands>,
-    /// Without a subcommand the studio opens; this picks its tab (generate, dataset, train,
-    /// listen).
+    /// Without a subcommand the studio opens; this picks its tab (models, generate, dataset,
+    /// train, listen).
     #[arg(long)]
     pub tab: Option<String>,
 }

@@ -12,6 +12,7 @@ use crate::models::musicgen::config::Preset;
 use crate::models::nn::WeightMode;
 use crate::ui::dataset::{DatasetForm, DatasetPanel};
 use crate::ui::listen::{ListenForm, ListenPanel};
+use crate::ui::models::{ModelsForm, ModelsPanel};
 use crate::ui::train::{Outbox, TrainForm, TrainPanel};
 
 /// Form values persisted across restarts.
@@ -25,11 +26,13 @@ pub struct State {
     pub train: TrainForm,
     pub dataset: DatasetForm,
     pub listen: ListenForm,
+    pub models: ModelsForm,
 }
 
 /// The panels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Tab {
+    Models,
     #[default]
     Generate,
     Dataset,
@@ -51,6 +54,7 @@ impl Default for State {
             train: TrainForm::default(),
             dataset: DatasetForm::default(),
             listen: ListenForm::default(),
+            models: ModelsForm::default(),
         }
     }
 }
@@ -83,6 +87,7 @@ pub struct TunelabApp {
     train: TrainPanel,
     dataset: DatasetPanel,
     listen: ListenPanel,
+    models: ModelsPanel,
 }
 
 impl TunelabApp {
@@ -109,6 +114,7 @@ impl TunelabApp {
         let dataset = DatasetPanel::new(state.dataset.clone());
         let (sink, notice) = crate::audio::default_sink();
         let listen = ListenPanel::new(state.listen.clone(), sink);
+        let models = ModelsPanel::new(state.models.clone());
         let status = match notice {
             Some(n) => format!("{status} {n}"),
             None => status,
@@ -125,6 +131,7 @@ impl TunelabApp {
             train,
             dataset,
             listen,
+            models,
         }
     }
 
@@ -143,11 +150,18 @@ impl TunelabApp {
         }
     }
 
+    /// One frame without eframe (tests): drain events, then draw.
+    pub fn frame(&mut self, ui: &mut egui::Ui) {
+        self.drain_events();
+        self.shell(ui);
+    }
+
     fn shell(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             ui.heading("tunelab");
             ui.separator();
             for (tab, label) in [
+                (Tab::Models, "Models"),
                 (Tab::Generate, "Generate"),
                 (Tab::Dataset, "Dataset"),
                 (Tab::Train, "Train"),
@@ -158,6 +172,18 @@ impl TunelabApp {
         });
         ui.separator();
         match self.state.tab {
+            Tab::Models => {
+                let busy = self.busy != Busy::Idle;
+                self.models.ui(ui, &mut self.outbox, busy);
+                if let Some(job) = self.models.requested.take() {
+                    self.busy = Busy::Loading {
+                        job,
+                        file: String::new(),
+                        done: 0,
+                        total: 0,
+                    };
+                }
+            }
             Tab::Generate => self.draw(ui),
             Tab::Dataset => {
                 self.dataset.ui(ui, &mut self.outbox);
@@ -172,6 +198,8 @@ impl TunelabApp {
         self.state.train = self.train.form.clone();
         self.state.dataset = self.dataset.form.clone();
         self.state.listen = self.listen.form.clone();
+        self.state.models = self.models.form.clone();
+        self.status_bar(ui);
         self.flush_outbox();
     }
 
@@ -284,7 +312,7 @@ impl TunelabApp {
         ui.horizontal(|ui| {
             let can_gen = idle && self.model.is_some();
             if ui
-                .add_enabled(can_gen, egui::Button::new("Generate"))
+                .add_enabled(can_gen, egui::Button::new("Generate clip"))
                 .clicked()
             {
                 let params = self.state.params.clone();
@@ -301,6 +329,26 @@ impl TunelabApp {
                 }
             }
         });
+        if self.clip.is_some() {
+            ui.horizontal(|ui| {
+                ui.label("Save as:");
+                ui.text_edit_singleline(&mut self.state.out_path);
+                if ui.button("Save WAV").clicked() {
+                    if let Some(c) = &self.clip {
+                        let p = std::path::PathBuf::from(&self.state.out_path);
+                        self.status =
+                            match crate::data::audio::write_wav(&p, &c.audio, c.sample_rate) {
+                                Ok(()) => format!("Saved {}", p.display()),
+                                Err(e) => format!("Error: {e}"),
+                            };
+                    }
+                }
+            });
+        }
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.separator();
         match &self.busy {
             Busy::Idle => {}
             Busy::Loading {
@@ -318,23 +366,6 @@ impl TunelabApp {
                 ui.add(egui::ProgressBar::new(f).text(format!("step {step}/{total}")));
             }
         }
-        if self.clip.is_some() {
-            ui.horizontal(|ui| {
-                ui.label("Save as:");
-                ui.text_edit_singleline(&mut self.state.out_path);
-                if ui.button("Save WAV").clicked() {
-                    if let Some(c) = &self.clip {
-                        let p = std::path::PathBuf::from(&self.state.out_path);
-                        self.status =
-                            match crate::data::audio::write_wav(&p, &c.audio, c.sample_rate) {
-                                Ok(()) => format!("Saved {}", p.display()),
-                                Err(e) => format!("Error: {e}"),
-                            };
-                    }
-                }
-            });
-        }
-        ui.separator();
         ui.label(&self.status);
     }
 }

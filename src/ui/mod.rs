@@ -3,17 +3,19 @@
 pub mod app;
 pub mod dataset;
 pub mod listen;
+pub mod models;
 pub mod train;
 
 /// Opens the studio window (on `tab` if given).
 pub fn run(tab: Option<&str>) -> anyhow::Result<()> {
     let tab = match tab {
         None => None,
+        Some("models") => Some(app::Tab::Models),
         Some("generate") => Some(app::Tab::Generate),
         Some("dataset") => Some(app::Tab::Dataset),
         Some("train") => Some(app::Tab::Train),
         Some("listen") => Some(app::Tab::Listen),
-        Some(o) => anyhow::bail!("unknown tab {o} (generate, dataset, train, listen)"),
+        Some(o) => anyhow::bail!("unknown tab {o} (models, generate, dataset, train, listen)"),
     };
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()

@@ -1,0 +1,92 @@
+//! The whole studio on the tiny model, through the real widgets and the real engine thread:
+//! load a model → generate a clip → import a dataset → train a few steps (the charts get points).
+
+#![cfg(feature = "gui")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use tunelab::ui::app::{State, Tab, TunelabApp};
+
+fn wait_for(h: &mut Harness<'_, TunelabApp>, what: &str, label: &str) {
+    let start = Instant::now();
+    loop {
+        h.step();
+        if h.query_by_label_contains(label).is_some() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+#[test]
+fn load_generate_import_and_train_in_the_studio() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("audio");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        let x: Vec<f32> = (0..48_000)
+            .map(|n| {
+                0.3 * (n as f32 * (200.0 + 50.0 * i as f32) * std::f32::consts::TAU / 32_000.0)
+                    .sin()
+            })
+            .collect();
+        tunelab::data::audio::write_wav(&src.join(format!("t{i}.wav")), &x, 32_000).unwrap();
+    }
+    let mut state = State {
+        tab: Tab::Models,
+        ..Default::default()
+    };
+    state.models.spec = tiny_dir().display().to_string();
+    state.models.runs_dir = tmp.path().join("runs").display().to_string();
+    state.params.duration = 1.0;
+    state.dataset.source = src.display().to_string();
+    state.dataset.dataset = tmp.path().join("ds").display().to_string();
+    state.dataset.segment_seconds = 1.0;
+    state.train.config.model = tiny_dir().display().to_string();
+    state.train.config.steps = 3;
+    state.train.config.eval_every = 0;
+    state.train.run_dir = tmp.path().join("runs/first").display().to_string();
+    let app = TunelabApp::with_waker(state, Arc::new(|| {}));
+    let mut h = Harness::new_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
+
+    h.get_by_label("Load model").click();
+    wait_for(&mut h, "the model", "Loaded:");
+
+    h.get_by_label("Generate").click();
+    h.step();
+    h.get_by_label("Generate clip").click();
+    wait_for(&mut h, "the clip", "Generated 1.0 s");
+
+    h.get_by_label("Dataset").click();
+    h.step();
+    h.get_by_label("Import").click();
+    wait_for(&mut h, "the import", "Imported 4 files");
+    h.get_by_label("Train on this dataset").click();
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label_contains("Start training").is_some(),
+        "on the Train tab"
+    );
+    h.get_by_label("Start training").click();
+    wait_for(&mut h, "three steps", "step 3/3");
+    wait_for(&mut h, "the end of the run", "Finished at step 3");
+
+    // The run is now a model on the Models tab.
+    h.get_by_label("Models").click();
+    h.step();
+    h.get_by_label("Rescan runs").click();
+    h.step();
+    assert!(h.query_by_label_contains("full on").is_some());
+}

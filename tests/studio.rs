@@ -57,6 +57,12 @@ fn load_generate_import_and_train_in_the_studio() {
     state.train.config.steps = 3;
     state.train.config.eval_every = 0;
     state.train.run_dir = tmp.path().join("runs/first").display().to_string();
+    let eval_ds = dataset(&tmp.path().join("evalset"));
+    state.evaluate.baseline = tiny_dir().display().to_string();
+    state.evaluate.candidate = tmp.path().join("runs/first").display().to_string();
+    state.evaluate.dataset = eval_ds.display().to_string();
+    state.evaluate.clips = 1;
+    state.evaluate.seconds = 1.0;
     let app = TunelabApp::with_waker(state, Arc::new(|| {}));
     let mut h = Harness::new_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
 
@@ -89,4 +95,14 @@ fn load_generate_import_and_train_in_the_studio() {
     h.get_by_label("Rescan runs").click();
     h.step();
     assert!(h.query_by_label_contains("full on").is_some());
+
+    // Baseline against the new run, on another dataset's test split.
+    h.get_by_label("Evaluate").click();
+    h.step();
+    h.get_by_label("Run evaluation").click();
+    wait_for(&mut h, "the evaluation", "not comparable with VGGish");
+    assert!(
+        h.query_by_label_contains("runs/first").is_some(),
+        "a row per model"
+    );
 }

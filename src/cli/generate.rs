@@ -129,7 +129,7 @@ fn wait(rx: &mpsc::Receiver<Event>, job: u64, bar: &ProgressBar) -> anyhow::Resu
             Event::Done { job: j, result } if j == job => {
                 return result.map_err(anyhow::Error::msg);
             }
-            Event::Done { .. } | Event::Train { .. } => {}
+            Event::Done { .. } | Event::Train { .. } | Event::Progress { .. } => {}
         }
     }
 }

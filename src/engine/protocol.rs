@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::data::dataset::{ImportOptions, ImportReport};
+use crate::eval::report::{EvalOptions, EvalReport};
 use crate::generate::{Clip, GenerateParams};
 use crate::models::nn::WeightMode;
 use crate::train::config::TrainConfig;
@@ -47,6 +48,13 @@ pub enum Command {
         out: PathBuf,
         options: ImportOptions,
     },
+    /// Objective evaluation of each model (Hub id, folder or run) on a dataset split.
+    Evaluate {
+        job: JobId,
+        models: Vec<String>,
+        dataset: PathBuf,
+        options: EvalOptions,
+    },
     /// Pause the running training between steps (it holds its state in memory).
     PauseTraining,
     /// Continue a paused training.
@@ -64,6 +72,7 @@ pub enum JobOutput {
     Clip(Clip),
     Trained(RunSummary),
     Imported(ImportReport),
+    Evaluated(Box<EvalReport>),
 }
 
 /// A loaded model, as the UI shows it.
@@ -99,6 +108,8 @@ pub enum Event {
         events: Vec<TrainEvent>,
         paused: bool,
     },
+    /// A long job's current stage, for a status line.
+    Progress { job: JobId, message: String },
     /// A job ended: its result, or the error text to show.
     Done {
         job: JobId,

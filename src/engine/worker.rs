@@ -13,6 +13,7 @@ use candle_core::Device;
 
 use super::protocol::{Command, Event, JobId, JobOutput, ModelInfo};
 use crate::error::{Error, Result};
+use crate::eval::report::{evaluate, EvalOptions, EvalReport, LATENT_CAVEAT};
 use crate::generate::{self, GenerateParams};
 use crate::models::hub;
 use crate::models::musicgen::config::MusicgenConfig;
@@ -144,6 +145,15 @@ impl Worker {
                     let r = crate::data::dataset::import_dir(&src, &out, &options);
                     self.done(job, r.map(JobOutput::Imported));
                 }
+                Command::Evaluate {
+                    job,
+                    models,
+                    dataset,
+                    options,
+                } => {
+                    let r = self.evaluate(job, &models, &dataset, &options);
+                    self.done(job, r.map(|r| JobOutput::Evaluated(Box::new(r))));
+                }
                 // Only meaningful while a training runs (handled by its observer).
                 Command::PauseTraining | Command::ResumeTraining | Command::StopTraining => {}
             }
@@ -155,6 +165,43 @@ impl Worker {
             Some(c) => Some(c),
             None => rx.recv().ok(),
         }
+    }
+
+    fn evaluate(
+        &mut self,
+        job: JobId,
+        models: &[String],
+        dataset: &Path,
+        options: &EvalOptions,
+    ) -> Result<EvalReport> {
+        let mut out = Vec::new();
+        for spec in models {
+            let dir = hub::resolve_model(spec, &mut |_| {})?;
+            let mut m = if export::is_run_dir(&dir) {
+                export::load_run_model(&dir, None, &self.device, WeightMode::F32)?
+            } else {
+                MusicGen::load(&dir, &self.device, WeightMode::F32)?
+            };
+            let events = self.events.clone();
+            let wake = self.wake.clone();
+            let r = evaluate(&mut m, spec, dataset, options, &mut |s| {
+                let message = format!("{spec}: {s}");
+                if events.send(Event::Progress { job, message }).is_ok() {
+                    wake();
+                }
+            })?;
+            out.push(r);
+            if self.cancel.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+        }
+        Ok(EvalReport {
+            dataset: dataset.display().to_string(),
+            split: options.split,
+            options: options.clone(),
+            models: out,
+            caveat: LATENT_CAVEAT.into(),
+        })
     }
 
     fn train(

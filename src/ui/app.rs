@@ -11,6 +11,7 @@ use crate::generate::{Clip, GenerateParams};
 use crate::models::musicgen::config::Preset;
 use crate::models::nn::WeightMode;
 use crate::ui::dataset::{DatasetForm, DatasetPanel};
+use crate::ui::evaluate::{EvalForm, EvalPanel};
 use crate::ui::listen::{ListenForm, ListenPanel};
 use crate::ui::models::{ModelsForm, ModelsPanel};
 use crate::ui::train::{Outbox, TrainForm, TrainPanel};
@@ -27,6 +28,7 @@ pub struct State {
     pub dataset: DatasetForm,
     pub listen: ListenForm,
     pub models: ModelsForm,
+    pub evaluate: EvalForm,
 }
 
 /// The panels.
@@ -37,6 +39,7 @@ pub enum Tab {
     Generate,
     Dataset,
     Train,
+    Evaluate,
     Listen,
 }
 
@@ -55,6 +58,7 @@ impl Default for State {
             dataset: DatasetForm::default(),
             listen: ListenForm::default(),
             models: ModelsForm::default(),
+            evaluate: EvalForm::default(),
         }
     }
 }
@@ -88,6 +92,7 @@ pub struct TunelabApp {
     dataset: DatasetPanel,
     listen: ListenPanel,
     models: ModelsPanel,
+    evaluate: EvalPanel,
 }
 
 impl TunelabApp {
@@ -115,6 +120,7 @@ impl TunelabApp {
         let (sink, notice) = crate::audio::default_sink();
         let listen = ListenPanel::new(state.listen.clone(), sink);
         let models = ModelsPanel::new(state.models.clone());
+        let evaluate = EvalPanel::new(state.evaluate.clone());
         let status = match notice {
             Some(n) => format!("{status} {n}"),
             None => status,
@@ -132,6 +138,7 @@ impl TunelabApp {
             dataset,
             listen,
             models,
+            evaluate,
         }
     }
 
@@ -165,6 +172,7 @@ impl TunelabApp {
                 (Tab::Generate, "Generate"),
                 (Tab::Dataset, "Dataset"),
                 (Tab::Train, "Train"),
+                (Tab::Evaluate, "Evaluate"),
                 (Tab::Listen, "Listen"),
             ] {
                 ui.selectable_value(&mut self.state.tab, tab, label);
@@ -193,12 +201,14 @@ impl TunelabApp {
                 }
             }
             Tab::Train => self.train.ui(ui, &mut self.outbox),
+            Tab::Evaluate => self.evaluate.ui(ui, &mut self.outbox),
             Tab::Listen => self.listen.ui(ui),
         }
         self.state.train = self.train.form.clone();
         self.state.dataset = self.dataset.form.clone();
         self.state.listen = self.listen.form.clone();
         self.state.models = self.models.form.clone();
+        self.state.evaluate = self.evaluate.form.clone();
         self.status_bar(ui);
         self.flush_outbox();
     }
@@ -212,10 +222,14 @@ impl TunelabApp {
             };
             // Ownership is decided before the panels clear their job ids.
             let owned = matches!(&ev, Event::Train { .. })
+                || matches!(&ev, Event::Progress { .. })
                 || matches!(&ev, Event::Done { job, .. }
-                    if Some(*job) == self.train.job || Some(*job) == self.dataset.job);
+                    if Some(*job) == self.train.job
+                        || Some(*job) == self.dataset.job
+                        || Some(*job) == self.evaluate.job);
             self.train.on_event(&ev);
             self.dataset.on_event(&ev);
+            self.evaluate.on_event(&ev);
             if owned {
                 continue;
             }
@@ -236,7 +250,7 @@ impl TunelabApp {
                 Event::GenerateStep { job, step, total } => {
                     self.busy = Busy::Generating { job, step, total };
                 }
-                Event::Train { .. } => {}
+                Event::Train { .. } | Event::Progress { .. } => {}
                 Event::Done { result, .. } => {
                     self.busy = Busy::Idle;
                     match result {
@@ -251,7 +265,9 @@ impl TunelabApp {
                             );
                             self.clip = Some(clip);
                         }
-                        Ok(JobOutput::Trained(_)) | Ok(JobOutput::Imported(_)) => {}
+                        Ok(JobOutput::Trained(_))
+                        | Ok(JobOutput::Imported(_))
+                        | Ok(JobOutput::Evaluated(_)) => {}
                         Err(e) => self.status = format!("Error: {e}"),
                     }
                 }

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod dataset;
+pub mod evaluate;
 pub mod listen;
 pub mod models;
 pub mod train;
@@ -14,8 +15,11 @@ pub fn run(tab: Option<&str>) -> anyhow::Result<()> {
         Some("generate") => Some(app::Tab::Generate),
         Some("dataset") => Some(app::Tab::Dataset),
         Some("train") => Some(app::Tab::Train),
+        Some("evaluate") => Some(app::Tab::Evaluate),
         Some("listen") => Some(app::Tab::Listen),
-        Some(o) => anyhow::bail!("unknown tab {o} (models, generate, dataset, train, listen)"),
+        Some(o) => {
+            anyhow::bail!("unknown tab {o} (models, generate, dataset, train, evaluate, listen)")
+        }
     };
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()

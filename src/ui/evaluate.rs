@@ -1,0 +1,173 @@
+//! The Evaluate panel: runs `tunelab eval` through the engine for a baseline and a fine-tuned
+//! model on a dataset split and shows the report table (held-out CE/PPL, FAD with interval, FAD∞,
+//! KAD, log-mel distance, flagged copies) with the latent-FAD caveat.
+
+use std::path::PathBuf;
+
+use crate::data::dataset::Split;
+use crate::engine::{Command, Event, JobId, JobOutput};
+use crate::eval::report::{EvalOptions, EvalReport};
+use crate::ui::train::{field, Outbox};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EvalForm {
+    pub baseline: String,
+    pub candidate: String,
+    pub dataset: String,
+    pub clips: usize,
+    pub seconds: f64,
+}
+
+impl Default for EvalForm {
+    fn default() -> Self {
+        Self {
+            baseline: "facebook/musicgen-small".into(),
+            candidate: "runs/first".into(),
+            dataset: "datasets/mine".into(),
+            clips: 8,
+            seconds: 10.0,
+        }
+    }
+}
+
+pub struct EvalPanel {
+    pub form: EvalForm,
+    pub job: Option<JobId>,
+    pub stage: String,
+    pub report: Option<EvalReport>,
+    pub error: Option<String>,
+}
+
+impl EvalPanel {
+    pub fn new(form: EvalForm) -> Self {
+        Self {
+            form,
+            job: None,
+            stage: String::new(),
+            report: None,
+            error: None,
+        }
+    }
+
+    pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Progress { job, message } if Some(*job) == self.job => {
+                self.stage = message.clone();
+            }
+            Event::Done { job, result } if Some(*job) == self.job => {
+                self.job = None;
+                self.stage.clear();
+                match result {
+                    Ok(JobOutput::Evaluated(r)) => {
+                        self.report = Some((**r).clone());
+                        self.error = None;
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.error = Some(e.clone()),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
+        let idle = self.job.is_none();
+        egui::Grid::new("eval-form").num_columns(4).show(ui, |ui| {
+            field(ui, "Baseline", "Hub id, folder or run.", |ui| {
+                ui.text_edit_singleline(&mut self.form.baseline)
+            });
+            field(ui, "Fine-tuned", "Hub id, folder or run.", |ui| {
+                ui.text_edit_singleline(&mut self.form.candidate)
+            });
+            ui.end_row();
+            field(ui, "Dataset folder", "Its test split is used.", |ui| {
+                ui.text_edit_singleline(&mut self.form.dataset)
+            });
+            field(
+                ui,
+                "Clips",
+                "Generated per model from the test captions.",
+                |ui| ui.add(egui::DragValue::new(&mut self.form.clips).range(1..=500)),
+            );
+            ui.end_row();
+            field(ui, "Seconds", "Length of each generated clip.", |ui| {
+                ui.add(egui::DragValue::new(&mut self.form.seconds).range(1.0..=30.0))
+            });
+            ui.end_row();
+        });
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(idle, egui::Button::new("Run evaluation"))
+                .clicked()
+            {
+                let job = out.job();
+                self.job = Some(job);
+                self.error = None;
+                out.commands.push(Command::Evaluate {
+                    job,
+                    models: vec![
+                        self.form.baseline.trim().to_string(),
+                        self.form.candidate.trim().to_string(),
+                    ],
+                    dataset: PathBuf::from(self.form.dataset.trim()),
+                    options: EvalOptions {
+                        split: Split::Test,
+                        clips: self.form.clips,
+                        seconds: self.form.seconds,
+                        ..Default::default()
+                    },
+                });
+            }
+            if !idle {
+                ui.spinner();
+                ui.label(&self.stage);
+            }
+        });
+        if let Some(e) = &self.error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        let Some(r) = &self.report else {
+            return;
+        };
+        egui::Grid::new("eval-report")
+            .striped(true)
+            .num_columns(8)
+            .show(ui, |ui| {
+                for h in [
+                    "model",
+                    "CE",
+                    "PPL",
+                    "FAD [95 % CI]",
+                    "FAD∞",
+                    "KAD×1000 [CI]",
+                    "mel MSE",
+                    "copies",
+                ] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for m in &r.models {
+                    ui.label(&m.model);
+                    ui.label(format!("{:.4}", m.held_out.ce));
+                    ui.label(format!("{:.2}", m.held_out.ppl));
+                    ui.label(format!(
+                        "{:.3} [{:.3}, {:.3}]",
+                        m.fad.estimate, m.fad.lower, m.fad.upper
+                    ));
+                    ui.label(format!(
+                        "{:.3} (r² {:.2})",
+                        m.fad_inf.intercept, m.fad_inf.r2
+                    ));
+                    ui.label(format!(
+                        "{:.3} [{:.3}, {:.3}]",
+                        m.kad.kad.scaled, m.kad.ci_scaled.lower, m.kad.ci_scaled.upper
+                    ));
+                    ui.label(format!("{:.4}", m.mean_log_mel_mse));
+                    ui.label(m.copies.len().to_string());
+                    ui.end_row();
+                }
+            });
+        ui.small(&r.caveat);
+    }
+}

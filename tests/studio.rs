@@ -73,6 +73,12 @@ fn load_generate_import_and_train_in_the_studio() {
     h.step();
     h.get_by_label("Generate clip").click();
     wait_for(&mut h, "the clip", "Generated 1.0 s");
+    h.get_by_label("Play").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label("Pause").is_some(), "playing");
+    h.get_by_label("Stop").click();
+    h.step();
 
     h.get_by_label("Dataset").click();
     h.step();

@@ -91,6 +91,7 @@ pub struct TunelabApp {
     train: TrainPanel,
     dataset: DatasetPanel,
     listen: ListenPanel,
+    player: Box<dyn crate::audio::AudioSink>,
     models: ModelsPanel,
     evaluate: EvalPanel,
 }
@@ -119,6 +120,7 @@ impl TunelabApp {
         let dataset = DatasetPanel::new(state.dataset.clone());
         let (sink, notice) = crate::audio::default_sink();
         let listen = ListenPanel::new(state.listen.clone(), sink);
+        let (player, _) = crate::audio::default_sink();
         let models = ModelsPanel::new(state.models.clone());
         let evaluate = EvalPanel::new(state.evaluate.clone());
         let status = match notice {
@@ -137,6 +139,7 @@ impl TunelabApp {
             train,
             dataset,
             listen,
+            player,
             models,
             evaluate,
         }
@@ -345,7 +348,38 @@ impl TunelabApp {
                 }
             }
         });
-        if self.clip.is_some() {
+        if let Some(c) = &self.clip {
+            let audio = Arc::new(c.audio.clone());
+            let rate = c.sample_rate;
+            let seconds = c.audio.len() as f64 / rate as f64;
+            let space = ui.input(|i| i.key_pressed(egui::Key::Space))
+                && !ui.ctx().egui_wants_keyboard_input();
+            ui.horizontal(|ui| {
+                let playing = self.player.is_playing();
+                if ui.button(if playing { "Pause" } else { "Play" }).clicked() || space {
+                    if playing {
+                        self.player.pause();
+                    } else if self.player.position() > Duration::ZERO
+                        && self.player.position().as_secs_f64() < seconds - 0.01
+                    {
+                        self.player.resume();
+                    } else if let Err(e) = self.player.play(audio.clone(), rate, Duration::ZERO) {
+                        self.status = e;
+                    }
+                }
+                if ui.button("Stop").clicked() {
+                    self.player.stop();
+                }
+                ui.label(format!(
+                    "{:.1} / {:.1} s",
+                    self.player.position().as_secs_f64(),
+                    seconds
+                ));
+                if playing {
+                    ui.ctx().request_repaint_after(Duration::from_millis(50));
+                }
+            });
+            waveform(ui, &c.audio, rate, self.player.position().as_secs_f64());
             ui.horizontal(|ui| {
                 ui.label("Save as:");
                 ui.text_edit_singleline(&mut self.state.out_path);
@@ -398,4 +432,30 @@ impl eframe::App for TunelabApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
+}
+
+/// A min/max envelope of the clip (at most ~600 columns) with the playhead.
+fn waveform(ui: &mut egui::Ui, audio: &[f32], rate: u32, playhead: f64) {
+    use egui_plot::{Line, Plot, PlotPoints, VLine};
+    let cols = 600usize;
+    let per = (audio.len() / cols).max(1);
+    let mut top = Vec::with_capacity(cols);
+    let mut bottom = Vec::with_capacity(cols);
+    for (i, chunk) in audio.chunks(per).enumerate() {
+        let t = (i * per) as f64 / rate as f64;
+        let (lo, hi) = chunk
+            .iter()
+            .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        top.push([t, hi as f64]);
+        bottom.push([t, lo as f64]);
+    }
+    Plot::new("waveform")
+        .height(90.0)
+        .show_axes([true, false])
+        .allow_scroll(false)
+        .show(ui, |p| {
+            p.line(Line::new("max", PlotPoints::from(top)));
+            p.line(Line::new("min", PlotPoints::from(bottom)));
+            p.vline(VLine::new("playhead", playhead));
+        });
 }

@@ -4,7 +4,8 @@
 //! the session log and fsynced before the next trial shows.
 //!
 //! Keys: `A` / `B` play that side (switching keeps the playhead), `X` plays the ABX reference,
-//! `Space` pauses / resumes, `←` / `→` seek 2 s, `1` prefer A, `2` prefer B, `0` no preference;
+//! `Space` pauses / resumes, `←` / `→` seek 2 s, `[` / `]` mark a loop region, `1` prefer A,
+//! `2` prefer B, `0` no preference;
 //! with ABX, `Q` / `W` answer "X is A" / "X is B" first.
 
 use std::collections::HashMap;
@@ -34,6 +35,9 @@ pub struct ListenPanel {
     pub error: Option<String>,
     pub playing: Option<PlayTarget>,
     pub abx_answer: Option<Side>,
+    /// A loop region `[start, end)` within the clips (kept across A/B switches and trials).
+    pub loop_region: Option<(Duration, Duration)>,
+    loop_start: Option<Duration>,
     clips: HashMap<PlayTarget, Arc<Vec<f32>>>,
     sink: Box<dyn AudioSink>,
 }
@@ -51,6 +55,8 @@ impl ListenPanel {
             error: None,
             playing: None,
             abx_answer: None,
+            loop_region: None,
+            loop_start: None,
             clips: HashMap::new(),
             sink,
         }
@@ -149,6 +155,32 @@ impl ListenPanel {
         }
     }
 
+    fn mark_loop_start(&mut self) {
+        self.loop_start = Some(self.sink.position());
+        self.loop_region = None;
+    }
+
+    fn mark_loop_end(&mut self) {
+        let end = self.sink.position();
+        if let Some(start) = self.loop_start.take() {
+            if end > start {
+                self.loop_region = Some((start, end));
+            }
+        }
+    }
+
+    /// Jumps back to the loop start when the playhead passes the loop end.
+    fn keep_looping(&mut self) {
+        let (Some((start, end)), Some(t)) = (self.loop_region, self.playing) else {
+            return;
+        };
+        if self.sink.is_playing() && self.sink.position() >= end {
+            if let Some(samples) = self.clip(t) {
+                let _ = self.sink.play(samples, RATE, start);
+            }
+        }
+    }
+
     fn answer(&mut self, choice: Choice) {
         let Some(view) = &self.view else {
             return;
@@ -202,6 +234,12 @@ impl ListenPanel {
         if pressed(Key::ArrowLeft) {
             self.seek(false);
         }
+        if pressed(Key::OpenBracket) {
+            self.mark_loop_start();
+        }
+        if pressed(Key::CloseBracket) {
+            self.mark_loop_end();
+        }
         if pressed(Key::Q) {
             self.abx_answer = Some(Side::A);
         }
@@ -245,6 +283,7 @@ impl ListenPanel {
             return;
         }
         self.keys(ui);
+        self.keep_looping();
         let Some(view) = self.view.clone() else {
             return;
         };
@@ -285,6 +324,22 @@ impl ListenPanel {
                 }
             }
             ui.label(format!("{:.1} s", self.sink.position().as_secs_f64()));
+            if ui.button("Loop start").clicked() {
+                self.mark_loop_start();
+            }
+            if ui.button("Loop end").clicked() {
+                self.mark_loop_end();
+            }
+            if let Some((a, b)) = self.loop_region {
+                ui.label(format!(
+                    "looping {:.1}–{:.1} s",
+                    a.as_secs_f64(),
+                    b.as_secs_f64()
+                ));
+                if ui.button("Clear loop").clicked() {
+                    self.loop_region = None;
+                }
+            }
         });
         if self.sink.is_playing() {
             ui.ctx().request_repaint_after(Duration::from_millis(100));
@@ -307,7 +362,10 @@ impl ListenPanel {
                 self.answer(Choice::NoPreference);
             }
         });
-        ui.small("Keys: A / B play · Space pause · Left / Right seek 2 s · 1 / 2 prefer · 0 no preference");
+        ui.small(
+            "Keys: A / B play · Space pause · Left / Right seek 2 s · [ ] loop start / end · \
+             1 / 2 prefer · 0 no preference",
+        );
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
@@ -391,6 +449,38 @@ mod tests {
         let log = dir.join("session.jsonl");
         SessionLog::create(&log, spec).unwrap();
         log
+    }
+
+    #[test]
+    fn a_loop_region_replays_while_switching_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = session(dir.path());
+        let form = ListenForm {
+            log: log.display().to_string(),
+            rater: "bob".into(),
+        };
+        let mut h = Harness::new_ui_state(
+            |ui, p: &mut ListenPanel| p.ui(ui),
+            ListenPanel::new(form, Box::new(NullSink::default())),
+        );
+        h.get_by_label("Open session").click();
+        h.run();
+        h.key_press(egui::Key::A);
+        h.step();
+        h.key_press(egui::Key::OpenBracket);
+        h.step();
+        std::thread::sleep(Duration::from_millis(120));
+        h.key_press(egui::Key::CloseBracket);
+        h.step();
+        let (start, end) = h.state().loop_region.expect("a loop was marked");
+        assert!(end > start);
+        // Switching sides keeps the loop; past its end the playhead returns to its start.
+        h.key_press(egui::Key::B);
+        h.step();
+        std::thread::sleep(end - start + Duration::from_millis(60));
+        h.step();
+        assert!(h.state().sink.position() < end, "looped back");
+        assert_eq!(h.state().playing, Some(PlayTarget::B));
     }
 
     #[test]

@@ -426,3 +426,56 @@ fn the_engine_streams_pauses_resumes_and_stops_training() {
     let (_, meta) = load_checkpoint(&run.join("checkpoints/last.safetensors")).unwrap();
     assert_eq!(meta["step"], summary.step.to_string());
 }
+
+#[test]
+fn a_scratch_lm_with_the_parallel_pattern_trains_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let run = tmp.path().join("par");
+    run_ok(train_cmd(
+        &ds,
+        &run,
+        "scratch",
+        6,
+        &[
+            "--scratch-hidden",
+            "32",
+            "--scratch-layers",
+            "2",
+            "--scratch-heads",
+            "2",
+            "--pattern",
+            "parallel",
+        ],
+    ));
+    let cfg = std::fs::read_to_string(run.join("model/config.json")).unwrap();
+    assert!(cfg.contains("\"codebook_pattern\": \"parallel\""), "{cfg}");
+    assert_eq!(train_losses(&run).len(), 6);
+    // The run generates with its own pattern: 1 s = 50 frames in 51 decoder steps.
+    let wav = tmp.path().join("p.wav");
+    let codes = tmp.path().join("p.json");
+    let mut g = Command::new(BIN);
+    g.args(["generate", "--prompt", "tone", "--duration", "1", "--out"])
+        .arg(&wav)
+        .arg("--save-codes")
+        .arg(&codes)
+        .arg("--model")
+        .arg(&run);
+    run_ok(g);
+    let c: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(&codes).unwrap()).unwrap();
+    assert_eq!(c.len(), 4);
+    assert!(c
+        .iter()
+        .all(|r| r.len() == 50 && r.iter().all(|t| *t < 2048)));
+    // An unknown or unimplemented pattern is refused by name.
+    let mut bad = train_cmd(
+        &ds,
+        &tmp.path().join("bad"),
+        "scratch",
+        1,
+        &["--pattern", "flatten"],
+    );
+    let out = bad.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flatten"));
+}

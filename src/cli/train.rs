@@ -70,6 +70,9 @@ pub struct TrainArgs {
     pub scratch_layers: usize,
     #[arg(long, default_value_t = 4)]
     pub scratch_heads: usize,
+    /// `scratch` mode codebook interleaving: delay (MusicGen's) or parallel.
+    #[arg(long, default_value = "delay")]
+    pub pattern: crate::models::musicgen::patterns::CodebookPattern,
     #[arg(long, default_value_t = 0.3)]
     pub condition_dropout: f64,
     #[arg(long, default_value_t = 0.3)]
@@ -135,6 +138,7 @@ impl TrainArgs {
         cfg.scratch.num_hidden_layers = self.scratch_layers;
         cfg.scratch.num_attention_heads = self.scratch_heads;
         cfg.scratch.ffn_dim = 4 * self.scratch_hidden;
+        cfg.scratch.pattern = self.pattern;
         Ok(cfg)
     }
 

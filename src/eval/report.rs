@@ -279,6 +279,7 @@ pub fn held_out_ce(
             &[(ex, ex.caption.clone())],
             max_frames,
             2048,
+            model.config.decoder.codebook_pattern,
             None,
             model.device(),
         )?;

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::data::audio;
 use crate::error::{Error, Result};
 use crate::models::musicgen::decoder::{Conditioning, DecoderCache};
-use crate::models::musicgen::patterns::{delayed_len, frame_at, undelay};
 use crate::models::musicgen::sampling::{guide, Sampler, SamplingParams};
 use crate::models::musicgen::MusicGen;
 
@@ -124,11 +123,12 @@ pub fn generate(
 /// The longest sequence generated in one window, in frames.
 pub fn window_frames(model: &MusicGen) -> usize {
     let by_time = (WINDOW_SECONDS * model.frame_rate()).round() as usize;
+    let pattern = model.config.decoder.codebook_pattern;
     let by_positions = model
         .config
         .decoder
         .max_position_embeddings
-        .saturating_sub(model.num_codebooks());
+        .saturating_sub(pattern.len(0, model.num_codebooks()));
     by_time.min(by_positions).max(1)
 }
 
@@ -181,7 +181,12 @@ pub fn generate_codes_windowed(
     on_step: &mut StepFn,
     window: Window,
 ) -> Result<Vec<Vec<u32>>> {
-    let k = model.num_codebooks();
+    // Decoder steps beyond the frames themselves (K for the delay pattern, 1 for parallel).
+    let k = model
+        .config
+        .decoder
+        .codebook_pattern
+        .len(0, model.num_codebooks());
     let Window {
         frames: win,
         stride,
@@ -260,7 +265,9 @@ fn generate_window(
     let k = model.num_codebooks();
     let pad = model.config.decoder.pad_token_id;
     let vocab = model.config.decoder.vocab_size;
-    let len = delayed_len(frames, k);
+    let pattern = model.config.decoder.codebook_pattern;
+    let offsets = pattern.offsets(k);
+    let len = pattern.len(frames, k);
     let p_len = prompt
         .map(|p| p.first().map(|r| r.len()).unwrap_or(0))
         .unwrap_or(0);
@@ -285,7 +292,7 @@ fn generate_window(
     if let Some(p) = prompt {
         for (kk, row) in p.iter().enumerate() {
             for (t, &c) in row.iter().enumerate().take(frames) {
-                delayed[kk][t + kk + 1] = c;
+                delayed[kk][t + offsets[kk] + 1] = c;
             }
         }
     }
@@ -311,7 +318,7 @@ fn generate_window(
             .to_dtype(DType::F32)?;
         let rows = last.to_vec3::<f32>()?;
         for kk in 0..k {
-            let Some(t) = frame_at(pos, kk, frames) else {
+            let Some(t) = pattern.frame_at(pos, kk, k, frames) else {
                 continue; // pad slot
             };
             if t < p_len {
@@ -334,5 +341,5 @@ fn generate_window(
         input_cols = pos..pos + 1;
         pos += 1;
     }
-    Ok(undelay(&delayed, frames))
+    Ok(pattern.revert(&delayed, frames))
 }

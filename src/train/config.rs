@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::musicgen::patterns::CodebookPattern;
 use crate::train::lora::LoraConfig;
 
 /// What is trained. T5 and EnCodec are always frozen.
@@ -57,6 +58,8 @@ pub struct ScratchConfig {
     pub ffn_dim: usize,
     /// Seed of the initial weights.
     pub init_seed: u64,
+    /// Codebook interleaving of the new LM (generation follows it).
+    pub pattern: CodebookPattern,
 }
 
 impl Default for ScratchConfig {
@@ -67,6 +70,7 @@ impl Default for ScratchConfig {
             num_attention_heads: 4,
             ffn_dim: 1024,
             init_seed: 0,
+            pattern: CodebookPattern::Delay,
         }
     }
 }

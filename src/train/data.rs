@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::dataset::{Info, Split};
 use crate::data::token_cache::{read_codes, read_index};
 use crate::error::{Error, Result};
-use crate::models::musicgen::patterns::delay;
+use crate::models::musicgen::patterns::CodebookPattern;
 
 /// One encoded segment.
 #[derive(Debug, Clone)]
@@ -139,9 +139,11 @@ pub struct Batch {
     pub tokens: usize,
 }
 
-/// Delayed labels of one example, BOS column dropped: `[K][T + K - 1]`.
-fn labels_of(codes: &[Vec<u32>], pad: u32) -> Vec<Vec<u32>> {
-    delay(codes, pad)
+/// Interleaved labels of one example, BOS column dropped (`[K][T + K - 1]` for the delay
+/// pattern, `[K][T]` for parallel).
+fn labels_of(codes: &[Vec<u32>], pad: u32, pattern: CodebookPattern) -> Vec<Vec<u32>> {
+    pattern
+        .apply(codes, pad)
         .into_iter()
         .map(|r| r[1..].to_vec())
         .collect()
@@ -153,6 +155,7 @@ pub fn make_batch(
     examples: &[(&Example, String)],
     max_frames: usize,
     pad: u32,
+    pattern: CodebookPattern,
     mut crop_rng: Option<&mut ChaCha8Rng>,
     device: &Device,
 ) -> Result<Batch> {
@@ -172,7 +175,7 @@ pub fn make_batch(
             .map(|c| c[start..start + len].to_vec())
             .collect();
         tokens += len * codes.len();
-        rows.push(labels_of(&codes, pad));
+        rows.push(labels_of(&codes, pad, pattern));
         captions.push(caption.clone());
     }
     let k = rows.first().map(|r| r.len()).unwrap_or(0);
@@ -203,6 +206,7 @@ pub fn make_batch(
 
 /// The training batch at `position` (samples drawn so far): `batch` examples in the run's
 /// deterministic order, randomly cropped, with augmented captions.
+#[allow(clippy::too_many_arguments)]
 pub fn train_batch(
     data: &TokenData,
     seed: u64,
@@ -210,6 +214,7 @@ pub fn train_batch(
     batch: usize,
     max_frames: usize,
     aug: Augment,
+    pattern: CodebookPattern,
     device: &Device,
 ) -> Result<Batch> {
     let n = data.train.len();
@@ -220,7 +225,7 @@ pub fn train_batch(
         picked.push((ex, caption));
     }
     let mut crop = rng_for(seed, PURPOSE_CROP, position);
-    make_batch(&picked, max_frames, 2048, Some(&mut crop), device)
+    make_batch(&picked, max_frames, 2048, pattern, Some(&mut crop), device)
 }
 
 #[cfg(test)]
@@ -268,6 +273,7 @@ mod tests {
             &[(&long, "x".into()), (&short, "y".into())],
             6,
             2048,
+            CodebookPattern::Delay,
             None,
             &Device::Cpu,
         )
@@ -286,7 +292,30 @@ mod tests {
         assert_eq!(b.tokens, 4 * 6 + 4 * 3);
         // A random crop keeps consecutive frames of every codebook aligned.
         let mut r = rng_for(1, 2, 3);
-        let b = make_batch(&[(&long, "x".into())], 4, 2048, Some(&mut r), &Device::Cpu).unwrap();
+        let b = make_batch(
+            &[(&long, "x".into())],
+            4,
+            2048,
+            CodebookPattern::Delay,
+            Some(&mut r),
+            &Device::Cpu,
+        )
+        .unwrap();
+        // Parallel: the labels are the frames themselves.
+        let p = make_batch(
+            &[(&short, "y".into())],
+            6,
+            2048,
+            CodebookPattern::Parallel,
+            None,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(p.labels.dims(), &[1, 4, 3]);
+        assert_eq!(
+            p.labels.to_vec3::<u32>().unwrap()[0][2],
+            vec![200, 201, 202]
+        );
         let l = b.labels.to_vec3::<u32>().unwrap();
         let start = l[0][0][0];
         assert!(start <= 6);

@@ -202,6 +202,7 @@ impl Trainer {
             config.decoder.num_hidden_layers = s.num_hidden_layers;
             config.decoder.num_attention_heads = s.num_attention_heads;
             config.decoder.ffn_dim = s.ffn_dim;
+            config.decoder.codebook_pattern = s.pattern;
             tensors.retain(|k, _| !crate::train::trainable::is_lm_key(k));
             tensors.extend(scratch_lm_tensors(
                 &config.decoder,
@@ -540,6 +541,7 @@ impl Trainer {
                 cfg.batch_size,
                 max_frames,
                 aug,
+                self.model.config.decoder.codebook_pattern,
                 self.model.device(),
             )?;
             self.state.position += cfg.batch_size as u64;
@@ -673,7 +675,14 @@ impl Trainer {
         for chunk in examples.chunks(self.cfg.batch_size.max(1)).take(batches) {
             let items: Vec<(&Example, String)> =
                 chunk.iter().map(|e| (e, e.caption.clone())).collect();
-            let batch = make_batch(&items, max_frames, 2048, None, self.model.device())?;
+            let batch = make_batch(
+                &items,
+                max_frames,
+                2048,
+                self.model.config.decoder.codebook_pattern,
+                None,
+                self.model.device(),
+            )?;
             let out = self.loss_of(&batch)?;
             for q in 0..k {
                 ce_sum[q] += out.ce[q] as f64 * out.tokens[q] as f64;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::models::encodec;
+use crate::models::musicgen::patterns::CodebookPattern;
 
 /// The LM decoder (`MusicgenDecoderConfig`). Field names are HF's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +31,10 @@ pub struct DecoderConfig {
     pub bos_token_id: u32,
     pub tie_word_embeddings: bool,
     pub model_type: String,
+    /// tunelab's field for LMs trained from scratch with another interleaving (absent in HF
+    /// configs = MusicGen's delay pattern).
+    #[serde(skip_serializing_if = "CodebookPattern::is_delay")]
+    pub codebook_pattern: CodebookPattern,
 }
 
 impl Default for DecoderConfig {
@@ -53,6 +58,7 @@ impl Default for DecoderConfig {
             bos_token_id: 2048,
             tie_word_embeddings: false,
             model_type: "musicgen_decoder".into(),
+            codebook_pattern: CodebookPattern::Delay,
         }
     }
 }

@@ -13,23 +13,7 @@ fn eval_reports_every_metric_for_baseline_and_fine_tune() {
     let ds = dataset(tmp.path());
     let bin = env!("CARGO_BIN_EXE_tunelab");
     let run = tmp.path().join("run");
-    let st = std::process::Command::new(bin)
-        .args([
-            "train", "--mode", "lora", "--steps", "6", "--lr", "1e-2", "--warmup", "1",
-        ])
-        .arg("--model")
-        .arg(tiny_dir())
-        .arg("--dataset")
-        .arg(&ds)
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    cli_train(&ds, &run, "lora", 6, "1e-2");
     let json = tmp.path().join("report.json");
     let out = std::process::Command::new(bin)
         .args(["eval", "--clips", "2", "--seconds", "1"])

@@ -16,23 +16,7 @@ fn a_session_is_prepared_answered_and_scored() {
     let ds = dataset(tmp.path());
     let bin = env!("CARGO_BIN_EXE_tunelab");
     let run = tmp.path().join("run");
-    let st = std::process::Command::new(bin)
-        .args([
-            "train", "--mode", "full", "--steps", "4", "--lr", "1e-2", "--warmup", "1",
-        ])
-        .arg("--model")
-        .arg(tiny_dir())
-        .arg("--dataset")
-        .arg(&ds)
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    cli_train(&ds, &run, "full", 4, "1e-2");
     let dir = tmp.path().join("session");
     let out = std::process::Command::new(bin)
         .args([

@@ -58,13 +58,17 @@ pub fn index_path(dataset: &Path, fingerprint: &str) -> PathBuf {
 
 /// Reads the index written by [`encode_dataset`] for this codec.
 pub fn read_index(dataset: &Path, fingerprint: &str) -> Result<Vec<IndexEntry>> {
-    let p = index_path(dataset, fingerprint);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    read_jsonl(&index_path(dataset, fingerprint))
+}
+
+/// One JSON value per non-empty line; a bad line is reported with the file and line number.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::bad_file(&p, format!("line {}: {e}", i + 1)))
+            serde_json::from_str(l).map_err(|e| Error::bad_file(p, format!("line {}: {e}", i + 1)))
         })
         .collect()
 }
@@ -84,16 +88,16 @@ struct Entry {
     codes: Vec<Vec<u32>>,
 }
 
-fn segments_of(dataset: &Path) -> Result<Vec<Segment>> {
-    let p = dataset.join("segments.jsonl");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::bad_file(&p, format!("line {}: {e}", i + 1)))
-        })
-        .collect()
+/// The dataset's segments (`segments.jsonl`).
+pub fn read_segments(dataset: &Path) -> Result<Vec<Segment>> {
+    read_jsonl(&dataset.join("segments.jsonl"))
+}
+
+/// The samples of `seg` within its whole file's samples.
+pub fn segment_slice<'a>(samples: &'a [f32], seg: &Segment) -> &'a [f32] {
+    let a = ((seg.start * SAMPLE_RATE as f64) as usize).min(samples.len());
+    let b = (a + (seg.duration * SAMPLE_RATE as f64) as usize).min(samples.len());
+    &samples[a..b]
 }
 
 /// The cache file of a segment's samples under a codec.
@@ -114,7 +118,7 @@ pub fn encode_dataset(dataset: &Path, model: &MusicGen) -> Result<CacheReport> {
     let mut report = CacheReport::default();
     let mut index = Vec::new();
     let mut current: Option<(PathBuf, Vec<f32>)> = None;
-    for seg in segments_of(dataset)? {
+    for seg in read_segments(dataset)? {
         if current
             .as_ref()
             .map(|(p, _)| p != &seg.path)
@@ -132,9 +136,7 @@ pub fn encode_dataset(dataset: &Path, model: &MusicGen) -> Result<CacheReport> {
         let Some((_, samples)) = &current else {
             continue;
         };
-        let a = ((seg.start * SAMPLE_RATE as f64) as usize).min(samples.len());
-        let b = (a + (seg.duration * SAMPLE_RATE as f64) as usize).min(samples.len());
-        let piece = &samples[a..b];
+        let piece = segment_slice(samples, &seg);
         let path = cache_path(dataset, piece, &fingerprint);
         let frames = if path.is_file() {
             report.cached += 1;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::audio;
 use crate::data::dataset::{Segment, Split, SAMPLE_RATE};
-use crate::data::token_cache::{codec_fingerprint, encode_dataset};
+use crate::data::token_cache::{codec_fingerprint, encode_dataset, read_segments, segment_slice};
 use crate::error::{Error, Result};
 use crate::eval::metrics::fad::{bootstrap_ci, fad_inf, ConfidenceInterval, FadInf};
 use crate::eval::metrics::kad::{kad_bootstrap, KadBootstrap, KadConfig};
@@ -108,23 +108,9 @@ pub struct EvalReport {
     pub caveat: String,
 }
 
-fn segments(dataset: &Path) -> Result<Vec<Segment>> {
-    let p = dataset.join("segments.jsonl");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::bad_file(&p, format!("line {}: {e}", i + 1)))
-        })
-        .collect()
-}
-
 fn segment_audio(seg: &Segment) -> Result<Vec<f32>> {
     let samples = audio::load_mono(&seg.path, SAMPLE_RATE)?;
-    let a = ((seg.start * SAMPLE_RATE as f64) as usize).min(samples.len());
-    let b = (a + (seg.duration * SAMPLE_RATE as f64) as usize).min(samples.len());
-    Ok(samples[a..b].to_vec())
+    Ok(segment_slice(&samples, seg).to_vec())
 }
 
 /// EnCodec encoder latents of mono audio as frames `[T][128]`.
@@ -164,7 +150,7 @@ pub fn evaluate(
     let held_out = held_out_ce(model, split, opts.max_seconds)?;
 
     progress("reference latents");
-    let all = segments(dataset)?;
+    let all = read_segments(dataset)?;
     let refs: Vec<&Segment> = all.iter().filter(|s| s.split == opts.split).collect();
     let mut reference = Vec::new();
     let mut ref_audio = Vec::new();

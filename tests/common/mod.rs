@@ -121,3 +121,31 @@ pub fn dataset(dir: &Path) -> PathBuf {
     assert_eq!(r.imported.len(), 6);
     ds
 }
+
+/// Trains a run on the tiny model through the CLI (`tunelab train`), failing the test on error.
+pub fn cli_train(ds: &Path, run: &Path, mode: &str, steps: usize, lr: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
+        .args([
+            "train",
+            "--mode",
+            mode,
+            "--steps",
+            &steps.to_string(),
+            "--lr",
+            lr,
+        ])
+        .args(["--warmup", "1"])
+        .arg("--model")
+        .arg(tiny_dir())
+        .arg("--dataset")
+        .arg(ds)
+        .arg("--run")
+        .arg(run)
+        .output()
+        .expect("tunelab runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -94,6 +94,11 @@ fn load_generate_import_and_train_in_the_studio() {
     h.get_by_label("Start training").click();
     wait_for(&mut h, "three steps", "step 3/3");
     wait_for(&mut h, "the end of the run", "Finished at step 3");
+    // Reloading the run shows its curves and its own resolved configuration.
+    h.get_by_label("Show run's curves").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label_contains("step 3/3").is_some());
 
     // The run is now a model on the Models tab.
     h.get_by_label("Models").click();

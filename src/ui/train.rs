@@ -107,6 +107,14 @@ impl TrainPanel {
     /// Reloads the curves of the run in the form's folder from its `metrics.jsonl` (the last
     /// line for a step wins, as after a resume).
     pub fn load_curves(&mut self) {
+        // The form shows that run's own configuration, as it was resolved.
+        let cfg_path = PathBuf::from(&self.form.run_dir).join("config.json");
+        if let Some(cfg) = std::fs::read_to_string(&cfg_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
+        {
+            self.form.config = cfg;
+        }
         let path = PathBuf::from(&self.form.run_dir).join("metrics.jsonl");
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;

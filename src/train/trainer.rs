@@ -633,7 +633,8 @@ impl Trainer {
 
     /// Cross-entropy on the valid split (EMA weights when EMA is on), token-weighted.
     pub fn evaluate(&mut self) -> Result<ValidMetrics> {
-        let examples: Vec<Example> = self.data.valid.clone();
+        // Borrowed out of `self` for the pass (no copy of the split's codes).
+        let examples = std::mem::take(&mut self.data.valid);
         let limit = if self.cfg.eval_batches == 0 {
             usize::MAX
         } else {
@@ -641,13 +642,8 @@ impl Trainer {
         };
         let swapped = self.swap_in_ema()?;
         let result = self.cross_entropy_on(&examples, limit);
-        if let Some(saved) = swapped {
-            for (name, var) in &self.vars {
-                if let Some(w) = saved.get(name) {
-                    var.set(w)?;
-                }
-            }
-        }
+        self.data.valid = examples;
+        self.restore_weights(swapped)?;
         let (ce_q, tokens) = result?;
         let ce = ce_q.iter().sum::<f64>() / ce_q.len().max(1) as f64;
         Ok(ValidMetrics {
@@ -694,6 +690,16 @@ impl Trainer {
             (0..k).map(|q| ce_sum[q] / tok[q].max(1) as f64).collect(),
             total,
         ))
+    }
+
+    /// Puts back the live weights saved by [`Self::swap_in_ema`].
+    fn restore_weights(&self, saved: Option<HashMap<String, Tensor>>) -> Result<()> {
+        for (name, var) in &self.vars {
+            if let Some(w) = saved.as_ref().and_then(|s| s.get(name)) {
+                var.set(w)?;
+            }
+        }
+        Ok(())
     }
 
     /// Puts the EMA weights in the model; returns the live weights to put back.
@@ -767,13 +773,7 @@ impl Trainer {
         };
         let swapped = self.swap_in_ema()?;
         let clip = generate(&mut self.model, &params, &mut |_| true);
-        if let Some(saved) = swapped {
-            for (name, var) in &self.vars {
-                if let Some(w) = saved.get(name) {
-                    var.set(w)?;
-                }
-            }
-        }
+        self.restore_weights(swapped)?;
         let clip = clip?;
         let path = self
             .run_dir

@@ -226,8 +226,8 @@ pub struct FadInf {
     pub points: Vec<(usize, f64)>,
 }
 
-/// Checks every frame has dimension `dim` and finite values.
-fn validate_frames(frames: &[Vec<f32>], dim: usize, what: &str) -> Result<()> {
+/// Checks every frame has dimension `dim` and finite values (shared with KAD).
+pub(super) fn validate_frames(frames: &[Vec<f32>], dim: usize, what: &str) -> Result<()> {
     for (i, f) in frames.iter().enumerate() {
         if f.len() != dim {
             return Err(MetricsError::DimMismatch {

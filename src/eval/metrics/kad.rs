@@ -47,7 +47,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::error::{MetricsError, Result};
-use super::fad::ConfidenceInterval;
+use super::fad::{validate_frames, ConfidenceInterval};
 use super::linalg::dot;
 
 /// Display scale applied to the raw MMD² by default (`scaled = raw × 1000`).
@@ -155,24 +155,6 @@ struct Kernels {
     n: usize,
     m: usize,
     bandwidth: f64,
-}
-
-fn validate(frames: &[Vec<f32>], dim: usize, what: &str) -> Result<()> {
-    for (i, f) in frames.iter().enumerate() {
-        if f.len() != dim {
-            return Err(MetricsError::DimMismatch {
-                what: "KAD frame dimension",
-                expected: dim,
-                got: f.len(),
-            });
-        }
-        if !f.iter().all(|v| v.is_finite()) {
-            return Err(MetricsError::NotFinite(format!(
-                "{what} frame {i} has a non-finite component"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Sorted indices of a seeded subsample of `cap` out of `len` (all when
@@ -299,8 +281,8 @@ fn build_kernels(gen: &[Vec<f32>], reference: &[Vec<f32>], cfg: &KadConfig) -> R
             "KAD frames have dimension 0".into(),
         ));
     }
-    validate(reference, dim, "reference")?;
-    validate(gen, dim, "generated")?;
+    validate_frames(reference, dim, "reference")?;
+    validate_frames(gen, dim, "generated")?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let ix = subsample(&mut rng, gen.len(), cfg.max_per_set);

@@ -3,4 +3,5 @@
 pub mod audio;
 pub mod dataset;
 pub mod labels;
+pub mod midi;
 pub mod token_cache;

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod encodec;
 pub mod hub;
+pub mod music_transformer;
 pub mod musicgen;
 pub mod nn;
 pub mod t5;

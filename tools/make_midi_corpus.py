@@ -297,6 +297,90 @@ def key_name(score, collection: str) -> tuple[str, str]:
     return f"{k.tonic.name.replace('-', 'b')} {k.mode}", "music21 key analysis (Krumhansl-Schmuckler)"
 
 
+def unshare_objects(score) -> None:
+    """music21's ABC reader sometimes puts the *same* TimeSignature/Key object into two
+    measures (after an irregular bar); MIDI export then fails. Give each site its own copy."""
+    import copy
+    from music21 import clef, key, meter, stream
+    seen = set()
+    for m in score.recurse().getElementsByClass(stream.Measure):
+        for el in list(m.getElementsByClass((meter.TimeSignature, key.KeySignature, clef.Clef))):
+            if id(el) in seen:
+                m.replace(el, copy.deepcopy(el))
+            else:
+                seen.add(id(el))
+
+
+DOUBLE_BARS = {"double", "final", "light-light", "light-heavy", "heavy-light", "heavy-heavy"}
+
+
+def fix_abc_repeat_starts(score) -> int:
+    """ABC convention: a ':|' with no matching '|:' repeats from the previous section boundary
+    (the previous ':|', or a double bar), not from the start of the tune, which is what music21
+    assumes (so 'A :| B :| C :|' ballooned). Make those implicit starts explicit. A boundary that
+    falls inside a 1st/2nd-ending bracket moves past it. Returns the number of starts added."""
+    from music21 import bar, spanner, stream
+    added = 0
+    in_bracket = set()
+    for rb in score.spannerBundle.getByClass(spanner.RepeatBracket):
+        in_bracket.update(id(x) for x in rb.getSpannedElements())
+    for part in score.parts:
+        ms = list(part.getElementsByClass(stream.Measure))
+        boundary = None  # index of the measure that starts the current section (None: tune start)
+        explicit = False
+        for i, m in enumerate(ms):
+            lb = m.leftBarline
+            if isinstance(lb, bar.Repeat) and lb.direction == "start":
+                explicit = True
+            rb = m.rightBarline
+            is_end = isinstance(rb, bar.Repeat) and rb.direction == "end"
+            if is_end and not explicit and boundary is not None and boundary <= i:
+                ms[boundary].leftBarline = bar.Repeat(direction="start")
+                added += 1
+            if is_end or (rb is not None and getattr(rb, "type", None) in DOUBLE_BARS):
+                j = i + 1
+                while j < len(ms) and id(ms[j]) in in_bracket:
+                    j += 1
+                boundary = j if j < len(ms) else None
+                explicit = False
+    return added
+
+
+def strip_repeats(score) -> None:
+    from music21 import bar, repeat, spanner, stream
+    for m in score.recurse().getElementsByClass(stream.Measure):
+        if isinstance(m.leftBarline, bar.Repeat):
+            m.leftBarline = None
+        if isinstance(m.rightBarline, bar.Repeat):
+            m.rightBarline = bar.Barline("double")
+    for el in list(score.recurse().getElementsByClass(repeat.RepeatMark)):
+        if el.activeSite is not None:
+            el.activeSite.remove(el)
+    for sp in list(score.spannerBundle.getByClass(spanner.RepeatBracket)):
+        score.spannerBundle.remove(sp)
+
+
+def export_midi(score):
+    """-> (MidiFile | None, length in ticks, error name). The score itself is not modified."""
+    from music21 import midi
+    try:
+        mf = midi.translate.streamToMidiFile(score)
+    except Exception as e:
+        return None, 0, type(e).__name__
+    # musical end = time of the last event before END_OF_TRACK (music21 pads every track
+    # with one quarter of silence before END_OF_TRACK; that tail is not counted)
+    ticks = 0
+    for tr in mf.tracks:
+        t = t_last = 0
+        for ev in tr.events:
+            if isinstance(ev, midi.DeltaTime):
+                t += ev.time
+            elif ev.type != midi.MetaEvents.END_OF_TRACK:
+                t_last = t
+        ticks = max(ticks, t_last)
+    return mf, ticks, None
+
+
 def render(cand: dict) -> dict:
     """Parse, normalise, export. Returns {'ok': True, 'midi': bytes, 'meta': {...}} or
     {'ok': False, 'reason': str}. Never raises."""
@@ -352,40 +436,37 @@ def _render(cand: dict) -> dict:
         target.insert(0, instrument.Piano())
         target.insert(0, tempo.MetronomeMark(number=pulse_bpm, referent=pulse.quarterLength))
 
-    repeats = "none"
+    unshare_objects(score)
+    written_q = float(score.highestTime)
     has_repeats = bool(score.recurse().getElementsByClass(repeat.RepeatMark)
                        or score.spannerBundle.getByClass(spanner.RepeatBracket))
-    if has_repeats:
-        try:
-            expanded = score.expandRepeats()
-            repeats = "expanded"
-        except Exception:
-            # play it once, as written: drop repeat barlines and ending brackets
-            for m in score.recurse().getElementsByClass(stream.Measure):
-                if isinstance(m.leftBarline, bar.Repeat):
-                    m.leftBarline = None
-                if isinstance(m.rightBarline, bar.Repeat):
-                    m.rightBarline = None
-            for el in list(score.recurse().getElementsByClass((repeat.RepeatMark, spanner.RepeatBracket))):
-                if el.activeSite is not None:
-                    el.activeSite.remove(el)
-            for sp in list(score.spannerBundle.getByClass(spanner.RepeatBracket)):
-                score.spannerBundle.remove(sp)
-            expanded = score
-            repeats = "not expanded (music21 could not expand them; played once)"
-    else:
-        expanded = score
+    n_fixed = fix_abc_repeat_starts(score) if (has_repeats and cand["collection"] == "folk") else 0
 
-    seconds = float(expanded.highestTime) * 60.0 / quarter_bpm
+    # music21's MIDI writer expands repeats itself (prepareStreamForMidi); the played length is
+    # read back from the MIDI. An expansion is accepted only if it plays every bar at most twice
+    # (no D.C./D.S. in these sources); otherwise the piece is exported once, as written.
+    mf, ticks, err = export_midi(score)
+    repeats = "none"
+    if has_repeats:
+        played_q = ticks / mf.ticksPerQuarterNote if mf is not None else 0.0
+        if mf is not None and played_q <= 2.0 * written_q + 1e-6:
+            repeats = "expanded" if played_q > written_q + 1e-6 else "none effective"
+            if n_fixed and repeats == "expanded":
+                repeats += f" ({n_fixed} implicit ABC start-repeat(s) made explicit)"
+        else:
+            why = "expansion failed" if mf is None else \
+                f"expansion gave {played_q / max(written_q, 1e-9):.1f}x the written length"
+            strip_repeats(score)
+            mf, ticks, err = export_midi(score)
+            repeats = f"not expanded ({why}); played once as written"
+    if mf is None:
+        return {"ok": False, "reason": f"MIDI export failed ({err})"}
+    seconds = ticks / mf.ticksPerQuarterNote * 60.0 / quarter_bpm
     if seconds < MIN_SECONDS:
         return {"ok": False, "reason": f"shorter than {MIN_SECONDS:.0f} s"}
     if seconds > MAX_SECONDS:
         return {"ok": False, "reason": f"longer than {MAX_SECONDS:.0f} s"}
-    try:
-        mf = midi.translate.streamToMidiFile(expanded)
-        data = mf.writestr()
-    except Exception as e:
-        return {"ok": False, "reason": f"MIDI export failed ({type(e).__name__})"}
+    data = mf.writestr()
     if len(data) < 40:
         return {"ok": False, "reason": "MIDI export empty"}
 

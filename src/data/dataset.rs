@@ -64,6 +64,9 @@ pub struct Info {
     pub description: Option<String>,
     pub name: Option<String>,
     pub instrument: Option<String>,
+    /// Time signature (`"3/4"`); MIDI datasets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
     /// Fields tunelab estimated from the audio (`"bpm"`, `"key"`), not given by the user.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub estimated: Vec<String>,
@@ -192,7 +195,7 @@ fn read_sidecar(json: &Path) -> Result<(Info, Option<PathBuf>)> {
     Ok((info, Some(json.to_path_buf())))
 }
 
-fn read_info(audio_path: &Path) -> Result<(Info, Option<PathBuf>)> {
+pub(crate) fn read_info(audio_path: &Path) -> Result<(Info, Option<PathBuf>)> {
     let json = audio_path.with_extension("json");
     if json.is_file() {
         return read_sidecar(&json);
@@ -235,6 +238,9 @@ pub fn import_dir(src: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
                     .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
             })
             .collect();
+        if files.is_empty() && crate::data::midi_dataset::has_midi(src) {
+            return crate::data::midi_dataset::import_midi_dir(src, out, opts);
+        }
         (src.to_path_buf(), files, Default::default())
     } else {
         return Err(Error::MissingFile {

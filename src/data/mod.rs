@@ -4,4 +4,5 @@ pub mod audio;
 pub mod dataset;
 pub mod labels;
 pub mod midi;
+pub mod midi_dataset;
 pub mod token_cache;

@@ -2,6 +2,9 @@
 //! classifier-free guidance, continuation from audio, sliding windows beyond the model's
 //! 30 s, and EnCodec decoding.
 
+pub mod midi;
+pub mod soundfont;
+
 use std::path::PathBuf;
 
 use candle_core::{DType, Tensor};

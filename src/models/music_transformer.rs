@@ -287,7 +287,7 @@ impl RelativeAttention {
         let v = self.split_heads(&self.v_proj.forward(xs)?)?;
         let (k, v, fresh) = match cache {
             Some(c) => {
-                let fresh = c.len() == 0;
+                let fresh = c.is_empty();
                 if !fresh && s != 1 {
                     return Err(Error::InvalidRequest(
                         "a warm generation cache takes one event at a time".into(),
@@ -661,7 +661,11 @@ mod tests {
         let q = Tensor::randn(0f32, 1.0, (2, 4, s, 16), &Device::Cpu).unwrap();
         let skewed = a.relative_logits(&q, s).unwrap();
         assert_eq!(skewed.dims4().unwrap(), (2, 4, s, s));
-        let sk = skewed.reshape((8, s * s)).unwrap().to_vec2::<f32>().unwrap();
+        let sk = skewed
+            .reshape((8, s * s))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let qv = q.reshape((8, s * 16)).unwrap().to_vec2::<f32>().unwrap();
         let e = a.relative_embeddings.to_vec3::<f32>().unwrap();
         let l = a.max_len;

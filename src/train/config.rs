@@ -11,6 +11,54 @@ use crate::error::{Error, Result};
 use crate::models::musicgen::patterns::CodebookPattern;
 use crate::train::lora::LoraConfig;
 
+/// The model family a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// MusicGen (text → EnCodec tokens); `model` is the base checkpoint.
+    #[default]
+    Musicgen,
+    /// Music Transformer on MIDI events; `model` is the model to continue from (a model folder
+    /// or a run), empty for `scratch` (size from `midi.preset`).
+    Midi,
+}
+
+impl std::str::FromStr for Family {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "musicgen" | "audio" => Ok(Self::Musicgen),
+            "midi" | "music-transformer" | "music_transformer" => Ok(Self::Midi),
+            other => Err(Error::InvalidRequest(format!(
+                "unknown model family {other:?} (musicgen, midi)"
+            ))),
+        }
+    }
+}
+
+/// The Music Transformer side of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MidiTrainConfig {
+    /// Size of a `scratch` model (`tiny`, `small`, `base`).
+    pub preset: String,
+    /// Training excerpts are at most this many events (`None` = the model's window).
+    pub max_events: Option<usize>,
+    /// Each excerpt is transposed by a uniform draw in `-transpose ..= transpose` semitones (the
+    /// paper's pitch augmentation); notes pushed out of range are dropped.
+    pub transpose: u8,
+}
+
+impl Default for MidiTrainConfig {
+    fn default() -> Self {
+        Self {
+            preset: "small".into(),
+            max_events: None,
+            transpose: 3,
+        }
+    }
+}
+
 /// What is trained. T5 and EnCodec are always frozen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -98,8 +146,9 @@ impl Default for EmaConfig {
 pub struct TrainConfig {
     /// Dataset folder (from `tunelab dataset import`).
     pub dataset: PathBuf,
-    /// Base model: a local HF-format folder or a Hub repo id.
+    /// Base model: a local HF-format folder or a Hub repo id (MIDI: see [`Family::Midi`]).
     pub model: String,
+    pub family: Family,
     pub mode: Mode,
     /// Optimizer steps (each = `grad_accum` micro-batches).
     pub steps: usize,
@@ -125,6 +174,7 @@ pub struct TrainConfig {
     /// `head` mode: also train the last N decoder layers.
     pub head_layers: usize,
     pub scratch: ScratchConfig,
+    pub midi: MidiTrainConfig,
     /// Probability that a caption is replaced by the empty condition (keeps CFG working).
     pub condition_dropout: f64,
     /// Probability that each caption word is dropped.
@@ -143,7 +193,8 @@ pub struct TrainConfig {
     pub save_every: usize,
     /// Stop after this many non-finite steps in a row.
     pub max_bad_steps: usize,
-    /// Generate a preview clip for this prompt at each kept checkpoint.
+    /// Generate a preview clip for this prompt at each kept checkpoint (MIDI runs generate an
+    /// unprimed piece whenever this is set: their models take no text).
     pub preview_prompt: Option<String>,
     pub preview_seconds: f64,
 }
@@ -153,6 +204,7 @@ impl Default for TrainConfig {
         Self {
             dataset: PathBuf::new(),
             model: String::new(),
+            family: Family::Musicgen,
             mode: Mode::Full,
             steps: 1000,
             batch_size: 2,
@@ -171,6 +223,7 @@ impl Default for TrainConfig {
             lora: LoraConfig::default(),
             head_layers: 0,
             scratch: ScratchConfig::default(),
+            midi: MidiTrainConfig::default(),
             condition_dropout: 0.3,
             word_dropout: 0.3,
             merge_fields: 0.25,

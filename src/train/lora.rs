@@ -166,13 +166,24 @@ pub fn attach_lora(
     init: &HashMap<String, Tensor>,
     seed: u64,
 ) -> Result<Vec<Adapter>> {
+    let device = lm.device().clone();
+    attach_lora_to(targets(lm, cfg), cfg, init, seed, &device)
+}
+
+/// [`attach_lora`] on any model's linear layers, given by module path.
+pub fn attach_lora_to(
+    targets: Vec<(String, &mut Linear)>,
+    cfg: &LoraConfig,
+    init: &HashMap<String, Tensor>,
+    seed: u64,
+    device: &candle_core::Device,
+) -> Result<Vec<Adapter>> {
     if cfg.r == 0 {
         return Err(Error::InvalidRequest("LoRA rank must be at least 1".into()));
     }
     let scale = cfg.alpha / cfg.r as f64;
-    let device = lm.device().clone();
     let mut adapters = Vec::new();
-    for (module, linear) in targets(lm, cfg) {
+    for (module, linear) in targets {
         let w = linear.weight().ok_or_else(|| {
             Error::InvalidRequest(format!("{module}: LoRA needs fp32 base weights"))
         })?;
@@ -192,12 +203,12 @@ pub fn attach_lora(
                 let values: Vec<f32> = (0..cfg.r * in_dim)
                     .map(|_| rng.random_range(-bound..bound))
                     .collect();
-                Tensor::from_vec(values, (cfg.r, in_dim), &device)?
+                Tensor::from_vec(values, (cfg.r, in_dim), device)?
             }
         };
         let b = match init.get(&adapter_b) {
             Some(t) => t.to_dtype(DType::F32)?,
-            None => Tensor::zeros((out_dim, cfg.r), DType::F32, &device)?,
+            None => Tensor::zeros((out_dim, cfg.r), DType::F32, device)?,
         };
         if a.dims() != [cfg.r, in_dim] || b.dims() != [out_dim, cfg.r] {
             return Err(Error::InvalidRequest(format!(

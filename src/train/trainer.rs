@@ -1,5 +1,6 @@
-//! A training run, top to bottom: resolve the base model → encode the dataset (cached) → build
-//! the trainable LM for the mode → loop { batch → forward → loss → backward → clip → AdamW →
+//! A training run, top to bottom: the family builds its model and data (MusicGen: resolve the
+//! base model → encode the dataset (cached) → build the trainable LM for the mode; MIDI: load or
+//! initialise a Music Transformer → read the event dataset) → loop { batch → forward → loss → backward → clip → AdamW →
 //! EMA → log → evaluate → checkpoint } → final checkpoint.
 //!
 //! A run lives in a directory: `config.json` (the resolved [`TrainConfig`]), `model/` (the base
@@ -18,22 +19,13 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::data::token_cache::{codec_fingerprint, encode_dataset};
 use crate::error::{Error, Result};
-use crate::generate::{generate, GenerateParams};
-use crate::models::checkpoint::{
-    load_tensors, read_metadata, save_tensors_with_metadata, ModelFiles,
-};
-use crate::models::musicgen::config::{GenerationConfig, MusicgenConfig};
-use crate::models::musicgen::decoder::Conditioning;
-use crate::models::musicgen::MusicGen;
-use crate::train::checkpointing::loss_and_grads;
-use crate::train::config::{lr_at, Mode, TrainConfig};
-use crate::train::data::{make_batch, train_batch, Augment, Batch, Example, TokenData};
-use crate::train::lora::{attach_lora, set_dropout_seed};
-use crate::train::loss::{codebook_cross_entropy, shift_right, LossOutput};
+use crate::models::checkpoint::{load_tensors, read_metadata, save_tensors_with_metadata};
+use crate::train::config::{lr_at, Family, TrainConfig};
+use crate::train::learner::{Built, Learner};
+use crate::train::midi::MidiLearner;
+use crate::train::musicgen::MusicgenLearner;
 use crate::train::optim::{all_finite, clip_grad_norm, AdamW, Ema, Grads};
-use crate::train::trainable::{build_lm, is_head_key, scratch_lm_tensors};
 use crate::util::{append_line, atomic_write};
 
 /// One optimizer step's numbers (a `metrics.jsonl` line of kind `train`).
@@ -130,17 +122,13 @@ struct RunState {
 pub struct Trainer {
     pub cfg: TrainConfig,
     pub run_dir: PathBuf,
-    /// T5 and EnCodec (frozen) and, as `model.lm`, the LM being trained.
-    pub model: MusicGen,
+    /// The family's model, data and batches.
+    learner: Box<dyn Learner>,
     vars: Vec<(String, Var)>,
     opt: AdamW,
     ema: Option<Ema>,
-    data: TokenData,
-    text_cache: HashMap<String, Tensor>,
     state: RunState,
 }
-
-const CACHE_LIMIT: usize = 4096;
 
 impl Trainer {
     /// Prepares a new run in `run_dir` (which must not hold a run yet).
@@ -157,9 +145,7 @@ impl Trainer {
                 run_dir.display()
             )));
         }
-        progress("resolving the base model");
-        let base = crate::models::hub::resolve_model(&cfg.model, &mut |_| {})?;
-        let trainer = Self::build(cfg, run_dir, &base, device, progress, None)?;
+        let trainer = Self::build(cfg, run_dir, device, progress, None)?;
         let cfg_json = serde_json::to_vec_pretty(&trainer.cfg)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         atomic_write(&run_dir.join("config.json"), &cfg_json)?;
@@ -168,10 +154,7 @@ impl Trainer {
 
     /// Opens the run in `run_dir` at its `last` checkpoint.
     pub fn resume(run_dir: &Path, device: &Device, progress: &mut dyn FnMut(&str)) -> Result<Self> {
-        let cfg_path = run_dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let cfg: TrainConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::bad_file(&cfg_path, format!("not a training config: {e}")))?;
+        let cfg = read_run_config(run_dir)?;
         let last = run_dir.join("checkpoints").join("last.safetensors");
         if !last.is_file() {
             return Err(Error::MissingFile {
@@ -179,105 +162,30 @@ impl Trainer {
                 what: "checkpoint to resume from (the run stopped before its first save)".into(),
             });
         }
-        progress("resolving the base model");
-        let base = crate::models::hub::resolve_model(&cfg.model, &mut |_| {})?;
-        Self::build(cfg, run_dir, &base, device, progress, Some(&last))
+        Self::build(cfg, run_dir, device, progress, Some(&last))
     }
 
     fn build(
         cfg: TrainConfig,
         run_dir: &Path,
-        base: &Path,
         device: &Device,
         progress: &mut dyn FnMut(&str),
         resume_from: Option<&Path>,
     ) -> Result<Self> {
-        progress("loading the base model");
-        let files = ModelFiles::in_dir(base)?;
-        let mut config = MusicgenConfig::from_file(&files.config)?;
-        let mut tensors = load_tensors(&files.weights, DType::F32, device)?;
-        if cfg.mode == Mode::Scratch {
-            let s = &cfg.scratch;
-            config.decoder.hidden_size = s.hidden_size;
-            config.decoder.num_hidden_layers = s.num_hidden_layers;
-            config.decoder.num_attention_heads = s.num_attention_heads;
-            config.decoder.ffn_dim = s.ffn_dim;
-            config.decoder.codebook_pattern = s.pattern;
-            tensors.retain(|k, _| !crate::train::trainable::is_lm_key(k));
-            tensors.extend(scratch_lm_tensors(
-                &config.decoder,
-                config.t5_hidden_size(),
-                s.init_seed,
-                device,
-            )?);
-        }
-        // The run's own copy of the model's description (a scratch run has its own decoder).
-        let model_dir = run_dir.join("model");
-        let config_json =
-            serde_json::to_vec_pretty(&config).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        atomic_write(&model_dir.join("config.json"), &config_json)?;
-        if let Some(tok) = &files.tokenizer {
-            let bytes = std::fs::read(tok).map_err(|e| Error::io(tok, e))?;
-            atomic_write(&model_dir.join("tokenizer.json"), &bytes)?;
-        }
-
-        let (lm, vars) = match cfg.mode {
-            Mode::Full | Mode::Scratch => build_lm(&config, &mut tensors, |_| true, device)?,
-            Mode::Head => {
-                let total = config.decoder.num_hidden_layers;
-                let layers = cfg.head_layers.min(total);
-                build_lm(
-                    &config,
-                    &mut tensors,
-                    |n| is_head_key(n, layers, total),
-                    device,
-                )?
-            }
-            Mode::Lora => build_lm(&config, &mut tensors, |_| false, device)?,
+        let saved = resume_from.map(load_checkpoint).transpose()?;
+        let saved_w = saved
+            .as_ref()
+            .map(|(t, _)| weights_of(t, "w."))
+            .unwrap_or_default();
+        let Built { learner, vars } = match cfg.family {
+            Family::Musicgen => MusicgenLearner::build(&cfg, run_dir, device, progress, &saved_w)?,
+            Family::Midi => MidiLearner::build(&cfg, run_dir, device, progress, &saved_w)?,
         };
-        // `tensors` now holds the LM's own tensors: the model built here shares them.
-        let mut model = MusicGen::from_tensors(
-            config.clone(),
-            GenerationConfig::default(),
-            tensors,
-            files.tokenizer.as_deref(),
-            device,
-            &files.weights_label(),
-        )?;
-        model.lm = lm;
-        model.source = Some(base.to_path_buf());
-
-        let mut vars = vars;
-        if cfg.mode == Mode::Lora {
-            let saved = match resume_from {
-                Some(p) => weights_of(&load_checkpoint(p)?.0, "w."),
-                None => HashMap::new(),
-            };
-            let init: HashMap<String, Tensor> = saved
-                .into_iter()
-                .map(|(k, v)| (peft_live_name(&k), v))
-                .collect();
-            let adapters = attach_lora(&mut model.lm, &cfg.lora, &init, cfg.seed)?;
-            vars = adapters
-                .into_iter()
-                .flat_map(|a| {
-                    let (na, nb) = a.peft_names();
-                    [(peft_file_name(&na), a.a), (peft_file_name(&nb), a.b)]
-                })
-                .collect();
-        }
         if vars.is_empty() {
             return Err(Error::InvalidRequest(
                 "this mode and configuration train no weight".into(),
             ));
         }
-
-        progress("encoding the dataset (cached)");
-        let report = encode_dataset(&cfg.dataset, &model)?;
-        if !report.failed.is_empty() {
-            tracing::warn!("{} segments failed to encode", report.failed.len());
-        }
-        let data = TokenData::load(&cfg.dataset, &codec_fingerprint(&model)?)?;
 
         let params = candle_nn::ParamsAdamW {
             lr: cfg.peak_lr(),
@@ -298,42 +206,36 @@ impl Trainer {
             best_valid_ce: None,
             bad_in_row: 0,
         };
-        if let Some(path) = resume_from {
+        if let (Some(path), Some((saved, meta))) = (resume_from, saved.as_ref()) {
             progress("restoring the checkpoint");
-            let (saved, meta) = load_checkpoint(path)?;
             let st = meta.get("run_state").ok_or_else(|| {
                 Error::bad_file(path, "no run state: not a `last` checkpoint of a run")
             })?;
             state = serde_json::from_str(st)
                 .map_err(|e| Error::bad_file(path, format!("bad run state: {e}")))?;
-            if cfg.mode != Mode::Lora {
-                for (name, var) in &vars {
-                    let w = saved.get(&format!("w.{name}")).ok_or_else(|| {
-                        Error::bad_file(path, format!("checkpoint lacks weight {name}"))
-                    })?;
-                    var.set(w)?;
-                }
+            for (name, var) in &vars {
+                let w = saved_w.get(name).ok_or_else(|| {
+                    Error::bad_file(path, format!("checkpoint lacks weight {name}"))
+                })?;
+                var.set(w)?;
             }
-            opt.load_state(&weights_of(&saved, "opt."), state.optimizer_steps)?;
+            opt.load_state(&weights_of(saved, "opt."), state.optimizer_steps)?;
             if let Some(e) = ema.as_mut() {
-                e.weights = weights_of(&saved, "ema.");
+                e.weights = weights_of(saved, "ema.");
                 if e.weights.len() != vars.len() {
                     return Err(Error::bad_file(path, "checkpoint lacks the EMA weights"));
                 }
             }
         }
-        let trainer = Self {
+        Ok(Self {
             cfg,
             run_dir: run_dir.to_path_buf(),
-            model,
+            learner,
             vars,
             opt,
             ema,
-            data,
-            text_cache: HashMap::new(),
             state,
-        };
-        Ok(trainer)
+        })
     }
 
     pub fn step(&self) -> usize {
@@ -410,7 +312,7 @@ impl Trainer {
             let step = self.state.step;
             let eval_now = self.cfg.eval_every > 0
                 && (step.is_multiple_of(self.cfg.eval_every) || step == total)
-                && !self.data.valid.is_empty();
+                && self.learner.has_valid();
             if eval_now {
                 let v = self.evaluate()?;
                 self.log("valid", &v)?;
@@ -453,60 +355,6 @@ impl Trainer {
         }
     }
 
-    /// The text conditioning of a batch: T5 states cached per caption, `""` = null condition.
-    fn condition(&mut self, captions: &[String]) -> Result<Conditioning> {
-        let (states, mask) = self.text_batch(captions)?;
-        self.model.lm.condition(&states, &mask)
-    }
-
-    /// Padded T5 states `[B, L, d]` and mask `[B, L]` of the captions.
-    fn text_batch(&mut self, captions: &[String]) -> Result<(Tensor, Tensor)> {
-        let hidden = self.model.text.hidden_size();
-        let device = self.model.device().clone();
-        let mut rows = Vec::with_capacity(captions.len());
-        for c in captions {
-            if c.trim().is_empty() {
-                rows.push(None);
-                continue;
-            }
-            if !self.text_cache.contains_key(c) {
-                if self.text_cache.len() >= CACHE_LIMIT {
-                    self.text_cache.clear();
-                }
-                let (states, mask) = self.model.text.encode(std::slice::from_ref(c))?;
-                let n = mask.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? as usize;
-                self.text_cache
-                    .insert(c.clone(), states.squeeze(0)?.narrow(0, 0, n.max(1))?);
-            }
-            rows.push(self.text_cache.get(c).cloned());
-        }
-        let len = rows
-            .iter()
-            .map(|r| r.as_ref().map(|t| t.dim(0)).transpose())
-            .collect::<candle_core::Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(1);
-        let mut states = Vec::with_capacity(rows.len());
-        let mut mask = Vec::with_capacity(rows.len() * len);
-        for r in &rows {
-            let (s, n) = match r {
-                Some(t) => {
-                    let n = t.dim(0)?;
-                    let pad = Tensor::zeros((len - n, hidden), DType::F32, &device)?;
-                    (Tensor::cat(&[t, &pad], 0)?, n)
-                }
-                None => (Tensor::zeros((len, hidden), DType::F32, &device)?, 0),
-            };
-            states.push(s);
-            mask.extend((0..len).map(|i| u32::from(i < n)));
-        }
-        let states = Tensor::stack(&states, 0)?;
-        let mask = Tensor::from_vec(mask, (rows.len(), len), &device)?;
-        Ok((states, mask))
-    }
-
     /// One optimizer update over `grad_accum` micro-batches. `Ok(Err(reason))` = skipped.
     pub fn train_step(&mut self) -> Result<std::result::Result<StepMetrics, String>> {
         let started = Instant::now();
@@ -520,13 +368,7 @@ impl Trainer {
             cfg.min_lr_ratio,
         );
         self.opt.set_lr(lr);
-        let max_frames = (cfg.max_seconds * self.model.frame_rate()).round().max(1.0) as usize;
-        let aug = Augment {
-            condition_dropout: cfg.condition_dropout,
-            word_dropout: cfg.word_dropout,
-            merge_fields: cfg.merge_fields,
-        };
-        let k = self.model.num_codebooks();
+        let k = self.learner.streams();
         let mut ce_sum = vec![0f64; k];
         let mut tok_sum = vec![0usize; k];
         let mut loss_sum = 0f64;
@@ -534,58 +376,29 @@ impl Trainer {
         let mut grads = Grads::default();
         let mut finite = true;
         for micro in 0..cfg.grad_accum {
-            let batch = train_batch(
-                &self.data,
-                cfg.seed,
+            // Dropout masks (LoRA, model) drawn from the run seed and the micro-batch index.
+            let mut r =
+                crate::train::data::rng_for(cfg.seed, 4, (step * cfg.grad_accum + micro) as u64);
+            self.learner
+                .set_dropout_seed(Some(rand::Rng::random::<u64>(&mut r)));
+            let scale = 1.0 / cfg.grad_accum as f64;
+            let out = self.learner.micro_batch(
+                &cfg,
                 self.state.position,
-                cfg.batch_size,
-                max_frames,
-                aug,
-                self.model.config.decoder.codebook_pattern,
-                self.model.device(),
+                &self.vars,
+                scale,
+                &mut grads,
             )?;
             self.state.position += cfg.batch_size as u64;
-            if cfg.mode == Mode::Lora {
-                let mut r = crate::train::data::rng_for(
-                    cfg.seed,
-                    4,
-                    (step * cfg.grad_accum + micro) as u64,
-                );
-                let seed = rand::Rng::random::<u64>(&mut r);
-                set_dropout_seed(&mut self.model.lm, &cfg.lora, Some(seed));
-            }
-            let scale = 1.0 / cfg.grad_accum as f64;
-            let out = if cfg.activation_checkpointing {
-                let (states, mask) = self.text_batch(&batch.captions)?;
-                let inputs = shift_right(&batch.labels, 2048)?;
-                loss_and_grads(
-                    &self.model.lm,
-                    (&states, &mask),
-                    &inputs,
-                    &batch.labels,
-                    &self.vars,
-                    scale,
-                    &mut grads,
-                )?
-            } else {
-                let out = self.loss_of(&batch)?;
-                if out.loss.to_scalar::<f32>()?.is_finite() {
-                    grads.add_from(&(&out.loss * scale)?.backward()?, &self.vars)?;
-                }
-                out
-            };
-            let loss_v = out.loss.to_scalar::<f32>()? as f64;
-            finite &= loss_v.is_finite();
-            loss_sum += loss_v;
-            for q in 0..k {
-                ce_sum[q] += out.ce[q] as f64 * out.tokens[q] as f64;
+            finite &= out.loss.is_finite();
+            loss_sum += out.loss;
+            for q in 0..k.min(out.ce.len()) {
+                ce_sum[q] += out.ce[q] * out.tokens[q] as f64;
                 tok_sum[q] += out.tokens[q];
             }
-            total_tokens += batch.tokens;
+            total_tokens += out.total_tokens;
         }
-        if cfg.mode == Mode::Lora {
-            set_dropout_seed(&mut self.model.lm, &cfg.lora, None);
-        }
+        self.learner.set_dropout_seed(None);
         let loss = loss_sum / cfg.grad_accum as f64;
         self.state.step += 1;
         let vars: Vec<Var> = self.vars.iter().map(|(_, v)| v.clone()).collect();
@@ -623,26 +436,15 @@ impl Trainer {
         }))
     }
 
-    /// Loss (differentiable), per-codebook CE and counted tokens of a batch.
-    fn loss_of(&mut self, batch: &Batch) -> Result<LossOutput> {
-        let cond = self.condition(&batch.captions)?;
-        let inputs = shift_right(&batch.labels, 2048)?;
-        let logits = self.model.lm.forward(&inputs, &cond, None)?;
-        codebook_cross_entropy(&logits, &batch.labels, 2048)
-    }
-
     /// Cross-entropy on the valid split (EMA weights when EMA is on), token-weighted.
     pub fn evaluate(&mut self) -> Result<ValidMetrics> {
-        // Borrowed out of `self` for the pass (no copy of the split's codes).
-        let examples = std::mem::take(&mut self.data.valid);
         let limit = if self.cfg.eval_batches == 0 {
             usize::MAX
         } else {
             self.cfg.eval_batches
         };
         let swapped = self.swap_in_ema()?;
-        let result = self.cross_entropy_on(&examples, limit);
-        self.data.valid = examples;
+        let result = self.learner.valid_cross_entropy(&self.cfg, limit);
         self.restore_weights(swapped)?;
         let (ce_q, tokens) = result?;
         let ce = ce_q.iter().sum::<f64>() / ce_q.len().max(1) as f64;
@@ -654,42 +456,6 @@ impl Trainer {
             ce_q,
             tokens,
         })
-    }
-
-    /// Per-codebook CE over examples (captions as given, no augmentation, crops from the start).
-    fn cross_entropy_on(
-        &mut self,
-        examples: &[Example],
-        batches: usize,
-    ) -> Result<(Vec<f64>, usize)> {
-        let k = self.model.num_codebooks();
-        let max_frames = (self.cfg.max_seconds * self.model.frame_rate())
-            .round()
-            .max(1.0) as usize;
-        let mut ce_sum = vec![0f64; k];
-        let mut tok = vec![0usize; k];
-        for chunk in examples.chunks(self.cfg.batch_size.max(1)).take(batches) {
-            let items: Vec<(&Example, String)> =
-                chunk.iter().map(|e| (e, e.caption.clone())).collect();
-            let batch = make_batch(
-                &items,
-                max_frames,
-                2048,
-                self.model.config.decoder.codebook_pattern,
-                None,
-                self.model.device(),
-            )?;
-            let out = self.loss_of(&batch)?;
-            for q in 0..k {
-                ce_sum[q] += out.ce[q] as f64 * out.tokens[q] as f64;
-                tok[q] += out.tokens[q];
-            }
-        }
-        let total = tok.iter().sum();
-        Ok((
-            (0..k).map(|q| ce_sum[q] / tok[q].max(1) as f64).collect(),
-            total,
-        ))
     }
 
     /// Puts back the live weights saved by [`Self::swap_in_ema`].
@@ -762,27 +528,25 @@ impl Trainer {
         Ok(path)
     }
 
-    /// Generates the preview prompt with the current weights into `previews/step-N.wav`.
+    /// A preview of the current (EMA) weights in `previews/step-N.*`.
     fn preview(&mut self) -> Result<PathBuf> {
-        let prompt = self.cfg.preview_prompt.clone().unwrap_or_default();
-        let params = GenerateParams {
-            prompt,
-            duration: self.cfg.preview_seconds,
-            seed: self.cfg.seed,
-            ..Default::default()
-        };
-        let swapped = self.swap_in_ema()?;
-        let clip = generate(&mut self.model, &params, &mut |_| true);
-        self.restore_weights(swapped)?;
-        let clip = clip?;
-        let path = self
+        let stem = self
             .run_dir
             .join("previews")
-            .join(format!("step-{:06}.wav", self.state.step));
-        let bytes = crate::data::audio::wav_bytes(&clip.audio, clip.sample_rate)?;
-        atomic_write(&path, &bytes)?;
-        Ok(path)
+            .join(format!("step-{:06}", self.state.step));
+        let swapped = self.swap_in_ema()?;
+        let made = self.learner.preview(&self.cfg, &stem);
+        self.restore_weights(swapped)?;
+        made
     }
+}
+
+/// A run's resolved `config.json`.
+pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
+    let cfg_path = run_dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(&cfg_path, format!("not a training config: {e}")))
 }
 
 /// A run checkpoint's tensors and metadata.
@@ -823,10 +587,7 @@ pub fn run_weights(
     run_dir: &Path,
     checkpoint: Option<&str>,
 ) -> Result<(TrainConfig, HashMap<String, Tensor>)> {
-    let cfg_path = run_dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let cfg: TrainConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::bad_file(&cfg_path, format!("not a training config: {e}")))?;
+    let cfg = read_run_config(run_dir)?;
     let name = checkpoint.unwrap_or("last");
     let path = run_dir
         .join("checkpoints")

@@ -3,6 +3,8 @@
 //! transfer learning (full, LoRA, head) continues from a run, a stopped run resumes exactly,
 //! and improv / primed generation writes MIDI that reads back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;

@@ -31,29 +31,35 @@ depend only on the music21 version, the seed and N.
 
 Rendering: every part is set to music21's Piano (General MIDI program 0), all existing tempo
 marks are replaced by one MetronomeMark at the start (the score's own mark when it is
-plausible, otherwise a per-collection default, see choose_tempo), repeats are expanded
-(music21's MIDI writer always does that; we do it first so durations are right), chord
-symbols are dropped (MIDI export would sound them). Pickup (anacrusis) bars are kept as
-written: the first note is at time 0, no padding to a full bar.
+plausible, otherwise a per-collection default, see choose_tempo), chord symbols are dropped
+(MIDI export would sound them; music21's ABC reader also turns "f"/"p" dynamics into F and
+P chord symbols). Repeats are expanded by music21's MIDI writer (it always does that); for the
+ABC tunes, a ':|' with no '|:' is first given an explicit start at the previous section
+boundary (ABC convention; music21 would go back to the top of the tune), and an expansion is
+only kept if no bar plays more than twice -- otherwise, or if music21 cannot expand the
+repeats, the tune is exported once as written (recorded in the sidecar's notes.repeats).
+Pickup (anacrusis) bars are kept as written: the first note is at time 0, no padding to a
+full bar. Durations are measured on the exported MIDI (to the last event; music21's one
+quarter of trailing silence before end-of-track is not counted).
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import random
 import re
-import shutil
 import sys
 import time
 import unicodedata
 from pathlib import Path
 
-DEFAULT_CLASSICAL = 200
-DEFAULT_FOLK = 400
+DEFAULT_CLASSICAL = 250
+DEFAULT_FOLK = 500
 DEFAULT_SEED = 20240601
 MIN_SECONDS = 10.0
 MAX_SECONDS = 300.0
@@ -96,6 +102,7 @@ METER_FALLBACK_TYPE = {"6/8": "jig", "9/8": "slip jig", "12/8": "slide", "2/2": 
 # ----------------------------------------------------------------------------------------
 # helpers
 
+@functools.lru_cache(maxsize=1)
 def corpus_root() -> Path:
     from music21 import corpus
     return Path(corpus.getWork("bach/bwv1.6")).parent.parent
@@ -116,9 +123,15 @@ SMALL_WORDS = {"a", "an", "and", "at", "by", "for", "in", "of", "on", "or", "the
 def clean_title(raw: str) -> str:
     t = raw.strip().strip('"').strip()
     t = re.sub(r"\s+", " ", t).rstrip(".").strip()
+    t = re.sub(r"(?<=[a-z]):(?=[a-z])", "", t)  # stray ':' typo ("Golden Gat:e")
+    # Ryan's titles carry the dance type: "The Devil Among the Tailors -- Reel" (kept in tune_type)
+    t2 = re.sub(r"\s*-+\s*(reel|hornpipe|jig|double jig|slip ?jig|clog|lancashire clog|"
+                r"strathspey|highland fling|fling|walk ?around|waltz|march|polka)\.?$", "", t,
+                flags=re.I)
+    t = t2 or t
     m = re.match(r"^(.*),\s*(The|A|An)$", t, re.I)  # "Bag of Meal, The" -> "The Bag of Meal"
     if m:
-        t = f"{m.group(2)} {m.group(1)}"
+        t = f"{m.group(2)} {m.group(1).rstrip('.').strip()}"
     letters = [c for c in t if c.isalpha()]
     if letters and sum(c.isupper() for c in letters) / len(letters) > 0.8:  # ALL CAPS
         words = []
@@ -178,13 +191,23 @@ def chorale_candidates() -> list[dict]:
         if bwv in seen:
             continue
         try:
-            corpus.getWork("bach/bwv" + bwv)
+            found = corpus.getWork("bach/bwv" + bwv)
         except Exception:  # not in this corpus build
             continue
+        # getWork matches prefixes ('bwv245.3' also finds bwv245.37) and several formats
+        # (bwv281.krn + bwv281.mxl): take the exact stem, MusicXML first.
+        found = [Path(f) for f in (found if isinstance(found, list) else [found])]
+        exact = sorted((f for f in found if f.stem == f"bwv{bwv}"),
+                       key=lambda f: {".mxl": 0, ".xml": 1, ".musicxml": 1}.get(f.suffix, 9))
+        if not exact and len(found) == 1:  # e.g. list says 18.5-l, file is bwv18.5-lz.mxl
+            exact = found
+        if not exact:
+            continue
+        rel = exact[0].relative_to(corpus_root()).as_posix()
         seen.add(bwv)
         out.append({
             "collection": "classical", "book": "bach",
-            "corpus_path": f"bach/bwv{bwv}", "number": None, "riemenschneider": rn, "bwv": bwv,
+            "corpus_path": rel, "number": None, "riemenschneider": rn, "bwv": bwv,
             "title": info["title"], "sort_key": (rn,),
             "slug": ascii_slug(f"bwv{bwv.replace('.', '-')}-{info['title']}", 56),
         })
@@ -279,7 +302,8 @@ def choose_tempo(cand: dict, score, ts) -> tuple[float, object, str, str | None]
     words = (cand.get("tempo_words") or "").lower()
     for w, bpm in TEMPO_WORDS:
         if w in words:
-            return bpm, pulse, f"default for tempo word '{w}'", ttype or "air"
+            # O'Neill marks airs with slow/moderate words; livelier words also head marches etc.
+            return bpm, pulse, f"default for tempo word '{w}'", ttype or ("air" if bpm <= 80 else None)
     if ttype == "air":
         return AIR_PULSE_BPM, pulse, "default for air", ttype
     guess = METER_FALLBACK_TYPE.get(meter)
@@ -391,15 +415,11 @@ def render(cand: dict) -> dict:
 
 
 def _render(cand: dict) -> dict:
-    from music21 import (bar, converter, corpus, harmony, instrument, meter, midi, repeat,
-                         spanner, stream, tempo)
+    from music21 import converter, harmony, instrument, meter, repeat, spanner, stream, tempo
     root = corpus_root()
     try:
-        if cand["collection"] == "classical":
-            score = corpus.parse(cand["corpus_path"])
-        else:
-            kw = {"number": cand["number"]} if cand["number"] is not None else {}
-            score = converter.parse(root / cand["corpus_path"], **kw)
+        kw = {"number": cand["number"]} if cand["number"] is not None else {}
+        score = converter.parse(root / cand["corpus_path"], **kw)
     except Exception as e:
         return {"ok": False, "reason": f"parse failed ({type(e).__name__})"}
     if isinstance(score, stream.Opus):
@@ -536,7 +556,7 @@ its exact music21 corpus path (and tune number for multi-tune ABC files).
 
 | folder | collection | music21 corpus path | pieces |
 |---|---|---|---|
-| `classical/` | J. S. Bach, four-part chorale harmonisations (Riemenschneider's 371) | `bach/bwv*.mxl` | {n_classical} |
+| `classical/` | J. S. Bach, four-part chorale harmonisations (Riemenschneider's 371) | `bach/bwv*.mxl` (one `.xml`) | {n_classical} |
 | `folk/` | O'Neill's *Music of Ireland* (Chicago, 1903; 1850 melodies) | `oneills1850/*.abc` | {n_oneill} |
 | `folk/` | *Ryan's Mammoth Collection* (Boston: Elias Howe, 1883) | `ryansMammoth/*.abc` | {n_ryan} |
 
@@ -582,10 +602,14 @@ them commercially should read music21's statements quoted above.
   hornpipe {hornpipe}, jig {jig}, slip jig {slipjig}, strathspey {strathspey}, ...) or, for
   O'Neill's airs, a tempo from the book's tempo word ("Slow", "Moderate", "With spirit", ...).
   Every sidecar records `tempo_source`.
-- `bpm` / `tempo_bpm` count the main pulse named in `tempo_beat` (dotted quarter in 6/8, 9/8
-  and 12/8; half note in 4/4, C, C| and 2/2; quarter otherwise); `quarter_bpm` is the MIDI
-  tempo in quarter notes.
-- Repeats (including first/second endings) are expanded, as music21's MIDI writer does.
+- `bpm` / `tempo_bpm` count the pulse named in `tempo_beat`: quarter for the chorales; for
+  the fiddle tunes dotted quarter in 6/8, 9/8 and 12/8, half note in 4/4, C, C| and 2/2,
+  quarter otherwise. `quarter_bpm` is the MIDI tempo in quarter notes.
+- Repeats (including first/second endings) are expanded, as music21's MIDI writer does. In
+  the ABC tunes a `:|` without `|:` repeats from the previous section boundary (ABC
+  convention), not from the top; an expansion that would play any bar more than twice, or
+  that music21 cannot perform, is dropped and the tune is played once as written (see each
+  sidecar's `notes.repeats`).
 - Pickup bars are kept as written; the first note sounds at time 0.
 - Pieces shorter than {mins:.0f} s or longer than {maxs:.0f} s are skipped.
 """
@@ -689,7 +713,9 @@ def main() -> int:
     (out / "LICENSES.md").write_text(lic, encoding="utf-8")
     idx = {"generator": "tools/make_midi_corpus.py", "music21": music21.__version__,
            "seed": args.seed, "requested": wanted, "pieces": index}
-    (out / "index.json").write_text(json.dumps(idx, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    head = json.dumps({k: v for k, v in idx.items() if k != "pieces"}, ensure_ascii=False)[:-1]
+    body = ",\n".join(" " + json.dumps(p, ensure_ascii=False) for p in index)
+    (out / "index.json").write_text(f'{head}, "pieces": [\n{body}\n]}}\n', encoding="utf-8")
 
     all_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print()

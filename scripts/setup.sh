@@ -7,8 +7,9 @@ mode="${1:-build}"
 sudo_cmd=""
 if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
 
-# Build: a C toolchain (tokenizers' oniguruma), pkg-config and ALSA headers (cpal).
-pkgs=(build-essential pkg-config libasound2-dev)
+# Build: a C toolchain (tokenizers' oniguruma), pkg-config and ALSA headers (cpal); a General
+# MIDI SoundFont (public domain, 4 MB) to render MIDI pieces (tests render with it too).
+pkgs=(build-essential pkg-config libasound2-dev csound-soundfont)
 # The studio window (winit/glow load these at run time).
 if [ "$mode" = studio ]; then
   pkgs+=(libx11-6 libxcursor1 libxrandr2 libxi6 libgl1 libegl1 libxkbcommon-x11-0 libasound2)

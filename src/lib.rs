@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod cli;
 pub mod data;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod eval;

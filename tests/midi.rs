@@ -335,12 +335,26 @@ fn improv_and_primed_generation_write_midi() {
     assert_eq!(out.len(), prime.len() + 40);
     // Written as MIDI (and WAV when a SoundFont is installed, as the set-up does).
     let stem = dir.path().join("out/piece");
-    let played = tunelab::generate::midi::write_piece(&out, &stem, 0).unwrap();
-    assert_eq!(
-        played.extension().unwrap(),
-        "wav",
-        "the set-up installs a SoundFont"
+    let piece = tunelab::generate::midi::write_piece(&out, &stem, 0, None).unwrap();
+    assert_eq!(piece.render_error, None, "the set-up installs a SoundFont");
+    assert_eq!(piece.playable().extension().unwrap(), "wav");
+    assert!(
+        piece.audio.iter().any(|s| s.abs() > 1e-3),
+        "the rendering is silent"
     );
+    // A SoundFont the user picked that cannot be used: the MIDI is still written, with why.
+    let bad = dir.path().join("font.sf3");
+    std::fs::write(&bad, b"RIFF").unwrap();
+    let p2 = tunelab::generate::midi::write_piece(&out, &dir.path().join("out/p2"), 0, Some(&bad))
+        .unwrap();
+    assert!(
+        p2.render_error
+            .as_deref()
+            .is_some_and(|e| e.contains(".sf3")),
+        "{:?}",
+        p2.render_error
+    );
+    assert!(p2.midi.is_file() && p2.wav.is_none());
     let (notes, _) = read_midi(&stem.with_extension("mid")).unwrap();
     assert!(!notes.is_empty());
     // Cancelling stops the job.

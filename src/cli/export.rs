@@ -1,11 +1,12 @@
-//! `tunelab export R --format hf|peft|audiocraft --out DIR`.
+//! `tunelab export R --format hf|peft|audiocraft --out DIR` (a MIDI run: `--format hf`, a
+//! Music Transformer folder, optionally `--f16`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::train::export::{export_run, ExportFormat};
+use crate::train::export::{export_run_as, ExportFormat};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -19,15 +20,24 @@ pub struct ExportArgs {
     pub checkpoint: Option<String>,
     #[arg(long)]
     pub out: PathBuf,
+    /// Store the weights in f16 (MIDI model folders; half the size).
+    #[arg(long)]
+    pub f16: bool,
 }
 
 impl ExportArgs {
     pub fn run(&self) -> anyhow::Result<()> {
-        export_run(
+        let dtype = if self.f16 {
+            candle_core::DType::F16
+        } else {
+            candle_core::DType::F32
+        };
+        export_run_as(
             &self.run,
             self.checkpoint.as_deref(),
             self.format,
             &self.out,
+            dtype,
         )
         .with_context(|| format!("exporting {} as {:?}", self.run.display(), self.format))?;
         println!("exported {} to {}", self.run.display(), self.out.display());

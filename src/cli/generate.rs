@@ -1,4 +1,6 @@
-//! `tunelab generate`: prompt → WAV (and optionally the codes as JSON), through the engine worker.
+//! `tunelab generate`: prompt → WAV (and optionally the codes as JSON), through the engine
+//! worker; with a Music Transformer (a model folder or MIDI run): improv or primed → `.mid` and
+//! its SoundFont rendering `.wav`.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -10,9 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::audio::write_wav;
 use crate::engine::{Command, EngineHandle, Event, JobOutput};
+use crate::generate::midi::{prime_from_midi, MidiGenerateParams};
 use crate::generate::GenerateParams;
 use crate::models::musicgen::sampling::SamplingParams;
 use crate::models::nn::WeightMode;
+use crate::train::config::Family;
 use crate::util::atomic_write;
 
 #[derive(Debug, Args)]
@@ -34,12 +38,12 @@ pub struct GenerateArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
-    /// Keep the k most likely tokens; 1 is greedy, 0 is no limit.
-    #[arg(long, default_value_t = 250)]
-    pub top_k: usize,
-    /// Nucleus threshold (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    pub top_p: f64,
+    /// Keep the k most likely tokens; 1 is greedy, 0 is no limit (default 250; MIDI: 0).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus threshold, 0 = off (default 0; MIDI: 0.95).
+    #[arg(long)]
+    pub top_p: Option<f64>,
     /// Classifier-free guidance; 1.0 disables it.
     #[arg(long, default_value_t = 3.0)]
     pub guidance_scale: f64,
@@ -49,8 +53,23 @@ pub struct GenerateArgs {
     /// Weight precision for inference: f32, bf16 or q8.
     #[arg(long, default_value = "f32")]
     pub weights: WeightMode,
+    /// Output file (MIDI: `X.mid` and `X.wav` are written for `--out X.mid` or `--out X`).
     #[arg(long)]
     pub out: PathBuf,
+    /// MIDI: a piece to continue (its first `--prime-seconds`); without it, improv.
+    #[arg(long)]
+    pub prime: Option<PathBuf>,
+    #[arg(long, default_value_t = 5.0)]
+    pub prime_seconds: f64,
+    /// MIDI: length in events instead of `--duration` seconds.
+    #[arg(long)]
+    pub events: Option<usize>,
+    /// MIDI: General MIDI program of the output (0 = piano).
+    #[arg(long, default_value_t = 0)]
+    pub program: u8,
+    /// MIDI: the SoundFont (.sf2) to render with (default: the first installed).
+    #[arg(long)]
+    pub soundfont: Option<PathBuf>,
     /// Also write the generated codes as JSON `[codebooks][frames]` (un-delayed).
     #[arg(long)]
     pub save_codes: Option<PathBuf>,
@@ -73,15 +92,20 @@ impl GenerateArgs {
             weights: self.weights,
             adapter: self.adapter.clone(),
         });
-        wait(&rx, 1, &bar).with_context(|| format!("loading model {}", self.model))?;
+        let loaded = wait(&rx, 1, &bar).with_context(|| format!("loading model {}", self.model))?;
+        if let JobOutput::ModelLoaded(info) = &loaded {
+            if info.family == Family::Midi {
+                return self.midi(&engine, &rx, &bar);
+            }
+        }
         let params = GenerateParams {
             prompt: self.prompt.clone(),
             duration: self.duration,
             seed: self.seed,
             sampling: SamplingParams {
                 temperature: self.temperature,
-                top_k: self.top_k,
-                top_p: self.top_p,
+                top_k: self.top_k.unwrap_or(250),
+                top_p: self.top_p.unwrap_or(0.0),
             },
             guidance_scale: self.guidance_scale,
             prompt_audio: self.prompt_audio.clone(),
@@ -107,6 +131,60 @@ impl GenerateArgs {
             clip.codes.first().map(|c| c.len()).unwrap_or(0),
             clip.codes.len()
         );
+        Ok(())
+    }
+}
+
+impl GenerateArgs {
+    fn midi(
+        &self,
+        engine: &EngineHandle,
+        rx: &mpsc::Receiver<Event>,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let prime = match &self.prime {
+            Some(p) => prime_from_midi(p, self.prime_seconds)
+                .with_context(|| format!("reading the prime {}", p.display()))?,
+            None => Vec::new(),
+        };
+        let d = MidiGenerateParams::default_sampling();
+        let params = MidiGenerateParams {
+            seconds: self.events.is_none().then_some(self.duration),
+            events: self.events,
+            seed: self.seed,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k.unwrap_or(d.top_k),
+                top_p: self.top_p.unwrap_or(d.top_p),
+            },
+            prime,
+            program: self.program,
+        };
+        bar.set_message("generating");
+        bar.set_position(0);
+        engine.send(Command::GenerateMidi {
+            job: 2,
+            params,
+            out: self.out.with_extension(""),
+            soundfont: self.soundfont.clone(),
+        });
+        let out = wait(rx, 2, bar).context("generating")?;
+        bar.finish_and_clear();
+        let JobOutput::Piece(piece) = out else {
+            bail!("the engine answered a generation with something else");
+        };
+        println!(
+            "wrote {} ({} events, {} notes, {:.1} s)",
+            piece.midi.display(),
+            piece.events.len(),
+            piece.notes,
+            crate::data::midi::duration_of(&piece.events)
+        );
+        match (&piece.wav, &piece.render_error) {
+            (Some(w), _) => println!("rendered {}", w.display()),
+            (None, Some(e)) => eprintln!("not rendered: {e}"),
+            (None, None) => {}
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_train;
 pub mod dataset;
+pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod generate;
@@ -46,6 +47,8 @@ pub enum Commands {
     Export(export::ExportArgs),
     /// List MusicGen models found in the Hugging Face cache.
     Models(models::ModelsArgs),
+    /// Make the offline MIDI demo ready (import its datasets) and print where it is.
+    Demo(demo::DemoArgs),
     /// Benchmarks that print numbers (speed, memory).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,6 +65,7 @@ impl Commands {
             Self::Export(a) => a.run(),
             Self::Eval(a) => a.run(),
             Self::Listen(a) => a.run(),
+            Self::Demo(a) => a.run(),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! `tunelab train --dataset D --model M --mode full|lora|head|scratch --steps N --run R` and
+//! `tunelab train --dataset D --model M --mode full|lora|head|scratch --steps N --run R`,
+//! `tunelab train --family midi --dataset D --mode scratch --preset small --run R` (a Music
+//! Transformer; `--model` names the model or run to continue from in the other modes) and
 //! `tunelab train --resume R`, with a progress bar (step, loss, it/s, ETA).
 
 use std::path::PathBuf;
@@ -7,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::train::config::{EmaConfig, Mode, TrainConfig};
+use crate::train::config::{EmaConfig, Family, Mode, TrainConfig};
 use crate::train::lora::LoraTarget;
 use crate::train::trainer::{Control, Observer, TrainEvent, Trainer};
 
@@ -20,9 +22,22 @@ pub struct TrainArgs {
     /// Dataset folder (from `tunelab dataset import`).
     #[arg(long, required_unless_present = "resume")]
     pub dataset: Option<PathBuf>,
-    /// Base model: a Hugging Face repo id or a local folder.
-    #[arg(long, required_unless_present = "resume")]
+    /// Base model: a Hugging Face repo id or a local folder (MIDI: a Music Transformer folder
+    /// or run to continue from; not needed for `--mode scratch`).
+    #[arg(long)]
     pub model: Option<String>,
+    /// musicgen (text → audio) or midi (Music Transformer on MIDI events).
+    #[arg(long, default_value = "musicgen")]
+    pub family: Family,
+    /// MIDI `scratch` size: tiny, small or base.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// MIDI: longest training window in events (default: the model's window).
+    #[arg(long)]
+    pub max_events: Option<usize>,
+    /// MIDI: random transposition of each excerpt within ± this many semitones.
+    #[arg(long, default_value_t = 3)]
+    pub transpose: u8,
     /// Folder of the new run.
     #[arg(long, required_unless_present = "resume")]
     pub run: Option<PathBuf>,
@@ -95,8 +110,16 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     fn config(&self) -> anyhow::Result<TrainConfig> {
-        let (Some(dataset), Some(model)) = (&self.dataset, &self.model) else {
-            bail!("--dataset and --model are required for a new run");
+        let Some(dataset) = &self.dataset else {
+            bail!("--dataset is required for a new run");
+        };
+        let model = match (&self.model, self.family, self.mode) {
+            (Some(m), _, _) => m.clone(),
+            (None, Family::Midi, Mode::Scratch) => String::new(),
+            (None, Family::Midi, _) => {
+                bail!("--model (the Music Transformer or MIDI run to continue from) is required for --mode {:?}", self.mode)
+            }
+            (None, Family::Musicgen, _) => bail!("--model is required for a new run"),
         };
         let targets = self
             .lora_targets
@@ -106,7 +129,8 @@ impl TrainArgs {
             .collect::<Result<Vec<_>, _>>()?;
         let mut cfg = TrainConfig {
             dataset: dataset.clone(),
-            model: model.clone(),
+            model,
+            family: self.family,
             mode: self.mode,
             steps: self.steps,
             batch_size: self.batch_size,
@@ -139,6 +163,9 @@ impl TrainArgs {
         cfg.scratch.num_attention_heads = self.scratch_heads;
         cfg.scratch.ffn_dim = 4 * self.scratch_hidden;
         cfg.scratch.pattern = self.pattern;
+        cfg.midi.preset = self.preset.clone();
+        cfg.midi.max_events = self.max_events;
+        cfg.midi.transpose = self.transpose;
         Ok(cfg)
     }
 

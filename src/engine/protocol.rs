@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use crate::data::dataset::{ImportOptions, ImportReport};
 use crate::eval::report::{EvalOptions, EvalReport};
+use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{Clip, GenerateParams};
 use crate::models::nn::WeightMode;
-use crate::train::config::TrainConfig;
+use crate::train::config::{Family, TrainConfig};
 use crate::train::trainer::{RunSummary, TrainEvent};
 
 /// Identifies a job so its events can be matched to the request.
@@ -17,7 +18,8 @@ pub type JobId = u64;
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Load a MusicGen from a local directory or a Hugging Face repo id (downloading into the
-    /// HF cache with progress events). Replaces the current model.
+    /// HF cache with progress events), or a Music Transformer (a model folder or a MIDI run).
+    /// Replaces the current model.
     /// `spec` may also be a tunelab training run (its weights on its base model); `adapter`
     /// attaches a LoRA adapter (a PEFT folder or a LoRA run) unmerged.
     LoadModel {
@@ -32,8 +34,16 @@ pub enum Command {
         preset: crate::models::musicgen::config::Preset,
         seed: u64,
     },
-    /// Generate a clip with the loaded model.
+    /// Generate a clip with the loaded model (MusicGen).
     Generate { job: JobId, params: GenerateParams },
+    /// Generate a piece with the loaded Music Transformer: writes `out`.mid and, through
+    /// `soundfont` (default: the first installed), `out`.wav. Ends with `Done(Piece)`.
+    GenerateMidi {
+        job: JobId,
+        params: MidiGenerateParams,
+        out: PathBuf,
+        soundfont: Option<PathBuf>,
+    },
     /// Start a training run in `run_dir` (a new run with `config`, or, with `config: None`,
     /// resume the run there). Streams [`Event::Train`]; ends with `Done(Trained)`.
     Train {
@@ -70,6 +80,7 @@ pub enum Command {
 pub enum JobOutput {
     ModelLoaded(ModelInfo),
     Clip(Clip),
+    Piece(Piece),
     Trained(RunSummary),
     Imported(ImportReport),
     Evaluated(Box<EvalReport>),
@@ -78,6 +89,7 @@ pub enum JobOutput {
 /// A loaded model, as the UI shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
+    pub family: Family,
     pub source: Option<PathBuf>,
     pub description: String,
     pub sample_rate: u32,

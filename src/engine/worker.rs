@@ -14,12 +14,14 @@ use candle_core::Device;
 use super::protocol::{Command, Event, JobId, JobOutput, ModelInfo};
 use crate::error::{Error, Result};
 use crate::eval::report::{evaluate, EvalOptions, EvalReport, LATENT_CAVEAT};
+use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{self, GenerateParams};
 use crate::models::hub;
+use crate::models::music_transformer::{is_model_dir, MusicTransformer};
 use crate::models::musicgen::config::MusicgenConfig;
 use crate::models::musicgen::MusicGen;
 use crate::models::nn::WeightMode;
-use crate::train::config::TrainConfig;
+use crate::train::config::{Family, TrainConfig};
 use crate::train::export;
 use crate::train::trainer::{Control, Observer, RunSummary, TrainEvent, Trainer};
 
@@ -83,10 +85,16 @@ impl Drop for EngineHandle {
     }
 }
 
+/// The loaded model, of either family.
+enum Loaded {
+    Musicgen(Box<MusicGen>),
+    Midi(Box<MusicTransformer>),
+}
+
 struct Worker {
     /// Commands received while a training ran, to run next.
     queue: VecDeque<Command>,
-    model: Option<MusicGen>,
+    model: Option<Loaded>,
     events: Sender<Event>,
     wake: Waker,
     cancel: Arc<AtomicBool>,
@@ -111,7 +119,7 @@ impl Worker {
                     let r = MusicGen::random(MusicgenConfig::preset(preset), seed, &self.device)
                         .map(|(m, _)| {
                             let info = model_info(&m);
-                            self.model = Some(m);
+                            self.model = Some(Loaded::Musicgen(Box::new(m)));
                             info
                         });
                     self.done(job, r.map(JobOutput::ModelLoaded));
@@ -119,6 +127,15 @@ impl Worker {
                 Command::Generate { job, params } => {
                     let r = self.generate(job, &params);
                     self.done(job, r.map(JobOutput::Clip));
+                }
+                Command::GenerateMidi {
+                    job,
+                    params,
+                    out,
+                    soundfont,
+                } => {
+                    let r = self.generate_midi(job, &params, &out, soundfont.as_deref());
+                    self.done(job, r.map(JobOutput::Piece));
                 }
                 Command::Train {
                     job,
@@ -253,6 +270,35 @@ impl Worker {
         weights: crate::models::nn::WeightMode,
         adapter: Option<&Path>,
     ) -> Result<ModelInfo> {
+        let local = Path::new(spec);
+        if is_model_dir(local) || crate::train::midi::is_midi_run(local) {
+            if adapter.is_some() {
+                return Err(Error::InvalidRequest(
+                    "a Music Transformer takes no separate adapter: load its LoRA run instead"
+                        .into(),
+                ));
+            }
+            self.model = None;
+            let (cfg, tensors) = crate::train::midi::resolve_model(spec, &self.device)?;
+            let parameters = tensors.values().map(|t| t.elem_count()).sum();
+            let m = MusicTransformer::new(
+                &cfg,
+                candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &self.device),
+            )?;
+            let info = ModelInfo {
+                family: Family::Midi,
+                source: Some(local.to_path_buf()),
+                description: format!(
+                    "Music Transformer · {} layers × {} · window {} events",
+                    cfg.num_hidden_layers, cfg.hidden_size, cfg.max_position_embeddings
+                ),
+                sample_rate: crate::generate::midi::RENDER_RATE,
+                codebooks: 1,
+                parameters,
+            };
+            self.model = Some(Loaded::Midi(Box::new(m)));
+            return Ok(info);
+        }
         let events = self.events.clone();
         let wake = self.wake.clone();
         let dir = hub::resolve_model(spec, &mut |p| {
@@ -282,13 +328,50 @@ impl Worker {
         }
         m.set_weight_mode(weights)?;
         let info = model_info(&m);
-        self.model = Some(m);
+        self.model = Some(Loaded::Musicgen(Box::new(m)));
         Ok(info)
     }
 
+    fn generate_midi(
+        &mut self,
+        job: JobId,
+        params: &MidiGenerateParams,
+        out: &Path,
+        soundfont: Option<&Path>,
+    ) -> Result<Piece> {
+        let Some(Loaded::Midi(model)) = self.model.as_ref() else {
+            return Err(Error::InvalidRequest(
+                "the loaded model is not a Music Transformer".into(),
+            ));
+        };
+        let events = self.events.clone();
+        let wake = self.wake.clone();
+        let cancel = self.cancel.clone();
+        let tokens = crate::generate::midi::generate_events(model, params, &mut |p| {
+            if events
+                .send(Event::GenerateStep {
+                    job,
+                    step: p.step,
+                    total: p.total,
+                })
+                .is_ok()
+            {
+                wake();
+            }
+            !cancel.load(Ordering::SeqCst)
+        })?;
+        crate::generate::midi::write_piece(&tokens, out, params.program, soundfont)
+    }
+
     fn generate(&mut self, job: JobId, params: &GenerateParams) -> Result<generate::Clip> {
-        let Some(model) = self.model.as_mut() else {
-            return Err(Error::InvalidRequest("no model is loaded".into()));
+        let model = match self.model.as_mut() {
+            Some(Loaded::Musicgen(m)) => m,
+            Some(Loaded::Midi(_)) => {
+                return Err(Error::InvalidRequest(
+                    "the loaded model is a Music Transformer: generate a MIDI piece".into(),
+                ))
+            }
+            None => return Err(Error::InvalidRequest("no model is loaded".into())),
         };
         let events = self.events.clone();
         let wake = self.wake.clone();
@@ -406,6 +489,7 @@ pub fn model_info(m: &MusicGen) -> ModelInfo {
         + m.text.hidden_size() * h
         + h;
     ModelInfo {
+        family: Family::Musicgen,
         source: m.source.clone(),
         description: m.describe(),
         sample_rate: m.sample_rate(),

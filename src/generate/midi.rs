@@ -159,24 +159,65 @@ pub fn generate_events(
     Ok(out)
 }
 
-/// Writes `stem.mid` and, when a SoundFont is found, `stem.wav`; returns the file to play
-/// (the `.wav`, else the `.mid`).
-pub fn write_piece(events: &[u32], stem: &Path, program: u8) -> Result<PathBuf> {
+/// A generated piece as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    /// Prime and continuation, as events.
+    pub events: Vec<u32>,
+    pub notes: usize,
+    pub midi: PathBuf,
+    /// The rendering (`None` when no SoundFont could be used: see `render_error`).
+    pub wav: Option<PathBuf>,
+    /// Mono samples of the rendering at `sample_rate` (empty without one).
+    pub audio: Vec<f32>,
+    pub sample_rate: u32,
+    pub render_error: Option<String>,
+}
+
+impl Piece {
+    /// The file to listen to: the rendering, else the MIDI.
+    pub fn playable(&self) -> &Path {
+        self.wav.as_deref().unwrap_or(&self.midi)
+    }
+}
+
+/// Writes `stem.mid` and renders `stem.wav` through `soundfont` (default: the first one
+/// installed). Without a usable SoundFont the MIDI is still written and the reason is kept.
+pub fn write_piece(
+    events: &[u32],
+    stem: &Path,
+    program: u8,
+    soundfont: Option<&Path>,
+) -> Result<Piece> {
     let notes = decode(events);
-    let mid = stem.with_extension("mid");
-    write_midi(&mid, &notes, program)?;
-    match crate::generate::soundfont::find_soundfont() {
-        Ok(sf) => {
-            let sf = crate::generate::soundfont::SoundFont::load(&sf)?;
+    let midi = stem.with_extension("mid");
+    write_midi(&midi, &notes, program)?;
+    let mut piece = Piece {
+        events: events.to_vec(),
+        notes: notes.len(),
+        midi,
+        wav: None,
+        audio: Vec::new(),
+        sample_rate: RENDER_RATE,
+        render_error: None,
+    };
+    let rendered = soundfont
+        .map(Path::to_path_buf)
+        .map_or_else(crate::generate::soundfont::find_soundfont, Ok)
+        .and_then(|p| crate::generate::soundfont::SoundFont::load(&p))
+        .and_then(|sf| crate::generate::soundfont::render(&sf, &notes, program, RENDER_RATE));
+    match rendered {
+        Ok(audio) => {
             let wav = stem.with_extension("wav");
-            let audio = crate::generate::soundfont::render(&sf, &notes, program, RENDER_RATE)?;
             let bytes = crate::data::audio::wav_bytes(&audio, RENDER_RATE)?;
             crate::util::atomic_write(&wav, &bytes)?;
-            Ok(wav)
+            piece.wav = Some(wav);
+            piece.audio = audio;
         }
         Err(e) => {
-            tracing::warn!("not rendering {}: {e}", mid.display());
-            Ok(mid)
+            tracing::warn!("not rendering {}: {e}", piece.midi.display());
+            piece.render_error = Some(e.to_string());
         }
     }
+    Ok(piece)
 }

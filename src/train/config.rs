@@ -284,6 +284,13 @@ impl TrainConfig {
                 return bad("EMA decay must be within 0..1 and its period at least 1");
             }
         }
+        if self.family == Family::Midi && self.mode == Mode::Scratch {
+            crate::models::music_transformer::MusicTransformerConfig::preset(&self.midi.preset)?;
+        }
+        if self.family == Family::Midi && self.mode != Mode::Scratch && self.model.trim().is_empty()
+        {
+            return bad("a MIDI run in this mode continues from a model: name its folder or run");
+        }
         if self.scratch.num_attention_heads == 0
             || !self
                 .scratch

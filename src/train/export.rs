@@ -71,7 +71,42 @@ pub fn export_run(
     format: ExportFormat,
     out: &Path,
 ) -> Result<()> {
+    export_run_as(run_dir, checkpoint, format, out, DType::F32)
+}
+
+/// [`export_run`] with the weights stored as `dtype` (f32, f16 or bf16): halves a model
+/// folder's size (the demo model ships in f16). MusicGen exports are f32 only.
+pub fn export_run_as(
+    run_dir: &Path,
+    checkpoint: Option<&str>,
+    format: ExportFormat,
+    out: &Path,
+    dtype: DType,
+) -> Result<()> {
     let (cfg, weights) = run_weights(run_dir, checkpoint)?;
+    if cfg.family == crate::train::config::Family::Midi {
+        // A Music Transformer has one format: its model folder (LoRA merged, head on its base).
+        return match format {
+            ExportFormat::Hf => {
+                let (config, tensors) =
+                    crate::train::midi::resolve_run(run_dir, checkpoint, &Device::Cpu)?;
+                let tensors = tensors
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
+                    .collect::<Result<HashMap<_, _>>>()?;
+                crate::models::music_transformer::save(out, &config, &tensors)
+            }
+            other => Err(Error::InvalidRequest(format!(
+                "{}: a MIDI run exports as a model folder (--format hf), not {other:?}",
+                run_dir.display()
+            ))),
+        };
+    }
+    if dtype != DType::F32 {
+        return Err(Error::InvalidRequest(
+            "MusicGen runs export in f32 (reduced precision is chosen when loading)".into(),
+        ));
+    }
     match format {
         ExportFormat::Peft => export_peft(&cfg, &weights, out),
         ExportFormat::Hf => {

@@ -378,7 +378,9 @@ impl Learner for MidiLearner {
             ..Default::default()
         };
         let events = crate::generate::midi::generate_events(&self.model, &params, &mut |_| true)?;
-        crate::generate::midi::write_piece(&events, stem, 0)
+        Ok(crate::generate::midi::write_piece(&events, stem, 0, None)?
+            .playable()
+            .to_path_buf())
     }
 }
 

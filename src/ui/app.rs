@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Command, EngineHandle, Event, JobId, JobOutput, ModelInfo};
+use crate::generate::midi::{prime_from_midi, MidiGenerateParams};
 use crate::generate::{Clip, GenerateParams};
 use crate::models::musicgen::config::Preset;
 use crate::models::nn::WeightMode;
+use crate::train::config::Family;
 use crate::ui::dataset::{DatasetForm, DatasetPanel};
 use crate::ui::evaluate::{EvalForm, EvalPanel};
 use crate::ui::listen::{ListenForm, ListenPanel};
 use crate::ui::models::{ModelsForm, ModelsPanel};
-use crate::ui::train::{Outbox, TrainForm, TrainPanel};
+use crate::ui::train::{field, Outbox, TrainForm, TrainPanel};
 
 /// Form values persisted across restarts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -23,12 +25,39 @@ pub struct State {
     pub tab: Tab,
     pub model_spec: String,
     pub params: GenerateParams,
+    pub midi: MidiForm,
     pub out_path: String,
     pub train: TrainForm,
     pub dataset: DatasetForm,
     pub listen: ListenForm,
     pub models: ModelsForm,
     pub evaluate: EvalForm,
+}
+
+/// The Generate tab's settings for a Music Transformer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MidiForm {
+    pub params: MidiGenerateParams,
+    /// A MIDI file whose first `prime_seconds` the piece continues; empty = improv.
+    pub prime: String,
+    pub prime_seconds: f64,
+    /// Pieces are written here as `piece-<seed>.mid` / `.wav`.
+    pub out_dir: String,
+    /// A SoundFont (.sf2) to render with; empty = the first installed.
+    pub soundfont: String,
+}
+
+impl Default for MidiForm {
+    fn default() -> Self {
+        Self {
+            params: MidiGenerateParams::default(),
+            prime: String::new(),
+            prime_seconds: 5.0,
+            out_dir: crate::demo::demo_dir().join("pieces").display().to_string(),
+            soundfont: String::new(),
+        }
+    }
 }
 
 /// The panels.
@@ -46,7 +75,9 @@ pub enum Tab {
 impl Default for State {
     fn default() -> Self {
         Self {
-            model_spec: "facebook/musicgen-small".into(),
+            // The shipped demo model: the studio works offline on first start.
+            model_spec: crate::demo::model_dir().display().to_string(),
+            midi: MidiForm::default(),
             params: GenerateParams {
                 prompt: "lo-fi hip hop with warm piano and vinyl crackle".into(),
                 duration: 5.0,
@@ -106,7 +137,31 @@ impl TunelabApp {
             state.tab = t;
         }
         let ctx = cc.egui_ctx.clone();
-        Self::with_waker(state, Arc::new(move || ctx.request_repaint()))
+        let mut app = Self::with_waker(state, Arc::new(move || ctx.request_repaint()));
+        app.load_local_model();
+        app
+    }
+
+    /// Loads the model named in the form when it is a local folder (the demo on first start):
+    /// nothing to download, so the studio opens ready to generate.
+    pub fn load_local_model(&mut self) {
+        let spec = self.state.model_spec.clone();
+        if !std::path::Path::new(&spec).is_dir() {
+            return;
+        }
+        let job = self.send(|job| Command::LoadModel {
+            job,
+            spec,
+            weights: WeightMode::F32,
+            adapter: None,
+        });
+        self.busy = Busy::Loading {
+            job,
+            file: String::new(),
+            done: 0,
+            total: 0,
+        };
+        self.flush_outbox();
     }
 
     /// Builds the app around a fresh engine; `wake` is called after each engine event.
@@ -199,7 +254,7 @@ impl TunelabApp {
             Tab::Dataset => {
                 self.dataset.ui(ui, &mut self.outbox);
                 if let Some(ds) = self.dataset.train_on.take() {
-                    self.train.form.config.dataset = ds;
+                    self.train.form.set_dataset(ds);
                     self.state.tab = Tab::Train;
                 }
             }
@@ -268,6 +323,25 @@ impl TunelabApp {
                             );
                             self.clip = Some(clip);
                         }
+                        Ok(JobOutput::Piece(piece)) => {
+                            self.status = match &piece.render_error {
+                                None => format!(
+                                    "Generated {} events ({} notes): {}",
+                                    piece.events.len(),
+                                    piece.notes,
+                                    piece.playable().display()
+                                ),
+                                Some(e) => format!(
+                                    "Wrote {} but could not render it: {e}",
+                                    piece.midi.display()
+                                ),
+                            };
+                            self.clip = Some(Clip {
+                                codes: Vec::new(),
+                                audio: piece.audio,
+                                sample_rate: piece.sample_rate,
+                            });
+                        }
                         Ok(JobOutput::Trained(_))
                         | Ok(JobOutput::Imported(_))
                         | Ok(JobOutput::Evaluated(_)) => {}
@@ -281,8 +355,12 @@ impl TunelabApp {
     fn draw(&mut self, ui: &mut egui::Ui) {
         let idle = self.busy == Busy::Idle;
         ui.horizontal(|ui| {
-            ui.label("Model (repo id or folder):");
-            ui.text_edit_singleline(&mut self.state.model_spec);
+            field(
+                ui,
+                "Model",
+                "A Hub repo id, a local MusicGen or Music Transformer folder, or a training run.",
+                |ui| ui.text_edit_singleline(&mut self.state.model_spec),
+            );
             if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
                 let spec = self.state.model_spec.clone();
                 let job = self.send(|job| Command::LoadModel {
@@ -318,6 +396,132 @@ impl TunelabApp {
                 };
             }
         });
+        if let Some(m) = &self.model {
+            ui.label(format!(
+                "{} · {}",
+                match m.family {
+                    Family::Musicgen => "MusicGen",
+                    Family::Midi => "MIDI",
+                },
+                m.description
+            ));
+        }
+        if self
+            .model
+            .as_ref()
+            .is_some_and(|m| m.family == Family::Midi)
+        {
+            self.midi_controls(ui, idle);
+        } else {
+            self.musicgen_controls(ui, idle);
+        }
+        self.clip_view(ui);
+    }
+
+    /// Improv or primed generation with a Music Transformer (no prompt, no CFG).
+    fn midi_controls(&mut self, ui: &mut egui::Ui, idle: bool) {
+        let f = &mut self.state.midi;
+        ui.horizontal(|ui| {
+            field(
+                ui,
+                "Prime",
+                "A MIDI file whose opening the piece continues; empty = improv.",
+                |ui| ui.text_edit_singleline(&mut f.prime),
+            );
+            if ui.button("Browse…").clicked() {
+                if let Some(p) = rfd::FileDialog::new()
+                    .add_filter("MIDI", &["mid", "midi"])
+                    .pick_file()
+                {
+                    f.prime = p.display().to_string();
+                }
+            }
+            if !f.prime.trim().is_empty() {
+                ui.add(
+                    egui::DragValue::new(&mut f.prime_seconds)
+                        .range(0.5..=60.0)
+                        .suffix(" s of it"),
+                );
+            }
+        });
+        ui.horizontal(|ui| {
+            let mut seconds = f.params.seconds.unwrap_or(20.0);
+            ui.add(egui::Slider::new(&mut seconds, 2.0..=120.0).text("seconds"));
+            f.params.seconds = Some(seconds);
+            f.params.events = None;
+            ui.add(egui::DragValue::new(&mut f.params.seed).prefix("seed "));
+            ui.add(
+                egui::Slider::new(&mut f.params.sampling.temperature, 0.1..=2.0)
+                    .text("temperature"),
+            );
+            ui.add(egui::Slider::new(&mut f.params.sampling.top_p, 0.0..=1.0).text("top-p"));
+        });
+        ui.horizontal(|ui| {
+            field(
+                ui,
+                "Write to",
+                "Folder of the pieces (piece-<seed>.mid and .wav).",
+                |ui| ui.text_edit_singleline(&mut f.out_dir),
+            );
+            field(
+                ui,
+                "SoundFont",
+                "A General MIDI .sf2 to render with; empty = the first installed.",
+                |ui| {
+                    ui.add(
+                        egui::TextEdit::singleline(&mut f.soundfont).hint_text("first installed"),
+                    )
+                },
+            );
+        });
+        let label = if f.prime.trim().is_empty() {
+            "Generate improv"
+        } else {
+            "Continue the prime"
+        };
+        ui.horizontal(|ui| {
+            if ui.add_enabled(idle, egui::Button::new(label)).clicked() {
+                self.generate_midi();
+            }
+            if !idle && ui.button("Cancel").clicked() {
+                if let Some(e) = &self.engine {
+                    e.cancel();
+                }
+            }
+        });
+    }
+
+    fn generate_midi(&mut self) {
+        let f = self.state.midi.clone();
+        let mut params = f.params.clone();
+        if !f.prime.trim().is_empty() {
+            match prime_from_midi(std::path::Path::new(f.prime.trim()), f.prime_seconds) {
+                Ok(p) => params.prime = p,
+                Err(e) => {
+                    self.status = format!("Error: {e}");
+                    return;
+                }
+            }
+        } else {
+            params.prime.clear();
+        }
+        let out = std::path::Path::new(&f.out_dir).join(format!("piece-{}", params.seed));
+        let soundfont =
+            (!f.soundfont.trim().is_empty()).then(|| std::path::PathBuf::from(f.soundfont.trim()));
+        let job = self.send(|job| Command::GenerateMidi {
+            job,
+            params,
+            out,
+            soundfont,
+        });
+        self.busy = Busy::Generating {
+            job,
+            step: 0,
+            total: 1,
+        };
+    }
+
+    fn musicgen_controls(&mut self, ui: &mut egui::Ui, idle: bool) {
         ui.label("Prompt:");
         ui.text_edit_multiline(&mut self.state.params.prompt);
         ui.horizontal(|ui| {
@@ -348,6 +552,10 @@ impl TunelabApp {
                 }
             }
         });
+    }
+
+    /// The last clip or rendered piece: transport, waveform, save.
+    fn clip_view(&mut self, ui: &mut egui::Ui) {
         if let Some(c) = &self.clip {
             let audio = Arc::new(c.audio.clone());
             let rate = c.sample_rate;

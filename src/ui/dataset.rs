@@ -19,8 +19,11 @@ pub struct DatasetForm {
 impl Default for DatasetForm {
     fn default() -> Self {
         Self {
-            source: String::new(),
-            dataset: "datasets/mine".into(),
+            source: crate::demo::assets_dir()
+                .join("demo/midi/folk")
+                .display()
+                .to_string(),
+            dataset: crate::demo::dataset_dir("folk").display().to_string(),
             segment_seconds: 30.0,
         }
     }

@@ -24,8 +24,8 @@ pub struct ModelsForm {
 impl Default for ModelsForm {
     fn default() -> Self {
         Self {
-            spec: "facebook/musicgen-small".into(),
-            runs_dir: "runs".into(),
+            spec: crate::demo::model_dir().display().to_string(),
+            runs_dir: crate::demo::demo_dir().join("runs").display().to_string(),
             weights: WeightMode::F32,
         }
     }
@@ -145,6 +145,21 @@ impl ModelsPanel {
             {
                 let spec = self.form.spec.trim().to_string();
                 self.load(spec, out);
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label("Offline demo:");
+            if ui
+                .add_enabled(
+                    !busy,
+                    egui::Button::new("Music Transformer (Bach chorales)"),
+                )
+                .on_hover_text(
+                    "Shipped with tunelab: a small model trained by tunelab on the chorales.",
+                )
+                .clicked()
+            {
+                self.load(crate::demo::model_dir().display().to_string(), out);
             }
         });
         ui.horizontal(|ui| {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use crate::engine::{Command, Event, JobId, JobOutput};
-use crate::train::config::{Mode, TrainConfig};
+use crate::train::config::{Family, Mode, TrainConfig};
 use crate::train::trainer::{StepMetrics, TrainEvent, ValidMetrics};
 
 /// A labelled form field: the label (with its tooltip) names the widget for screen readers.
@@ -49,13 +49,42 @@ pub struct TrainForm {
 
 impl Default for TrainForm {
     fn default() -> Self {
+        // The offline demo: fine-tune the shipped classical model on the folk tunes.
+        let mut config = TrainConfig {
+            dataset: crate::demo::dataset_dir("folk"),
+            model: crate::demo::model_dir().display().to_string(),
+            family: Family::Midi,
+            mode: Mode::Full,
+            steps: 200,
+            batch_size: 4,
+            lr: Some(3e-4),
+            warmup_steps: 10,
+            eval_every: 20,
+            save_every: 20,
+            ..Default::default()
+        };
+        config.midi.max_events = Some(256);
         Self {
-            config: TrainConfig {
-                model: "facebook/musicgen-small".into(),
-                ..Default::default()
-            },
-            run_dir: "runs/first".into(),
+            config,
+            run_dir: crate::demo::demo_dir()
+                .join("runs")
+                .join("folk-finetune")
+                .display()
+                .to_string(),
         }
+    }
+}
+
+impl TrainForm {
+    /// Sets the dataset and follows its kind: a MIDI dataset trains a Music Transformer, an
+    /// audio one MusicGen.
+    pub fn set_dataset(&mut self, dataset: PathBuf) {
+        if crate::data::midi_dataset::is_midi_dataset(&dataset) {
+            self.config.family = Family::Midi;
+        } else if dataset.join("segments.jsonl").is_file() {
+            self.config.family = Family::Musicgen;
+        }
+        self.config.dataset = dataset;
     }
 }
 
@@ -64,6 +93,13 @@ pub enum RunState {
     Idle,
     Running,
     Paused,
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Musicgen => "MusicGen",
+        Family::Midi => "Music Transformer (MIDI)",
+    }
 }
 
 /// What the charts show.
@@ -302,9 +338,8 @@ impl TrainPanel {
     }
 
     fn form_ui(&mut self, ui: &mut egui::Ui) {
-        let c = &mut self.form.config;
         egui::Grid::new("train-form").num_columns(4).show(ui, |ui| {
-            let mut ds = c.dataset.display().to_string();
+            let mut ds = self.form.config.dataset.display().to_string();
             if field(
                 ui,
                 "Dataset folder",
@@ -313,14 +348,44 @@ impl TrainPanel {
             )
             .changed()
             {
-                c.dataset = PathBuf::from(ds);
+                self.form.set_dataset(PathBuf::from(ds));
             }
+            let c = &mut self.form.config;
             field(
                 ui,
                 "Base model",
-                "A Hub id or a local MusicGen folder.",
+                "MusicGen: a Hub id or a local folder · MIDI: a Music Transformer folder or run \
+                 to continue from (unused by scratch)",
                 |ui| ui.text_edit_singleline(&mut c.model),
             );
+            ui.end_row();
+            field(
+                ui,
+                "Family",
+                "MusicGen (text → audio) or Music Transformer (MIDI events)",
+                |ui| {
+                    egui::ComboBox::from_id_salt("family")
+                        .selected_text(family_name(c.family))
+                        .show_ui(ui, |ui| {
+                            for f in [Family::Musicgen, Family::Midi] {
+                                ui.selectable_value(&mut c.family, f, family_name(f));
+                            }
+                        })
+                        .response
+                },
+            );
+            if c.family == Family::Midi {
+                field(ui, "Preset", "Size of a scratch Music Transformer.", |ui| {
+                    egui::ComboBox::from_id_salt("preset")
+                        .selected_text(c.midi.preset.clone())
+                        .show_ui(ui, |ui| {
+                            for p in crate::models::music_transformer::PRESETS {
+                                ui.selectable_value(&mut c.midi.preset, p.to_string(), p);
+                            }
+                        })
+                        .response
+                });
+            }
             ui.end_row();
             field(
                 ui,
@@ -370,12 +435,26 @@ impl TrainPanel {
                 |ui| ui.add(egui::DragValue::new(&mut c.warmup_steps).range(0..=100_000)),
             );
             ui.end_row();
-            field(
-                ui,
-                "Max seconds",
-                "Longer segments are randomly cropped.",
-                |ui| ui.add(egui::DragValue::new(&mut c.max_seconds).range(1.0..=30.0)),
-            );
+            if c.family == Family::Midi {
+                let mut events = c.midi.max_events.unwrap_or(512);
+                if field(
+                    ui,
+                    "Max events",
+                    "Training window in events (at most the model's); longer pieces are cropped.",
+                    |ui| ui.add(egui::DragValue::new(&mut events).range(16..=4096)),
+                )
+                .changed()
+                {
+                    c.midi.max_events = Some(events);
+                }
+            } else {
+                field(
+                    ui,
+                    "Max seconds",
+                    "Longer segments are randomly cropped.",
+                    |ui| ui.add(egui::DragValue::new(&mut c.max_seconds).range(1.0..=30.0)),
+                );
+            }
             field(
                 ui,
                 "LoRA rank",
@@ -383,12 +462,21 @@ impl TrainPanel {
                 |ui| ui.add(egui::DragValue::new(&mut c.lora.r).range(1..=256)),
             );
             ui.end_row();
-            field(
-                ui,
-                "Condition dropout",
-                "Share of captions replaced by the empty condition (keeps CFG working).",
-                |ui| ui.add(egui::Slider::new(&mut c.condition_dropout, 0.0..=1.0)),
-            );
+            if c.family == Family::Midi {
+                field(
+                    ui,
+                    "Transpose ±",
+                    "Each excerpt is shifted by a random number of semitones up to this.",
+                    |ui| ui.add(egui::DragValue::new(&mut c.midi.transpose).range(0..=12)),
+                );
+            } else {
+                field(
+                    ui,
+                    "Condition dropout",
+                    "Share of captions replaced by the empty condition (keeps CFG working).",
+                    |ui| ui.add(egui::Slider::new(&mut c.condition_dropout, 0.0..=1.0)),
+                );
+            }
             field(
                 ui,
                 "Validate every",
@@ -514,7 +602,7 @@ mod tests {
                 run_dir,
             }] => {
                 assert_eq!(c.mode, Mode::Full);
-                assert_eq!(run_dir, &PathBuf::from("runs/first"));
+                assert_eq!(run_dir, &PathBuf::from(TrainForm::default().run_dir));
                 *job
             }
             other => panic!("expected a Train command, got {other:?}"),

@@ -361,3 +361,77 @@ fn improv_and_primed_generation_write_midi() {
     let err = generate_events(&model, &p, &mut |s| s.step < 5).unwrap_err();
     assert!(err.to_string().contains("cancelled"));
 }
+
+/// A blind A/B session between two Music Transformers (a run and its fine-tune): both continue
+/// the same primes with the same seeds, rendered through the SoundFont, loudness-matched.
+#[test]
+fn a_listening_session_compares_two_midi_models() {
+    use tunelab::eval::listen::prepare::{prepare_session, ClipMaker, Contender, SessionPlan};
+    use tunelab::eval::listen::session::SessionLog;
+    use tunelab::generate::soundfont::{find_soundfont, SoundFont};
+    let dir = tempfile::tempdir().unwrap();
+    let ds = midi_dataset(dir.path());
+    let base = dir.path().join("base");
+    run(config(&ds, Mode::Scratch, "", 2), &base);
+    let tuned = dir.path().join("tuned");
+    run(
+        config(&ds, Mode::Full, &base.display().to_string(), 2),
+        &tuned,
+    );
+    let maker = |run: PathBuf| {
+        move || {
+            let (cfg, t) = resolve_run(&run, None, &Device::Cpu)?;
+            let model = tunelab::models::music_transformer::MusicTransformer::new(
+                &cfg,
+                candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, &Device::Cpu),
+            )?;
+            Ok(ClipMaker::Midi {
+                model: Box::new(model),
+                soundfont: SoundFont::load(&find_soundfont()?)?,
+                prime_seconds: 1.5,
+            })
+        }
+    };
+    let contender = |label: &str, run: &Path| Contender {
+        label: label.into(),
+        id: run.display().to_string(),
+        weights_sha256: "test".into(),
+        load: Box::new(maker(run.to_path_buf())),
+    };
+    let prime = dir.path().join("src/piece-02.mid").display().to_string();
+    let plan = SessionPlan {
+        prompts: vec![prime],
+        seeds: vec![0, 1],
+        seconds: 3.0,
+        trials: 4,
+        ..Default::default()
+    };
+    let out = dir.path().join("session");
+    let log = prepare_session(
+        &out,
+        "midi",
+        &plan,
+        contender("A", &base),
+        contender("B", &tuned),
+        &mut |_| {},
+    )
+    .unwrap();
+    let session = SessionLog::open(&log).unwrap();
+    let clips = &session.spec().clips;
+    assert_eq!(clips.len(), 4, "one pair per prime and seed");
+    let mut loudness = Vec::new();
+    for c in clips {
+        let r = hound::WavReader::open(&c.path).unwrap();
+        assert_eq!(r.spec().sample_rate, tunelab::generate::midi::RENDER_RATE);
+        let x = tunelab::data::audio::load_mono(&c.path, 44_100).unwrap();
+        assert_eq!(x.len(), 3 * 44_100, "trimmed to the trial length");
+        loudness.push(
+            tunelab::eval::listen::loudness::measure(&x, 44_100)
+                .unwrap()
+                .integrated_lufs,
+        );
+    }
+    for pair in loudness.chunks(2) {
+        assert!((pair[0] - pair[1]).abs() < 0.5, "matched: {pair:?}");
+    }
+}

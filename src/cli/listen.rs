@@ -8,14 +8,17 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
-use crate::eval::listen::prepare::{prepare_session, Contender, SessionPlan};
+use crate::eval::listen::prepare::{prepare_session, ClipMaker, Contender, SessionPlan};
 use crate::eval::listen::session::{
     answers_to_csv, pool, results_to_csv, to_json, ResultsOptions, SessionLog,
 };
 use crate::eval::listen::stats::{min_wins_for_significance, power_votes, TiePolicy};
+use crate::generate::soundfont::{find_soundfont, SoundFont};
+use crate::models::music_transformer::{is_model_dir, MusicTransformer};
 use crate::models::musicgen::MusicGen;
 use crate::models::nn::WeightMode;
 use crate::train::export::{is_run_dir, load_run_model};
+use crate::train::midi::is_midi_run;
 
 #[derive(Debug, Subcommand)]
 pub enum ListenCommand {
@@ -33,9 +36,17 @@ pub struct NewArgs {
     /// Model B (e.g. the fine-tune).
     #[arg(long)]
     pub model_b: String,
-    /// A prompt (repeat), or use --prompts-file.
+    /// A prompt (repeat), or use --prompts-file. For Music Transformers a prompt is `improv`
+    /// or a MIDI file whose first `--prime-seconds` both models continue.
     #[arg(long = "prompt")]
     pub prompts: Vec<String>,
+    /// MIDI: seconds of each prime file that the pieces continue.
+    #[arg(long, default_value_t = 5.0)]
+    pub prime_seconds: f64,
+    /// MIDI: the SoundFont (.sf2) both models' pieces are rendered with (default: the first
+    /// installed).
+    #[arg(long)]
+    pub soundfont: Option<PathBuf>,
     /// One prompt per line.
     #[arg(long)]
     pub prompts_file: Option<PathBuf>,
@@ -98,7 +109,39 @@ fn weights_hash(dir: &std::path::Path) -> String {
     format!("{:x}", h.finalize())
 }
 
-fn contender(label: &str, spec: &str) -> anyhow::Result<Contender<'static>> {
+fn contender(
+    label: &str,
+    spec: &str,
+    prime_seconds: f64,
+    soundfont: Option<PathBuf>,
+) -> anyhow::Result<Contender<'static>> {
+    let local = std::path::Path::new(spec);
+    if is_model_dir(local) || is_midi_run(local) {
+        let dir = local.to_path_buf();
+        return Ok(Contender {
+            label: label.into(),
+            id: spec.into(),
+            weights_sha256: weights_hash(&dir),
+            load: Box::new(move || {
+                let device = candle_core::Device::Cpu;
+                let (cfg, tensors) =
+                    crate::train::midi::resolve_model(&dir.display().to_string(), &device)?;
+                let model = MusicTransformer::new(
+                    &cfg,
+                    candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device),
+                )?;
+                let sf = match &soundfont {
+                    Some(p) => p.clone(),
+                    None => find_soundfont()?,
+                };
+                Ok(ClipMaker::Midi {
+                    model: Box::new(model),
+                    soundfont: SoundFont::load(&sf)?,
+                    prime_seconds,
+                })
+            }),
+        });
+    }
     let dir = crate::models::hub::resolve_model(spec, &mut |_| {})
         .with_context(|| format!("finding {spec}"))?;
     let hash = weights_hash(&dir);
@@ -108,11 +151,12 @@ fn contender(label: &str, spec: &str) -> anyhow::Result<Contender<'static>> {
         weights_sha256: hash,
         load: Box::new(move || {
             let device = candle_core::Device::Cpu;
-            if is_run_dir(&dir) {
+            let m = if is_run_dir(&dir) {
                 load_run_model(&dir, None, &device, WeightMode::F32)
             } else {
                 MusicGen::load(&dir, &device, WeightMode::F32)
-            }
+            }?;
+            Ok(ClipMaker::Musicgen(Box::new(m)))
         }),
     })
 }
@@ -155,8 +199,18 @@ impl NewArgs {
             &self.out,
             &id,
             &plan,
-            contender("A", &self.model_a)?,
-            contender("B", &self.model_b)?,
+            contender(
+                "A",
+                &self.model_a,
+                self.prime_seconds,
+                self.soundfont.clone(),
+            )?,
+            contender(
+                "B",
+                &self.model_b,
+                self.prime_seconds,
+                self.soundfont.clone(),
+            )?,
             &mut |s| eprintln!("{s}"),
         )?;
         let need = min_wins_for_significance(self.trials as u64, 0.05);

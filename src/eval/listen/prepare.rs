@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 use super::loudness::match_pair;
 use super::session::{sha256_hex, Clip, ModelRef, SessionLog, SessionSpec, Which};
 use crate::data::audio::wav_bytes;
+use crate::data::midi::decode;
 use crate::error::{Error, Result};
+use crate::generate::midi::{generate_events, prime_from_midi, MidiGenerateParams, RENDER_RATE};
+use crate::generate::soundfont::{render, SoundFont};
 use crate::generate::{generate, GenerateParams};
+use crate::models::music_transformer::MusicTransformer;
 use crate::models::musicgen::MusicGen;
 use crate::util::atomic_write;
 
@@ -51,13 +55,71 @@ impl Default for SessionPlan {
     }
 }
 
+/// What makes the clips of a contender: a MusicGen (prompts are text), or a Music Transformer
+/// rendered through a SoundFont (a prompt is empty or `improv` for improv, else the path of a
+/// MIDI file whose first `prime_seconds` the piece continues).
+pub enum ClipMaker {
+    Musicgen(Box<MusicGen>),
+    Midi {
+        model: Box<MusicTransformer>,
+        soundfont: SoundFont,
+        prime_seconds: f64,
+    },
+}
+
+impl ClipMaker {
+    fn sample_rate(&self) -> u32 {
+        match self {
+            Self::Musicgen(m) => m.sample_rate(),
+            Self::Midi { .. } => RENDER_RATE,
+        }
+    }
+
+    fn clip(&mut self, prompt: &str, seed: u64, plan: &SessionPlan) -> Result<Vec<f32>> {
+        match self {
+            Self::Musicgen(model) => {
+                let params = GenerateParams {
+                    prompt: prompt.to_string(),
+                    duration: plan.seconds,
+                    seed,
+                    ..plan.generation.clone()
+                };
+                Ok(generate(model, &params, &mut |_| true)?.audio)
+            }
+            Self::Midi {
+                model,
+                soundfont,
+                prime_seconds,
+            } => {
+                let p = prompt.trim();
+                let prime = if p.is_empty() || p.eq_ignore_ascii_case("improv") {
+                    Vec::new()
+                } else {
+                    prime_from_midi(Path::new(p), *prime_seconds)?
+                };
+                let params = MidiGenerateParams {
+                    seconds: Some(plan.seconds),
+                    seed,
+                    prime,
+                    ..Default::default()
+                };
+                let events = generate_events(model, &params, &mut |_| true)?;
+                let audio = render(soundfont, &decode(&events), params.program, RENDER_RATE)?;
+                // Trials are `seconds` long: the release tail and any overhang are cut.
+                let n = (plan.seconds * RENDER_RATE as f64) as usize;
+                Ok(audio.into_iter().take(n).collect())
+            }
+        }
+    }
+}
+
 /// A model to test: how to name it and how to get it.
 pub struct Contender<'a> {
     pub label: String,
     pub id: String,
     pub weights_sha256: String,
     /// Loads the model (called once, so only one model is in memory at a time).
-    pub load: Box<dyn FnMut() -> Result<MusicGen> + 'a>,
+    pub load: Box<dyn FnMut() -> Result<ClipMaker> + 'a>,
 }
 
 /// Generates, matches and writes every clip into `dir/clips/`, and creates `dir/session.jsonl`.
@@ -75,23 +137,24 @@ pub fn prepare_session<'a>(
         ));
     }
     let mut audio: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
-    let mut rate = 32_000;
+    let mut rates = [0u32; 2];
     for (slot, c) in [&mut a, &mut b].into_iter().enumerate() {
-        let mut model = (c.load)()?;
-        rate = model.sample_rate();
+        let mut maker = (c.load)()?;
+        rates[slot] = maker.sample_rate();
         for (pi, prompt) in plan.prompts.iter().enumerate() {
             for &seed in &plan.seeds {
                 progress(&format!("{}: prompt {} seed {seed}", c.label, pi + 1));
-                let params = GenerateParams {
-                    prompt: prompt.clone(),
-                    duration: plan.seconds,
-                    seed,
-                    ..plan.generation.clone()
-                };
-                audio[slot].push(generate(&mut model, &params, &mut |_| true)?.audio);
+                audio[slot].push(maker.clip(prompt, seed, plan)?);
             }
         }
     }
+    if rates[0] != rates[1] {
+        return Err(Error::InvalidRequest(format!(
+            "{} makes {} Hz audio and {} {} Hz: compare models of one family",
+            a.label, rates[0], b.label, rates[1]
+        )));
+    }
+    let rate = rates[0];
     let clip_dir = dir.join("clips");
     let mut clips = Vec::new();
     let mut i = 0;

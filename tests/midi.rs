@@ -435,3 +435,105 @@ fn a_listening_session_compares_two_midi_models() {
         assert!((pair[0] - pair[1]).abs() < 0.5, "matched: {pair:?}");
     }
 }
+
+/// The MIDI family from the command line: import → train from scratch → evaluate → export (f16)
+/// → generate from the run and from the exported folder (MIDI + rendering).
+#[test]
+fn the_cli_trains_evaluates_exports_and_generates_midi() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_tunelab");
+    let dir = tempfile::tempdir().unwrap();
+    let ds = midi_dataset(dir.path());
+    let ok = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tunelab {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let run = dir.path().join("run");
+    let (ds_s, run_s) = (ds.display().to_string(), run.display().to_string());
+    ok(&[
+        "train",
+        "--family",
+        "midi",
+        "--mode",
+        "scratch",
+        "--preset",
+        "tiny",
+        "--dataset",
+        &ds_s,
+        "--run",
+        &run_s,
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--max-events",
+        "32",
+        "--eval-every",
+        "3",
+        "--json",
+    ]);
+    let eval = ok(&[
+        "eval",
+        "--model",
+        &run_s,
+        "--dataset",
+        &ds_s,
+        "--split",
+        "valid",
+    ]);
+    assert!(eval.contains(&run_s), "{eval}");
+    let folder = dir.path().join("exported");
+    ok(&[
+        "export",
+        &run_s,
+        "--format",
+        "hf",
+        "--f16",
+        "--out",
+        &folder.display().to_string(),
+    ]);
+    let st = std::fs::read(folder.join("model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&st).unwrap();
+    assert!(meta
+        .tensors()
+        .values()
+        .all(|t| t.dtype == safetensors::Dtype::F16));
+    for (model, out) in [(&run, "a.mid"), (&folder, "b.mid")] {
+        let out = dir.path().join(out);
+        let text = ok(&[
+            "generate",
+            "--model",
+            &model.display().to_string(),
+            "--duration",
+            "2",
+            "--seed",
+            "4",
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert!(text.contains("rendered"), "{text}");
+        assert!(out.is_file() && out.with_extension("wav").is_file());
+    }
+    // A MIDI run in a mode that continues from a model needs one.
+    let out = Command::new(bin)
+        .args([
+            "train",
+            "--family",
+            "midi",
+            "--mode",
+            "full",
+            "--dataset",
+            &ds_s,
+            "--run",
+        ])
+        .arg(dir.path().join("r2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
+}

@@ -36,7 +36,74 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
+/// A Music Transformer's held-out cross-entropy on a MIDI dataset split.
+#[derive(Debug, Clone, serde::Serialize)]
+struct MidiHeldOut {
+    model: String,
+    dataset: String,
+    split: Split,
+    pieces: usize,
+    ce: f64,
+    ppl: f64,
+    tokens: usize,
+    seconds: f64,
+}
+
 impl EvalArgs {
+    /// MIDI datasets: held-out CE / PPL over every event of the split's pieces (windows of the
+    /// model's length); generation metrics are audio-only.
+    fn midi(&self, split: Split) -> anyhow::Result<()> {
+        let device = candle_core::Device::Cpu;
+        let pieces: Vec<_> = crate::data::midi_dataset::read_pieces(&self.dataset)?
+            .into_iter()
+            .filter(|p| p.split == split)
+            .collect();
+        if pieces.is_empty() {
+            anyhow::bail!("{} has no {split:?} piece", self.dataset.display());
+        }
+        let mut out = Vec::new();
+        println!(
+            "{:<50} {:>8} {:>9} {:>9} {:>8}",
+            "model", "CE", "PPL", "tokens", "s"
+        );
+        for spec in &self.models {
+            let started = std::time::Instant::now();
+            let (cfg, tensors) = crate::train::midi::resolve_model(spec, &device)
+                .with_context(|| format!("loading {spec}"))?;
+            let model = crate::models::music_transformer::MusicTransformer::new(
+                &cfg,
+                candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device),
+            )?;
+            let (ce, tokens) = crate::train::midi::cross_entropy(
+                &model,
+                &pieces,
+                cfg.max_position_embeddings,
+                8,
+                usize::MAX,
+            )?;
+            let r = MidiHeldOut {
+                model: spec.clone(),
+                dataset: self.dataset.display().to_string(),
+                split,
+                pieces: pieces.len(),
+                ce,
+                ppl: ce.exp(),
+                tokens,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            println!(
+                "{:<50} {:>8.4} {:>9.2} {:>9} {:>8.1}",
+                r.model, r.ce, r.ppl, r.tokens, r.seconds
+            );
+            out.push(r);
+        }
+        if let Some(p) = &self.json {
+            crate::util::atomic_write(p, &serde_json::to_vec_pretty(&out)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        Ok(())
+    }
+
     pub fn run(&self) -> anyhow::Result<()> {
         let split = match self.split.as_str() {
             "train" => Split::Train,
@@ -51,6 +118,9 @@ impl EvalArgs {
             seed: self.seed,
             ..Default::default()
         };
+        if crate::data::midi_dataset::is_midi_dataset(&self.dataset) {
+            return self.midi(split);
+        }
         let device = candle_core::Device::Cpu;
         let mut models = Vec::new();
         for (i, spec) in self.models.iter().enumerate() {

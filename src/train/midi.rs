@@ -384,8 +384,9 @@ impl Learner for MidiLearner {
     }
 }
 
-/// Token-weighted cross-entropy of `model` on the first window of each piece (no augmentation),
-/// over at most `batches` batches: `(ce, tokens)`.
+/// Token-weighted cross-entropy of `model` over every event of `pieces` (no augmentation):
+/// each `BOS, events…, EOS` is cut into consecutive windows of `window` predictions, batched by
+/// `batch_size`, at most `batches` batches: `(ce, tokens)`.
 pub fn cross_entropy(
     model: &MusicTransformer,
     pieces: &[Piece],
@@ -393,19 +394,22 @@ pub fn cross_entropy(
     batch_size: usize,
     batches: usize,
 ) -> Result<(f64, usize)> {
-    let learner_view = |chunk: &[Piece]| -> Vec<Vec<u32>> {
-        chunk
-            .iter()
-            .map(|p| {
-                let s = sequence(p);
-                s[..s.len().min(window + 1)].to_vec()
-            })
-            .collect()
-    };
+    let window = window.max(1);
+    let windows: Vec<Vec<u32>> = pieces
+        .iter()
+        .flat_map(|p| {
+            let s = sequence(p);
+            let n = s.len();
+            (0..n.saturating_sub(1))
+                .step_by(window)
+                .map(move |start| s[start..(start + window + 1).min(n)].to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut sum = 0f64;
     let mut tokens = 0usize;
-    for chunk in pieces.chunks(batch_size.max(1)).take(batches) {
-        let out = window_loss(model, &learner_view(chunk))?;
+    for chunk in windows.chunks(batch_size.max(1)).take(batches) {
+        let out = window_loss(model, chunk)?;
         sum += out.ce[0] as f64 * out.tokens[0] as f64;
         tokens += out.tokens[0];
     }

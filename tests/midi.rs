@@ -537,3 +537,49 @@ fn the_cli_trains_evaluates_exports_and_generates_midi() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
 }
+
+/// The offline first run: `tunelab demo` imports the shipped collections, and the shipped model
+/// (trained by tunelab on the chorales) loads and knows the chorales far better than chance.
+#[test]
+fn the_shipped_demo_is_ready_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunelab"))
+        .arg("demo")
+        .env("TUNELAB_DEMO_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let classical = read_pieces(&dir.path().join("datasets/classical")).unwrap();
+    let folk = read_pieces(&dir.path().join("datasets/folk")).unwrap();
+    assert_eq!((classical.len(), folk.len()), (250, 500));
+    let model_dir = tunelab::demo::model_dir();
+    let (cfg, tensors) =
+        tunelab::train::midi::resolve_model(&model_dir.display().to_string(), &Device::Cpu)
+            .unwrap();
+    let model = tunelab::models::music_transformer::MusicTransformer::new(
+        &cfg,
+        candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let some = |pieces: &[tunelab::data::midi_dataset::Piece]| -> Vec<_> {
+        pieces
+            .iter()
+            .filter(|p| p.split == tunelab::data::dataset::Split::Valid)
+            .take(4)
+            .cloned()
+            .collect()
+    };
+    let (ce_c, _) =
+        tunelab::train::midi::cross_entropy(&model, &some(&classical), 256, 4, 2).unwrap();
+    let (ce_f, _) = tunelab::train::midi::cross_entropy(&model, &some(&folk), 256, 4, 2).unwrap();
+    let uniform = (tunelab::data::midi::VOCAB as f64).ln();
+    assert!(ce_c < 3.0, "chorales CE {ce_c:.3} (uniform {uniform:.3})");
+    assert!(
+        ce_f > ce_c + 1.0,
+        "folk is new to it: {ce_f:.3} vs {ce_c:.3}"
+    );
+}

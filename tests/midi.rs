@@ -583,3 +583,55 @@ fn the_shipped_demo_is_ready_offline() {
         "folk is new to it: {ce_f:.3} vs {ce_c:.3}"
     );
 }
+
+/// The engine prepares a session between two MIDI runs (as the studio's Listen panel asks),
+/// streaming progress and answering with a log that opens.
+#[test]
+fn the_engine_prepares_a_midi_session() {
+    use std::sync::mpsc;
+    use tunelab::engine::{Command, EngineHandle, Event, JobOutput};
+    use tunelab::eval::listen::prepare::SessionPlan;
+    let dir = tempfile::tempdir().unwrap();
+    let ds = midi_dataset(dir.path());
+    let base = dir.path().join("base");
+    run(config(&ds, Mode::Scratch, "", 1), &base);
+    let tuned = dir.path().join("tuned");
+    run(
+        config(&ds, Mode::Lora, &base.display().to_string(), 1),
+        &tuned,
+    );
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineHandle::spawn(tx, std::sync::Arc::new(|| {})).unwrap();
+    engine.send(Command::PrepareSession {
+        job: 9,
+        dir: dir.path().join("session"),
+        model_a: base.display().to_string(),
+        model_b: tuned.display().to_string(),
+        plan: Box::new(SessionPlan {
+            prompts: vec!["improv".into()],
+            seeds: vec![3],
+            seconds: 2.0,
+            trials: 2,
+            ..Default::default()
+        }),
+        prime_seconds: 1.0,
+    });
+    let mut progress = 0;
+    let log = loop {
+        match rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap()
+        {
+            Event::Progress { job: 9, .. } => progress += 1,
+            Event::Done { job: 9, result } => match result.unwrap() {
+                JobOutput::SessionReady(log) => break log,
+                other => panic!("{other:?}"),
+            },
+            _ => {}
+        }
+    };
+    assert!(progress >= 2, "one progress line per model and prompt");
+    let s = tunelab::eval::listen::session::SessionLog::open(&log).unwrap();
+    assert_eq!(s.spec().clips.len(), 2);
+    assert_eq!(s.spec().model_b.id, tuned.display().to_string());
+}

@@ -6,19 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sha2::{Digest, Sha256};
 
-use crate::eval::listen::prepare::{prepare_session, ClipMaker, Contender, SessionPlan};
+use crate::eval::listen::prepare::{contender, prepare_session, SessionPlan};
 use crate::eval::listen::session::{
     answers_to_csv, pool, results_to_csv, to_json, ResultsOptions, SessionLog,
 };
 use crate::eval::listen::stats::{min_wins_for_significance, power_votes, TiePolicy};
-use crate::generate::soundfont::{find_soundfont, SoundFont};
-use crate::models::music_transformer::{is_model_dir, MusicTransformer};
-use crate::models::musicgen::MusicGen;
-use crate::models::nn::WeightMode;
-use crate::train::export::{is_run_dir, load_run_model};
-use crate::train::midi::is_midi_run;
 
 #[derive(Debug, Subcommand)]
 pub enum ListenCommand {
@@ -90,75 +83,6 @@ impl ListenCommand {
             Self::Results(a) => a.run(),
         }
     }
-}
-
-fn weights_hash(dir: &std::path::Path) -> String {
-    let mut h = Sha256::new();
-    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.into_path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    for f in files {
-        if let Ok(bytes) = std::fs::read(&f) {
-            h.update(&bytes);
-        }
-    }
-    format!("{:x}", h.finalize())
-}
-
-fn contender(
-    label: &str,
-    spec: &str,
-    prime_seconds: f64,
-    soundfont: Option<PathBuf>,
-) -> anyhow::Result<Contender<'static>> {
-    let local = std::path::Path::new(spec);
-    if is_model_dir(local) || is_midi_run(local) {
-        let dir = local.to_path_buf();
-        return Ok(Contender {
-            label: label.into(),
-            id: spec.into(),
-            weights_sha256: weights_hash(&dir),
-            load: Box::new(move || {
-                let device = candle_core::Device::Cpu;
-                let (cfg, tensors) =
-                    crate::train::midi::resolve_model(&dir.display().to_string(), &device)?;
-                let model = MusicTransformer::new(
-                    &cfg,
-                    candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device),
-                )?;
-                let sf = match &soundfont {
-                    Some(p) => p.clone(),
-                    None => find_soundfont()?,
-                };
-                Ok(ClipMaker::Midi {
-                    model: Box::new(model),
-                    soundfont: SoundFont::load(&sf)?,
-                    prime_seconds,
-                })
-            }),
-        });
-    }
-    let dir = crate::models::hub::resolve_model(spec, &mut |_| {})
-        .with_context(|| format!("finding {spec}"))?;
-    let hash = weights_hash(&dir);
-    Ok(Contender {
-        label: label.into(),
-        id: spec.into(),
-        weights_sha256: hash,
-        load: Box::new(move || {
-            let device = candle_core::Device::Cpu;
-            let m = if is_run_dir(&dir) {
-                load_run_model(&dir, None, &device, WeightMode::F32)
-            } else {
-                MusicGen::load(&dir, &device, WeightMode::F32)
-            }?;
-            Ok(ClipMaker::Musicgen(Box::new(m)))
-        }),
-    })
 }
 
 impl NewArgs {

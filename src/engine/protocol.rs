@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::data::dataset::{ImportOptions, ImportReport};
+use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::report::{EvalOptions, EvalReport};
 use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{Clip, GenerateParams};
@@ -65,6 +66,18 @@ pub enum Command {
         dataset: PathBuf,
         options: EvalOptions,
     },
+    /// Prepare a blind A/B session in `dir` (as `tunelab listen new`): both models render every
+    /// prompt with the same seeds, each pair loudness-matched; progress as [`Event::Progress`];
+    /// ends with `Done(SessionReady(log))`.
+    PrepareSession {
+        job: JobId,
+        dir: PathBuf,
+        model_a: String,
+        model_b: String,
+        plan: Box<SessionPlan>,
+        /// Music Transformers: seconds of each prime file to continue.
+        prime_seconds: f64,
+    },
     /// Pause the running training between steps (it holds its state in memory).
     PauseTraining,
     /// Continue a paused training.
@@ -84,6 +97,8 @@ pub enum JobOutput {
     Trained(RunSummary),
     Imported(ImportReport),
     Evaluated(Box<EvalReport>),
+    /// The session log of a prepared listening session.
+    SessionReady(PathBuf),
 }
 
 /// A loaded model, as the UI shows it.

@@ -13,6 +13,7 @@ use candle_core::Device;
 
 use super::protocol::{Command, Event, JobId, JobOutput, ModelInfo};
 use crate::error::{Error, Result};
+use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::report::{evaluate, EvalOptions, EvalReport, LATENT_CAVEAT};
 use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{self, GenerateParams};
@@ -170,6 +171,18 @@ impl Worker {
                 } => {
                     let r = self.evaluate(job, &models, &dataset, &options);
                     self.done(job, r.map(|r| JobOutput::Evaluated(Box::new(r))));
+                }
+                Command::PrepareSession {
+                    job,
+                    dir,
+                    model_a,
+                    model_b,
+                    plan,
+                    prime_seconds,
+                } => {
+                    let r =
+                        self.prepare_session(job, &dir, &model_a, &model_b, &plan, prime_seconds);
+                    self.done(job, r.map(JobOutput::SessionReady));
                 }
                 // Only meaningful while a training runs (handled by its observer).
                 Command::PauseTraining | Command::ResumeTraining | Command::StopTraining => {}
@@ -330,6 +343,43 @@ impl Worker {
         let info = model_info(&m);
         self.model = Some(Loaded::Musicgen(Box::new(m)));
         Ok(info)
+    }
+
+    fn prepare_session(
+        &mut self,
+        job: JobId,
+        dir: &Path,
+        model_a: &str,
+        model_b: &str,
+        plan: &SessionPlan,
+        prime_seconds: f64,
+    ) -> Result<std::path::PathBuf> {
+        use crate::eval::listen::prepare::{contender, prepare_session};
+        let id = format!(
+            "{}-{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        );
+        let a = contender("A", model_a, prime_seconds, None)?;
+        let b = contender("B", model_b, prime_seconds, None)?;
+        let events = self.events.clone();
+        let wake = self.wake.clone();
+        prepare_session(dir, &id, plan, a, b, &mut |s| {
+            if events
+                .send(Event::Progress {
+                    job,
+                    message: s.to_string(),
+                })
+                .is_ok()
+            {
+                wake();
+            }
+        })
     }
 
     fn generate_midi(

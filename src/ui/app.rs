@@ -260,7 +260,7 @@ impl TunelabApp {
             }
             Tab::Train => self.train.ui(ui, &mut self.outbox),
             Tab::Evaluate => self.evaluate.ui(ui, &mut self.outbox),
-            Tab::Listen => self.listen.ui(ui),
+            Tab::Listen => self.listen.ui(ui, &mut self.outbox),
         }
         self.state.train = self.train.form.clone();
         self.state.dataset = self.dataset.form.clone();
@@ -284,10 +284,12 @@ impl TunelabApp {
                 || matches!(&ev, Event::Done { job, .. }
                     if Some(*job) == self.train.job
                         || Some(*job) == self.dataset.job
-                        || Some(*job) == self.evaluate.job);
+                        || Some(*job) == self.evaluate.job
+                        || Some(*job) == self.listen.job);
             self.train.on_event(&ev);
             self.dataset.on_event(&ev);
             self.evaluate.on_event(&ev);
+            self.listen.on_event(&ev);
             if owned {
                 continue;
             }
@@ -343,6 +345,7 @@ impl TunelabApp {
                             });
                         }
                         Ok(JobOutput::Trained(_))
+                        | Ok(JobOutput::SessionReady(_))
                         | Ok(JobOutput::Imported(_))
                         | Ok(JobOutput::Evaluated(_)) => {}
                         Err(e) => self.status = format!("Error: {e}"),

@@ -14,16 +14,97 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audio::AudioSink;
+use crate::engine::{Command, Event, JobId, JobOutput};
+use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::listen::session::{
     pool, BlindView, Choice, PlayState, PlayTarget, Response, ResultsOptions, SessionLog, Side,
 };
-use crate::ui::train::field;
+use crate::eval::listen::stats::{min_wins_for_significance, power_votes};
+use crate::ui::train::{field, Outbox};
 
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct ListenForm {
     pub log: String,
     pub rater: String,
+    pub setup: SetupForm,
+}
+
+/// A new session, prepared by the engine (as `tunelab listen new`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SetupForm {
+    /// Model A (e.g. the baseline) and B (e.g. the fine-tune): Hub id, folder or run.
+    pub model_a: String,
+    pub model_b: String,
+    /// One prompt per line (MusicGen: text; Music Transformer: `improv` or a MIDI file to
+    /// continue).
+    pub prompts: String,
+    /// A dataset whose test split gives the prompts.
+    pub dataset: String,
+    pub clips_per_prompt: usize,
+    pub seconds: f64,
+    pub trials: usize,
+    pub abx: bool,
+    pub catch_every: usize,
+    /// Where the session goes (clips and `session.jsonl`).
+    pub out: String,
+}
+
+impl Default for SetupForm {
+    fn default() -> Self {
+        let demo = crate::demo::demo_dir();
+        Self {
+            model_a: crate::demo::model_dir().display().to_string(),
+            model_b: demo.join("runs/folk-finetune").display().to_string(),
+            prompts: "improv".into(),
+            dataset: crate::demo::dataset_dir("folk").display().to_string(),
+            clips_per_prompt: 2,
+            seconds: 10.0,
+            trials: 20,
+            abx: false,
+            catch_every: 0,
+            out: demo
+                .join("sessions/folk-vs-classical")
+                .display()
+                .to_string(),
+        }
+    }
+}
+
+impl SetupForm {
+    /// The prompts, one per non-empty line.
+    pub fn prompt_list(&self) -> Vec<String> {
+        self.prompts
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// Prompts from a dataset's test split: captions of audio segments, or the pieces of a MIDI
+/// dataset (each continued from its opening), at most `n`, in the dataset's order.
+pub fn test_prompts(dataset: &std::path::Path, n: usize) -> crate::error::Result<Vec<String>> {
+    use crate::data::dataset::{Segment, Split};
+    let segs: Vec<Segment> = crate::data::token_cache::read_jsonl(&dataset.join("segments.jsonl"))?;
+    let midi = crate::data::midi_dataset::is_midi_dataset(dataset);
+    let mut out: Vec<String> = Vec::new();
+    for s in segs.into_iter().filter(|s| s.split == Split::Test) {
+        let p = if midi {
+            s.path.display().to_string()
+        } else {
+            s.caption
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+        if out.len() == n {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 pub struct ListenPanel {
@@ -40,6 +121,9 @@ pub struct ListenPanel {
     loop_start: Option<Duration>,
     clips: HashMap<PlayTarget, Arc<Vec<f32>>>,
     sink: Box<dyn AudioSink>,
+    /// The engine job preparing a new session, and its last progress line.
+    pub job: Option<JobId>,
+    pub progress: String,
 }
 
 const RATE: u32 = 32_000;
@@ -59,7 +143,162 @@ impl ListenPanel {
             loop_start: None,
             clips: HashMap::new(),
             sink,
+            job: None,
+            progress: String::new(),
         }
+    }
+
+    /// Engine events of the session being prepared: progress, then the log to open.
+    pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Progress { job, message } if Some(*job) == self.job => {
+                self.progress = message.clone();
+            }
+            Event::Done { job, result } if Some(*job) == self.job => {
+                self.job = None;
+                self.progress.clear();
+                match result {
+                    Ok(JobOutput::SessionReady(log)) => {
+                        self.form.log = log.display().to_string();
+                        self.open();
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.error = Some(format!("Preparing the session failed: {e}")),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The form for a new session (models, prompts, length, trials fixed in advance).
+    fn setup_ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
+        ui.heading("New session");
+        let f = &mut self.form.setup;
+        egui::Grid::new("listen-setup")
+            .num_columns(4)
+            .show(ui, |ui| {
+                field(
+                    ui,
+                    "Model A",
+                    "Usually the baseline: Hub id, folder or run.",
+                    |ui| ui.text_edit_singleline(&mut f.model_a),
+                );
+                field(
+                    ui,
+                    "Model B",
+                    "Usually the fine-tune: Hub id, folder or run.",
+                    |ui| ui.text_edit_singleline(&mut f.model_b),
+                );
+                ui.end_row();
+                field(
+                ui,
+                "Prompts",
+                "One per line. MusicGen: text. Music Transformer: `improv` or a MIDI file whose \
+                 first seconds both models continue.",
+                |ui| ui.text_edit_multiline(&mut f.prompts),
+            );
+                field(
+                    ui,
+                    "Dataset",
+                    "Its test split can fill the prompts.",
+                    |ui| ui.text_edit_singleline(&mut f.dataset),
+                );
+                ui.end_row();
+                field(ui, "Clips per prompt", "Seeds per prompt.", |ui| {
+                    ui.add(egui::DragValue::new(&mut f.clips_per_prompt).range(1..=16))
+                });
+                field(ui, "Seconds", "Length of every clip.", |ui| {
+                    ui.add(egui::DragValue::new(&mut f.seconds).range(2.0..=30.0))
+                });
+                ui.end_row();
+                field(
+                    ui,
+                    "Trials",
+                    "Scored trials per rater, fixed now: stopping when it looks significant \
+                 inflates errors.",
+                    |ui| ui.add(egui::DragValue::new(&mut f.trials).range(1..=500)),
+                );
+                field(
+                    ui,
+                    "Catch every",
+                    "A catch trial (identical clips) after every N; 0 = none.",
+                    |ui| ui.add(egui::DragValue::new(&mut f.catch_every).range(0..=50)),
+                );
+                ui.end_row();
+                field(
+                    ui,
+                    "Session folder",
+                    "Clips and session.jsonl go here.",
+                    |ui| ui.text_edit_singleline(&mut f.out),
+                );
+                field(
+                    ui,
+                    "ABX",
+                    "Ask which one is X before each preference.",
+                    |ui| ui.checkbox(&mut f.abx, ""),
+                );
+                ui.end_row();
+            });
+        let f = &self.form.setup;
+        let need = min_wins_for_significance(f.trials as u64, 0.05);
+        ui.label(format!(
+            "With one rater, B must win ≥ {} of {} for p < 0.05. A true 65 % preference needs \
+             ≈ {} votes in total to be detected with 80 % power (pool raters).",
+            need.map(|k| k.to_string()).unwrap_or_else(|| "—".into()),
+            f.trials,
+            power_votes(0.65, 0.05, 0.8)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into())
+        ));
+        ui.horizontal(|ui| {
+            if ui.button("Use the dataset's test split").clicked() {
+                match test_prompts(std::path::Path::new(self.form.setup.dataset.trim()), 4) {
+                    Ok(p) if !p.is_empty() => self.form.setup.prompts = p.join("\n"),
+                    Ok(_) => self.error = Some("The dataset has no test item.".into()),
+                    Err(e) => self.error = Some(e.to_string()),
+                }
+            }
+            let busy = self.job.is_some();
+            if ui
+                .add_enabled(!busy, egui::Button::new("Prepare session"))
+                .clicked()
+            {
+                self.prepare(out);
+            }
+            if busy {
+                ui.spinner();
+                ui.label(&self.progress);
+            }
+        });
+    }
+
+    fn prepare(&mut self, out: &mut Outbox) {
+        let f = self.form.setup.clone();
+        let prompts = f.prompt_list();
+        if prompts.is_empty() || f.model_a.trim().is_empty() || f.model_b.trim().is_empty() {
+            self.error = Some("Name both models and at least one prompt.".into());
+            return;
+        }
+        let plan = SessionPlan {
+            prompts,
+            seeds: (0..f.clips_per_prompt as u64).collect(),
+            seconds: f.seconds,
+            trials: f.trials,
+            abx: f.abx,
+            catch_every: f.catch_every,
+            ..Default::default()
+        };
+        let job = out.job();
+        out.commands.push(Command::PrepareSession {
+            job,
+            dir: PathBuf::from(f.out.trim()),
+            model_a: f.model_a.trim().to_string(),
+            model_b: f.model_b.trim().to_string(),
+            plan: Box::new(plan),
+            prime_seconds: 5.0,
+        });
+        self.job = Some(job);
+        self.error = None;
     }
 
     fn open(&mut self) {
@@ -257,8 +496,11 @@ impl ListenPanel {
         }
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
         if self.session.is_none() {
+            self.setup_ui(ui, out);
+            ui.separator();
+            ui.heading("Open a session");
             egui::Grid::new("listen-form")
                 .num_columns(2)
                 .show(ui, |ui| {
@@ -458,9 +700,10 @@ mod tests {
         let form = ListenForm {
             log: log.display().to_string(),
             rater: "bob".into(),
+            ..Default::default()
         };
         let mut h = Harness::new_ui_state(
-            |ui, p: &mut ListenPanel| p.ui(ui),
+            |ui, p: &mut ListenPanel| p.ui(ui, &mut Outbox::default()),
             ListenPanel::new(form, Box::new(NullSink::default())),
         );
         h.get_by_label("Open session").click();
@@ -483,6 +726,105 @@ mod tests {
         assert_eq!(h.state().playing, Some(PlayTarget::B));
     }
 
+    /// Setting a session up in the studio sends the plan (fixed in advance) to the engine; when
+    /// the engine answers with the log, the session opens for the rater.
+    #[test]
+    fn a_session_is_set_up_from_the_panel_and_opens_when_ready() {
+        struct S {
+            panel: ListenPanel,
+            out: Outbox,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = session(dir.path());
+        let form = ListenForm {
+            rater: "cat".into(),
+            setup: SetupForm {
+                model_a: "base".into(),
+                model_b: "tuned".into(),
+                prompts: "improv\n\n  melody.mid \n".into(),
+                trials: 30,
+                out: dir.path().join("new").display().to_string(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut h = Harness::new_ui_state(
+            |ui, s: &mut S| s.panel.ui(ui, &mut s.out),
+            S {
+                panel: ListenPanel::new(form, Box::new(NullSink::default())),
+                out: Outbox::default(),
+            },
+        );
+        h.run();
+        assert!(
+            h.query_by_label_contains("B must win ≥ 21 of 30").is_some(),
+            "the power hint follows the trials"
+        );
+        h.get_by_label("Prepare session").click();
+        h.step();
+        let job = match h.state().out.commands.as_slice() {
+            [Command::PrepareSession {
+                job,
+                model_a,
+                model_b,
+                plan,
+                dir: d,
+                ..
+            }] => {
+                assert_eq!((model_a.as_str(), model_b.as_str()), ("base", "tuned"));
+                assert_eq!(plan.prompts, vec!["improv", "melody.mid"]);
+                assert_eq!(plan.trials, 30);
+                assert_eq!(plan.seeds, vec![0, 1]);
+                assert_eq!(d, &dir.path().join("new"));
+                *job
+            }
+            other => panic!("expected PrepareSession, got {other:?}"),
+        };
+        h.get_by_label("Prepare session").click();
+        h.step();
+        assert_eq!(h.state().out.commands.len(), 1, "one at a time");
+        h.state_mut().panel.on_event(&Event::Done {
+            job,
+            result: Ok(JobOutput::SessionReady(log)),
+        });
+        h.step();
+        assert!(h.query_by_label_contains("Trial 1 of 4").is_some());
+    }
+
+    #[test]
+    fn test_prompts_come_from_the_test_split() {
+        use crate::data::dataset::{Info, Segment, Split};
+        let dir = tempfile::tempdir().unwrap();
+        let seg = |id: &str, split, caption: &str| Segment {
+            id: id.into(),
+            path: dir.path().join(format!("{id}.wav")),
+            start: 0.0,
+            duration: 1.0,
+            split,
+            caption: caption.into(),
+            info: Info::default(),
+        };
+        let segs = [
+            seg("a", Split::Train, "train only"),
+            seg("b", Split::Test, "calm piano"),
+            seg("c", Split::Test, "calm piano"),
+            seg("d", Split::Test, "fast drums"),
+        ];
+        let text: String = segs
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap() + "\n")
+            .collect();
+        std::fs::write(dir.path().join("segments.jsonl"), text).unwrap();
+        assert_eq!(
+            test_prompts(dir.path(), 8).unwrap(),
+            vec!["calm piano", "fast drums"]
+        );
+        // A MIDI dataset: the test pieces themselves are the primes.
+        std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
+        let p = test_prompts(dir.path(), 1).unwrap();
+        assert_eq!(p, vec![dir.path().join("b.wav").display().to_string()]);
+    }
+
     #[test]
     fn a_blind_session_runs_from_the_keyboard_and_reveals_only_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
@@ -490,9 +832,10 @@ mod tests {
         let form = ListenForm {
             log: log.display().to_string(),
             rater: "ann".into(),
+            ..Default::default()
         };
         let mut h = Harness::new_ui_state(
-            |ui, p: &mut ListenPanel| p.ui(ui),
+            |ui, p: &mut ListenPanel| p.ui(ui, &mut Outbox::default()),
             ListenPanel::new(form, Box::new(NullSink::default())),
         );
         h.get_by_label("Open session").click();

@@ -122,6 +122,83 @@ pub struct Contender<'a> {
     pub load: Box<dyn FnMut() -> Result<ClipMaker> + 'a>,
 }
 
+/// SHA-256 over the `.safetensors` files under `dir` (sorted): the weights' identity in the log.
+pub fn weights_hash(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    for f in files {
+        if let Ok(bytes) = std::fs::read(&f) {
+            h.update(&bytes);
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The contender named `spec`: a Music Transformer (model folder or MIDI run; pieces rendered
+/// through `soundfont`, default the first installed) or a MusicGen (Hub id, folder or run).
+pub fn contender(
+    label: &str,
+    spec: &str,
+    prime_seconds: f64,
+    soundfont: Option<PathBuf>,
+) -> Result<Contender<'static>> {
+    use crate::generate::soundfont::find_soundfont;
+    use crate::models::nn::WeightMode;
+    use crate::train::export::{is_run_dir, load_run_model};
+    let local = Path::new(spec);
+    if crate::models::music_transformer::is_model_dir(local)
+        || crate::train::midi::is_midi_run(local)
+    {
+        let dir = local.to_path_buf();
+        return Ok(Contender {
+            label: label.into(),
+            id: spec.into(),
+            weights_sha256: weights_hash(&dir),
+            load: Box::new(move || {
+                let device = candle_core::Device::Cpu;
+                let (cfg, tensors) =
+                    crate::train::midi::resolve_model(&dir.display().to_string(), &device)?;
+                let model = MusicTransformer::new(
+                    &cfg,
+                    candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device),
+                )?;
+                let sf = match &soundfont {
+                    Some(p) => p.clone(),
+                    None => find_soundfont()?,
+                };
+                Ok(ClipMaker::Midi {
+                    model: Box::new(model),
+                    soundfont: SoundFont::load(&sf)?,
+                    prime_seconds,
+                })
+            }),
+        });
+    }
+    let dir = crate::models::hub::resolve_model(spec, &mut |_| {})?;
+    let hash = weights_hash(&dir);
+    Ok(Contender {
+        label: label.into(),
+        id: spec.into(),
+        weights_sha256: hash,
+        load: Box::new(move || {
+            let device = candle_core::Device::Cpu;
+            let m = if is_run_dir(&dir) {
+                load_run_model(&dir, None, &device, WeightMode::F32)
+            } else {
+                MusicGen::load(&dir, &device, WeightMode::F32)
+            }?;
+            Ok(ClipMaker::Musicgen(Box::new(m)))
+        }),
+    })
+}
+
 /// Generates, matches and writes every clip into `dir/clips/`, and creates `dir/session.jsonl`.
 pub fn prepare_session<'a>(
     dir: &Path,

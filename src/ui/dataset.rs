@@ -95,7 +95,8 @@ impl DatasetPanel {
                 field(
                     ui,
                     "Audio folder or data.jsonl",
-                    "WAV, FLAC, MP3 or OGG; any rate and channel count.",
+                    "WAV, FLAC, MP3 or OGG (any rate and channel count), or a folder of MIDI \
+                     files (a MIDI dataset for the Music Transformer).",
                     |ui| ui.text_edit_singleline(&mut self.form.source),
                 );
                 ui.end_row();

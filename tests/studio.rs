@@ -118,10 +118,12 @@ fn load_generate_import_and_train_in_the_studio() {
     );
 }
 
-/// The MIDI family in the studio: a Music Transformer folder loads like any model (its family
-/// shown, MusicGen-only controls hidden), improv writes a `.mid` and its rendering, which plays.
+/// The MIDI family in the studio, as the offline demo is used: a Music Transformer folder loads
+/// like any model (its family shown, MusicGen-only controls hidden); a primed piece is written
+/// as `.mid` and rendered, and plays; a folder of MIDI imports; the model is fine-tuned on it
+/// with live steps; a blind session between the model and its fine-tune is prepared and opens.
 #[test]
-fn a_music_transformer_generates_and_plays_in_the_studio() {
+fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     use tunelab::models::music_transformer::{save, MusicTransformerConfig};
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("mt");
@@ -153,6 +155,35 @@ fn a_music_transformer_generates_and_plays_in_the_studio() {
     state.midi.prime_seconds = 1.0;
     state.midi.params.seconds = Some(2.0);
     state.midi.params.seed = 3;
+    let songs = tmp.path().join("songs");
+    for k in 0..6u8 {
+        let notes: Vec<tunelab::data::midi::Note> = (0..24)
+            .map(|i| tunelab::data::midi::Note {
+                pitch: 55 + k + [0, 4, 7, 12][i % 4],
+                velocity: 70,
+                start: i as f64 * 0.2,
+                end: i as f64 * 0.2 + 0.15,
+            })
+            .collect();
+        tunelab::data::midi::write_midi(&songs.join(format!("song-{k}.mid")), &notes, 0).unwrap();
+    }
+    state.dataset.source = songs.display().to_string();
+    state.dataset.dataset = tmp.path().join("ds").display().to_string();
+    state.train.config.model = model.display().to_string();
+    state.train.config.steps = 3;
+    state.train.config.batch_size = 2;
+    state.train.config.eval_every = 0;
+    state.train.config.midi.max_events = Some(32);
+    let run = tmp.path().join("runs/ft");
+    state.train.run_dir = run.display().to_string();
+    state.listen.rater = "me".into();
+    state.listen.setup.model_a = model.display().to_string();
+    state.listen.setup.model_b = run.display().to_string();
+    state.listen.setup.prompts = "improv".into();
+    state.listen.setup.clips_per_prompt = 1;
+    state.listen.setup.seconds = 2.0;
+    state.listen.setup.trials = 2;
+    state.listen.setup.out = tmp.path().join("session").display().to_string();
     state.midi.out_dir = tmp.path().join("pieces").display().to_string();
     let mut app = TunelabApp::with_waker(state, Arc::new(|| {}));
     app.load_local_model(); // what the studio does on start with a local model
@@ -179,4 +210,23 @@ fn a_music_transformer_generates_and_plays_in_the_studio() {
     h.step();
     h.step();
     assert!(h.query_by_label("Pause").is_some(), "playing");
+    h.get_by_label("Stop").click();
+    h.step();
+
+    h.get_by_label("Dataset").click();
+    h.step();
+    h.get_by_label("Import").click();
+    wait_for(&mut h, "the import", "Imported 6 files");
+    h.get_by_label("Train on this dataset").click();
+    h.step();
+    h.step();
+    // The form's family follows the dataset (MIDI): a MusicGen run could not train on it.
+    h.get_by_label("Start training").click();
+    wait_for(&mut h, "three steps", "step 3/3");
+    wait_for(&mut h, "the end of the run", "Finished at step 3");
+
+    h.get_by_label("Listen").click();
+    h.step();
+    h.get_by_label("Prepare session").click();
+    wait_for(&mut h, "the session", "Trial 1 of 2");
 }

@@ -394,26 +394,13 @@ impl Worker {
                 "the loaded model is not a Music Transformer".into(),
             ));
         };
-        let events = self.events.clone();
-        let wake = self.wake.clone();
-        let cancel = self.cancel.clone();
-        let tokens = crate::generate::midi::generate_events(model, params, &mut |p| {
-            if events
-                .send(Event::GenerateStep {
-                    job,
-                    step: p.step,
-                    total: p.total,
-                })
-                .is_ok()
-            {
-                wake();
-            }
-            !cancel.load(Ordering::SeqCst)
-        })?;
+        let mut report = self.step_reporter(job);
+        let tokens = crate::generate::midi::generate_events(model, params, &mut report)?;
         crate::generate::midi::write_piece(&tokens, out, params.program, soundfont)
     }
 
     fn generate(&mut self, job: JobId, params: &GenerateParams) -> Result<generate::Clip> {
+        let mut report = self.step_reporter(job);
         let model = match self.model.as_mut() {
             Some(Loaded::Musicgen(m)) => m,
             Some(Loaded::Midi(_)) => {
@@ -423,10 +410,15 @@ impl Worker {
             }
             None => return Err(Error::InvalidRequest("no model is loaded".into())),
         };
+        generate::generate(model, params, &mut report)
+    }
+
+    /// Sends a `GenerateStep` per decoder step; `false` (stop) once the job is cancelled.
+    fn step_reporter(&self, job: JobId) -> impl FnMut(generate::StepProgress) -> bool {
         let events = self.events.clone();
         let wake = self.wake.clone();
         let cancel = self.cancel.clone();
-        generate::generate(model, params, &mut |p| {
+        move |p| {
             if events
                 .send(Event::GenerateStep {
                     job,
@@ -438,7 +430,7 @@ impl Worker {
                 wake();
             }
             !cancel.load(Ordering::SeqCst)
-        })
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::nn::{masked_softmax, LayerNorm, Linear};
+use crate::models::nn::{masked_softmax, seeded_dropout, LayerNorm, Linear};
 
 const LN_EPS: f64 = 1e-5;
 
@@ -199,26 +199,6 @@ fn normal(rng: &mut impl Rng) -> f32 {
     let u1 = rng.random::<f32>().max(f32::MIN_POSITIVE);
     let u2 = rng.random::<f32>();
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-}
-
-/// Seeded inverted dropout (`None` = evaluation: identity).
-fn dropout(xs: &Tensor, p: f32, seed: Option<u64>) -> Result<Tensor> {
-    let Some(seed) = seed.filter(|_| p > 0.0) else {
-        return Ok(xs.clone());
-    };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let keep = 1.0 - p;
-    let mask: Vec<f32> = (0..xs.elem_count())
-        .map(|_| {
-            if rng.random::<f32>() < keep {
-                1.0 / keep
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-    Ok((xs * mask)?)
 }
 
 /// Self-attention with learned relative positions (one table per head).
@@ -484,10 +464,10 @@ impl MusicTransformer {
             let window = cache.as_mut().and_then(|c| c.layers.get_mut(i));
             let h = layer.self_attn_layer_norm.forward(&xs)?;
             let a = layer.self_attn.forward(&h, mask.as_ref(), window)?;
-            xs = (xs + dropout(&a, p, seed)?)?;
+            xs = (xs + seeded_dropout(&a, p, seed)?)?;
             let h = layer.final_layer_norm.forward(&xs)?;
             let f = layer.fc2.forward(&layer.fc1.forward(&h)?.gelu_erf()?)?;
-            xs = (xs + dropout(&f, p, seed.map(|s| s.rotate_left(17)))?)?;
+            xs = (xs + seeded_dropout(&f, p, seed.map(|s| s.rotate_left(17)))?)?;
         }
         self.lm_head.forward(&self.layer_norm.forward(&xs)?)
     }

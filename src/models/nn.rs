@@ -77,24 +77,30 @@ pub struct Lora {
 
 impl Lora {
     fn input(&self, xs: &Tensor) -> Result<Tensor> {
-        let Some(seed) = self.dropout_seed.filter(|_| self.dropout > 0.0) else {
-            return Ok(xs.clone());
-        };
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let keep = 1.0 - self.dropout;
-        let mask: Vec<f32> = (0..xs.elem_count())
-            .map(|_| {
-                if rng.random::<f32>() < keep {
-                    1.0 / keep
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-        Ok((xs * mask)?)
+        seeded_dropout(xs, self.dropout, self.dropout_seed)
     }
+}
+
+/// Inverted dropout with probability `p` whose mask is drawn from `seed` (so a recomputed or
+/// resumed forward draws the same one); `None` = evaluation (identity).
+pub fn seeded_dropout(xs: &Tensor, p: f32, seed: Option<u64>) -> Result<Tensor> {
+    let Some(seed) = seed.filter(|_| p > 0.0) else {
+        return Ok(xs.clone());
+    };
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..xs.elem_count())
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+    Ok((xs * mask)?)
 }
 
 /// `y = x Wᵀ (+ b) (+ LoRA)`, HF `nn.Linear` semantics.

@@ -141,6 +141,20 @@ pub fn peft_target_modules(cfg: &LoraConfig) -> Vec<String> {
     out
 }
 
+/// The adapters' trainable tensors by their names in `adapter_model.safetensors`.
+pub fn adapter_vars(adapters: Vec<Adapter>) -> Vec<(String, Var)> {
+    adapters
+        .into_iter()
+        .flat_map(|a| {
+            let (na, nb) = a.peft_names();
+            [
+                (crate::train::trainer::peft_file_name(&na), a.a),
+                (crate::train::trainer::peft_file_name(&nb), a.b),
+            ]
+        })
+        .collect()
+}
+
 /// Sets (training) or clears (evaluation) the dropout seeds of every adapter: each adapter gets
 /// its own seed derived from `seed`.
 pub fn set_dropout_seed(lm: &mut MusicgenLm, cfg: &LoraConfig, seed: Option<u64>) {

@@ -24,10 +24,10 @@ use crate::models::music_transformer::{
 use crate::train::config::{Family, Mode, TrainConfig};
 use crate::train::data::{rng_for, sample_index};
 use crate::train::learner::{Built, Learner, MicroBatch};
-use crate::train::lora::{attach_lora_to, LoraConfig, LoraTarget};
+use crate::train::lora::{adapter_vars, attach_lora_to, LoraConfig, LoraTarget};
 use crate::train::loss::codebook_cross_entropy;
 use crate::train::optim::Grads;
-use crate::train::trainer::{peft_file_name, peft_live_name, read_run_config, run_weights};
+use crate::train::trainer::{peft_live_name, read_run_config, run_weights};
 
 const PURPOSE_CROP: u64 = 2;
 const PURPOSE_TRANSPOSE: u64 = 5;
@@ -185,13 +185,7 @@ impl MidiLearner {
                 t.contains(&LoraTarget::LmHeads),
             );
             let adapters = attach_lora_to(targets, l, &init, cfg.seed, device)?;
-            vars = adapters
-                .into_iter()
-                .flat_map(|a| {
-                    let (na, nb) = a.peft_names();
-                    [(peft_file_name(&na), a.a), (peft_file_name(&nb), a.b)]
-                })
-                .collect();
+            vars = adapter_vars(adapters);
         }
 
         progress("reading the MIDI dataset");

@@ -19,11 +19,11 @@ use crate::train::checkpointing::loss_and_grads;
 use crate::train::config::{Mode, TrainConfig};
 use crate::train::data::{make_batch, train_batch, Augment, Batch, Example, TokenData};
 use crate::train::learner::{Built, Learner, MicroBatch};
-use crate::train::lora::{attach_lora, set_dropout_seed};
+use crate::train::lora::{adapter_vars, attach_lora, set_dropout_seed};
 use crate::train::loss::{codebook_cross_entropy, shift_right, LossOutput};
 use crate::train::optim::Grads;
 use crate::train::trainable::{build_lm, is_head_key, scratch_lm_tensors};
-use crate::train::trainer::{peft_file_name, peft_live_name};
+use crate::train::trainer::peft_live_name;
 use crate::util::atomic_write;
 
 /// T5 states kept per caption before the cache is emptied.
@@ -112,13 +112,7 @@ impl MusicgenLearner {
                 .map(|(k, v)| (peft_live_name(k), v.clone()))
                 .collect();
             let adapters = attach_lora(&mut model.lm, &cfg.lora, &init, cfg.seed)?;
-            vars = adapters
-                .into_iter()
-                .flat_map(|a| {
-                    let (na, nb) = a.peft_names();
-                    [(peft_file_name(&na), a.a), (peft_file_name(&nb), a.b)]
-                })
-                .collect();
+            vars = adapter_vars(adapters);
         }
 
         progress("encoding the dataset (cached)");

@@ -176,6 +176,7 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     state.train.config.midi.max_events = Some(32);
     let run = tmp.path().join("runs/ft");
     state.train.run_dir = run.display().to_string();
+    state.models.runs_dir = tmp.path().join("runs").display().to_string();
     state.listen.rater = "me".into();
     state.listen.setup.model_a = model.display().to_string();
     state.listen.setup.model_b = run.display().to_string();
@@ -224,6 +225,15 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     h.get_by_label("Start training").click();
     wait_for(&mut h, "three steps", "step 3/3");
     wait_for(&mut h, "the end of the run", "Finished at step 3");
+
+    // The model picker lists the run with its family.
+    h.get_by_label("Models").click();
+    h.step();
+    h.get_by_label("Rescan runs").click();
+    h.step();
+    assert!(h
+        .query_by_label_contains("Music Transformer · full on")
+        .is_some());
 
     h.get_by_label("Listen").click();
     h.step();

@@ -35,6 +35,8 @@ impl Default for ModelsForm {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunEntry {
     pub dir: PathBuf,
+    /// "MusicGen" or "Music Transformer".
+    pub family: String,
     pub mode: String,
     pub base: String,
 }
@@ -63,8 +65,17 @@ pub fn find_runs(dir: &Path) -> Vec<RunEntry> {
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
             RunEntry {
+                family: match cfg["family"].as_str() {
+                    Some("midi") => "Music Transformer",
+                    _ => "MusicGen",
+                }
+                .to_string(),
                 mode: cfg["mode"].as_str().unwrap_or("?").to_string(),
-                base: cfg["model"].as_str().unwrap_or("?").to_string(),
+                base: match cfg["model"].as_str() {
+                    Some("") => "a fresh model".to_string(),
+                    Some(m) => m.to_string(),
+                    None => "?".to_string(),
+                },
                 dir,
             }
         })
@@ -214,7 +225,13 @@ impl ModelsPanel {
         }
         for r in self.runs.clone() {
             ui.horizontal(|ui| {
-                ui.label(format!("{} · {} on {}", r.dir.display(), r.mode, r.base));
+                ui.label(format!(
+                    "{} · {} · {} on {}",
+                    r.dir.display(),
+                    r.family,
+                    r.mode,
+                    r.base
+                ));
                 if ui
                     .add_enabled(!busy, egui::Button::new("Load run"))
                     .clicked()

@@ -68,16 +68,12 @@ impl EvalArgs {
         );
         for spec in &self.models {
             let started = std::time::Instant::now();
-            let (cfg, tensors) = crate::train::midi::resolve_model(spec, &device)
+            let model = crate::train::midi::load_model(spec, &device)
                 .with_context(|| format!("loading {spec}"))?;
-            let model = crate::models::music_transformer::MusicTransformer::new(
-                &cfg,
-                candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device),
-            )?;
             let (ce, tokens) = crate::train::midi::cross_entropy(
                 &model,
                 &pieces,
-                cfg.max_position_embeddings,
+                model.config().max_position_embeddings,
                 8,
                 usize::MAX,
             )?;

@@ -292,12 +292,9 @@ impl Worker {
                 ));
             }
             self.model = None;
-            let (cfg, tensors) = crate::train::midi::resolve_model(spec, &self.device)?;
-            let parameters = tensors.values().map(|t| t.elem_count()).sum();
-            let m = MusicTransformer::new(
-                &cfg,
-                candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &self.device),
-            )?;
+            let m = crate::train::midi::load_model(spec, &self.device)?;
+            let cfg = m.config().clone();
+            let parameters = m.tensors().values().map(|t| t.elem_count()).sum();
             let info = ModelInfo {
                 family: Family::Midi,
                 source: Some(local.to_path_buf()),

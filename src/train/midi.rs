@@ -39,6 +39,12 @@ pub struct MidiLearner {
     lora: Option<LoraConfig>,
 }
 
+/// The Music Transformer named by `spec` (see [`resolve_model`]), ready for inference.
+pub fn load_model(spec: &str, device: &Device) -> Result<MusicTransformer> {
+    let (cfg, tensors) = resolve_model(spec, device)?;
+    MusicTransformer::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device))
+}
+
 /// A Music Transformer's config and complete tensors from `spec`: a model folder, or a run
 /// directory (its final weights; a head run's on top of its base, a LoRA run's adapters merged).
 pub fn resolve_model(
@@ -226,30 +232,28 @@ pub fn window_loss(
     model: &MusicTransformer,
     windows: &[Vec<u32>],
 ) -> Result<crate::train::loss::LossOutput> {
-    {
-        let len = windows
-            .iter()
-            .map(|w| w.len().saturating_sub(1))
-            .max()
-            .unwrap_or(0);
-        if len == 0 {
-            return Err(Error::InvalidRequest("an empty MIDI batch".into()));
-        }
-        let mut inputs = Vec::with_capacity(windows.len() * len);
-        let mut labels = Vec::with_capacity(windows.len() * len);
-        for w in windows {
-            let n = w.len().saturating_sub(1);
-            inputs.extend(&w[..n]);
-            inputs.extend(std::iter::repeat_n(PAD, len - n));
-            labels.extend(&w[1..=n]);
-            labels.extend(std::iter::repeat_n(PAD, len - n));
-        }
-        let device = model.device();
-        let inputs = Tensor::from_vec(inputs, (windows.len(), len), device)?;
-        let labels = Tensor::from_vec(labels, (windows.len(), 1, len), device)?;
-        let logits = model.forward(&inputs, None)?.unsqueeze(1)?;
-        codebook_cross_entropy(&logits, &labels, PAD)
+    let len = windows
+        .iter()
+        .map(|w| w.len().saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    if len == 0 {
+        return Err(Error::InvalidRequest("an empty MIDI batch".into()));
     }
+    let mut inputs = Vec::with_capacity(windows.len() * len);
+    let mut labels = Vec::with_capacity(windows.len() * len);
+    for w in windows {
+        let n = w.len().saturating_sub(1);
+        inputs.extend(&w[..n]);
+        inputs.extend(std::iter::repeat_n(PAD, len - n));
+        labels.extend(&w[1..=n]);
+        labels.extend(std::iter::repeat_n(PAD, len - n));
+    }
+    let device = model.device();
+    let inputs = Tensor::from_vec(inputs, (windows.len(), len), device)?;
+    let labels = Tensor::from_vec(labels, (windows.len(), 1, len), device)?;
+    let logits = model.forward(&inputs, None)?.unsqueeze(1)?;
+    codebook_cross_entropy(&logits, &labels, PAD)
 }
 
 /// `BOS, events…, EOS`.

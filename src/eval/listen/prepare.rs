@@ -163,12 +163,7 @@ pub fn contender(
             weights_sha256: weights_hash(&dir),
             load: Box::new(move || {
                 let device = candle_core::Device::Cpu;
-                let (cfg, tensors) =
-                    crate::train::midi::resolve_model(&dir.display().to_string(), &device)?;
-                let model = MusicTransformer::new(
-                    &cfg,
-                    candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device),
-                )?;
+                let model = crate::train::midi::load_model(&dir.display().to_string(), &device)?;
                 let sf = match &soundfont {
                     Some(p) => p.clone(),
                     None => find_soundfont()?,

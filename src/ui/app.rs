@@ -149,6 +149,12 @@ impl TunelabApp {
         if !std::path::Path::new(&spec).is_dir() {
             return;
         }
+        self.load(spec);
+        self.flush_outbox();
+    }
+
+    /// Queues loading `spec` (f32) and shows the load in the status bar.
+    fn load(&mut self, spec: String) {
         let job = self.send(|job| Command::LoadModel {
             job,
             spec,
@@ -161,7 +167,6 @@ impl TunelabApp {
             done: 0,
             total: 0,
         };
-        self.flush_outbox();
     }
 
     /// Builds the app around a fresh engine; `wake` is called after each engine event.
@@ -365,19 +370,7 @@ impl TunelabApp {
                 |ui| ui.text_edit_singleline(&mut self.state.model_spec),
             );
             if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
-                let spec = self.state.model_spec.clone();
-                let job = self.send(|job| Command::LoadModel {
-                    job,
-                    spec,
-                    weights: WeightMode::F32,
-                    adapter: None,
-                });
-                self.busy = Busy::Loading {
-                    job,
-                    file: String::new(),
-                    done: 0,
-                    total: 0,
-                };
+                self.load(self.state.model_spec.clone());
             }
             if ui
                 .add_enabled(idle, egui::Button::new("Random musicgen-small"))

@@ -95,6 +95,23 @@ fn a_session_is_prepared_answered_and_scored() {
         .unwrap();
     }
     assert_eq!(log.answers().len(), 8);
+    // The numbers for the same two models, written where the results view looks for them.
+    let out = std::process::Command::new(bin)
+        .args(["eval", "--clips", "1", "--seconds", "1", "--model"])
+        .arg(tiny_dir())
+        .arg("--model")
+        .arg(&run)
+        .arg("--dataset")
+        .arg(&ds)
+        .arg("--json")
+        .arg(dir.join("metrics.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json = tmp.path().join("results.json");
     let csv = tmp.path().join("results.csv");
     let out = std::process::Command::new(bin)
@@ -114,8 +131,25 @@ fn a_session_is_prepared_answered_and_scored() {
     let text = String::from_utf8_lossy(&out.stdout);
     // 8 of 8 for B: p = 2 / 256.
     assert!(
-        text.contains("100.0 % of 8 votes") && text.contains("p = 0.0078"),
+        text.contains("won 8 of 8 votes") && text.contains("p = 0.0078"),
         "{text}"
     );
+    assert!(text.contains("B (B) is preferred"), "{text}");
+    // Ears and numbers side by side: both models' held-out CE and FAD beside their votes,
+    // matched by weights hash.
+    let ce: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("A   ") || l.starts_with("B   "))
+        .collect();
+    assert_eq!(ce.len(), 2, "{text}");
+    for row in &ce {
+        assert!(!row.contains('—'), "a model without numbers: {text}");
+    }
+    assert!(text.contains("numbers favour"), "{text}");
     assert!(json.is_file() && csv.is_file());
+    let export: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(export["verdict"]["finding"], "BPreferred");
+    assert_eq!(export["metrics"]["models"].as_array().unwrap().len(), 2);
+    assert!(export["verdict"]["rows"][1]["metrics"]["held_out"]["ce"].is_f64());
 }

@@ -8,9 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::data::dataset::Split;
-use crate::eval::report::{evaluate, EvalOptions, EvalReport, LATENT_CAVEAT};
-use crate::models::nn::WeightMode;
-use crate::train::export::{apply_adapter, is_run_dir, load_run_model};
+use crate::eval::report::{evaluate_spec, EvalOptions, EvalReport, LATENT_CAVEAT};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -36,70 +34,7 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
-/// A Music Transformer's held-out cross-entropy on a MIDI dataset split.
-#[derive(Debug, Clone, serde::Serialize)]
-struct MidiHeldOut {
-    model: String,
-    dataset: String,
-    split: Split,
-    pieces: usize,
-    ce: f64,
-    ppl: f64,
-    tokens: usize,
-    seconds: f64,
-}
-
 impl EvalArgs {
-    /// MIDI datasets: held-out CE / PPL over every event of the split's pieces (windows of the
-    /// model's length); generation metrics are audio-only.
-    fn midi(&self, split: Split) -> anyhow::Result<()> {
-        let device = candle_core::Device::Cpu;
-        let pieces: Vec<_> = crate::data::midi_dataset::read_pieces(&self.dataset)?
-            .into_iter()
-            .filter(|p| p.split == split)
-            .collect();
-        if pieces.is_empty() {
-            anyhow::bail!("{} has no {split:?} piece", self.dataset.display());
-        }
-        let mut out = Vec::new();
-        println!(
-            "{:<50} {:>8} {:>9} {:>9} {:>8}",
-            "model", "CE", "PPL", "tokens", "s"
-        );
-        for spec in &self.models {
-            let started = std::time::Instant::now();
-            let model = crate::train::midi::load_model(spec, &device)
-                .with_context(|| format!("loading {spec}"))?;
-            let (ce, tokens) = crate::train::midi::cross_entropy(
-                &model,
-                &pieces,
-                model.config().max_position_embeddings,
-                8,
-                usize::MAX,
-            )?;
-            let r = MidiHeldOut {
-                model: spec.clone(),
-                dataset: self.dataset.display().to_string(),
-                split,
-                pieces: pieces.len(),
-                ce,
-                ppl: ce.exp(),
-                tokens,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            println!(
-                "{:<50} {:>8.4} {:>9.2} {:>9} {:>8.1}",
-                r.model, r.ce, r.ppl, r.tokens, r.seconds
-            );
-            out.push(r);
-        }
-        if let Some(p) = &self.json {
-            crate::util::atomic_write(p, &serde_json::to_vec_pretty(&out)?)
-                .with_context(|| format!("writing {}", p.display()))?;
-        }
-        Ok(())
-    }
-
     pub fn run(&self) -> anyhow::Result<()> {
         let split = match self.split.as_str() {
             "train" => Split::Train,
@@ -114,31 +49,18 @@ impl EvalArgs {
             seed: self.seed,
             ..Default::default()
         };
-        if crate::data::midi_dataset::is_midi_dataset(&self.dataset) {
-            return self.midi(split);
-        }
         let device = candle_core::Device::Cpu;
         let mut models = Vec::new();
         for (i, spec) in self.models.iter().enumerate() {
-            let dir = crate::models::hub::resolve_model(spec, &mut |_| {})
-                .with_context(|| format!("finding {spec}"))?;
-            let mut m = if is_run_dir(&dir) {
-                load_run_model(&dir, None, &device, WeightMode::F32)?
-            } else {
-                crate::models::musicgen::MusicGen::load(&dir, &device, WeightMode::F32)?
-            };
-            let mut label = spec.clone();
-            if i + 1 == self.models.len() {
-                if let Some(a) = &self.adapter {
-                    apply_adapter(&mut m, a)?;
-                    label = format!("{spec} + {}", a.display());
-                }
-            }
-            eprintln!("evaluating {label}…");
-            let r = evaluate(&mut m, &label, &self.dataset, &opts, &mut |s| {
+            let adapter = self
+                .adapter
+                .as_deref()
+                .filter(|_| i + 1 == self.models.len());
+            eprintln!("evaluating {spec}…");
+            let r = evaluate_spec(spec, adapter, &self.dataset, &opts, &device, &mut |s| {
                 eprintln!("  {s}")
             })
-            .with_context(|| format!("evaluating {label}"))?;
+            .with_context(|| format!("evaluating {spec}"))?;
             models.push(r);
         }
         let report = EvalReport {
@@ -148,52 +70,84 @@ impl EvalArgs {
             models,
             caveat: LATENT_CAVEAT.into(),
         };
-        println!(
-            "{:<40} {:>8} {:>9} {:>22} {:>9} {:>16} {:>8} {:>6} {:>8}",
-            "model",
-            "CE",
-            "PPL",
-            "FAD [95% CI]",
-            "FAD∞",
-            "KAD×1000 [CI]",
-            "mel MSE",
-            "copies",
-            "eval s"
-        );
-        for m in &report.models {
-            println!(
-                "{:<40} {:>8.4} {:>9.2} {:>8.3} [{:.3}, {:.3}] {:>9.3} {:>6.3} [{:.3}, {:.3}] {:>8.4} {:>6} {:>8.2}",
-                m.model,
-                m.held_out.ce,
-                m.held_out.ppl,
-                m.fad.estimate,
-                m.fad.lower,
-                m.fad.upper,
-                m.fad_inf.intercept,
-                m.kad.kad.scaled,
-                m.kad.ci_scaled.lower,
-                m.kad.ci_scaled.upper,
-                m.mean_log_mel_mse,
-                m.copies.len(),
-                m.eval_seconds
-            );
-            println!(
-                "{:<40} per codebook CE {:?} · {} tokens · {} generated frames ({:.1} s) vs {} reference frames ({:.1} s) · generation {:.1} s",
-                "",
-                m.held_out.ce_q.iter().map(|c| (c * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
-                m.held_out.tokens,
-                m.generated_frames,
-                m.generated_seconds,
-                m.reference_frames,
-                m.reference_seconds,
-                m.generation_seconds
-            );
-        }
-        println!("{LATENT_CAVEAT}");
+        print!("{}", report_table(&report));
         if let Some(p) = &self.json {
-            crate::util::atomic_write(p, &serde_json::to_vec_pretty(&report)?)
+            report
+                .save(p)
                 .with_context(|| format!("writing {}", p.display()))?;
         }
         Ok(())
     }
+}
+
+/// The report as a text table: held-out loss for every model, and the generated-audio metrics
+/// for the models that have them (MusicGen).
+pub fn report_table(report: &EvalReport) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<40} {:>8} {:>9} {:>9} {:>8}",
+        "model", "CE", "PPL", "tokens", "eval s"
+    );
+    for m in &report.models {
+        let _ = writeln!(
+            t,
+            "{:<40} {:>8.4} {:>9.2} {:>9} {:>8.2}",
+            m.model, m.held_out.ce, m.held_out.ppl, m.held_out.tokens, m.eval_seconds
+        );
+        if m.held_out.ce_q.len() > 1 {
+            let q: Vec<f64> = m
+                .held_out
+                .ce_q
+                .iter()
+                .map(|c| (c * 1000.0).round() / 1000.0)
+                .collect();
+            let _ = writeln!(t, "{:<40} per codebook CE {q:?}", "");
+        }
+    }
+    if report.models.iter().any(|m| m.generated.is_some()) {
+        let _ = writeln!(
+            t,
+            "\n{:<40} {:>22} {:>15} {:>22} {:>8} {:>6}",
+            "generated clips", "FAD [95% CI]", "FAD∞ (r²)", "KAD×1000 [CI]", "mel MSE", "copies"
+        );
+        for m in &report.models {
+            let Some(g) = &m.generated else { continue };
+            let _ = writeln!(
+                t,
+                "{:<40} {:>8.3} [{:.3}, {:.3}] {:>8.3} ({:.2}) {:>6.3} [{:.3}, {:.3}] {:>8.4} {:>6}",
+                m.model,
+                g.fad.estimate,
+                g.fad.lower,
+                g.fad.upper,
+                g.fad_inf.intercept,
+                g.fad_inf.r2,
+                g.kad.kad.scaled,
+                g.kad.ci_scaled.lower,
+                g.kad.ci_scaled.upper,
+                g.mean_log_mel_mse,
+                g.copies.len(),
+            );
+            let _ = writeln!(
+                t,
+                "{:<40} {} generated frames ({:.1} s) vs {} reference frames ({:.1} s) · generation {:.1} s",
+                "",
+                g.generated_frames,
+                g.generated_seconds,
+                g.reference_frames,
+                g.reference_seconds,
+                g.generation_seconds
+            );
+        }
+        let _ = writeln!(t, "{LATENT_CAVEAT}");
+    } else {
+        let _ = writeln!(
+            t,
+            "Held-out loss only: {} has no generated-audio metrics (MIDI pieces are judged by ear \
+             and by loss).",
+            report.dataset
+        );
+    }
+    t
 }

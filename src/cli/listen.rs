@@ -9,9 +9,11 @@ use clap::{Args, Subcommand};
 
 use crate::eval::listen::prepare::{contender, prepare_session, SessionPlan};
 use crate::eval::listen::session::{
-    answers_to_csv, pool, results_to_csv, to_json, ResultsOptions, SessionLog,
+    answers_to_csv, pool, results_to_csv, ResultsOptions, SessionLog,
 };
 use crate::eval::listen::stats::{min_wins_for_significance, power_votes, TiePolicy};
+use crate::eval::report::EvalReport;
+use crate::eval::verdict::{export_json, metrics_path, table, verdict};
 
 #[derive(Debug, Subcommand)]
 pub enum ListenCommand {
@@ -74,6 +76,10 @@ pub struct ResultsArgs {
     pub csv: Option<PathBuf>,
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The objective report shown beside the votes (default: `metrics.json` beside the first
+    /// log, if there; write one with `tunelab eval … --json <session>/metrics.json`).
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
 }
 
 impl ListenCommand {
@@ -166,18 +172,14 @@ impl ResultsArgs {
             ..Default::default()
         };
         let r = pool(&logs, &opts)?;
-        let s = &r.summary;
-        println!(
-            "B ({}) preferred in {:.1} % of {} votes ({} ties, {:?}): two-sided exact p = {:.4}, 95 % CI [{:.3}, {:.3}]",
-            r.model_b.id,
-            s.share_b.unwrap_or(f64::NAN) * 100.0,
-            s.n,
-            s.ties,
-            r.tie_policy,
-            s.p_two_sided,
-            s.ci.0,
-            s.ci.1
-        );
+        let metrics_file = match &self.metrics {
+            Some(p) => Some(p.clone()),
+            None => Some(metrics_path(&self.logs[0])).filter(|p| p.exists()),
+        };
+        let report = metrics_file
+            .map(|p| EvalReport::load(&p).with_context(|| format!("reading {}", p.display())))
+            .transpose()?;
+        print!("{}", table(&verdict(&r, report.as_ref())));
         if let Some(b) = &r.bootstrap {
             println!("cluster bootstrap over raters and prompts: {b:?}");
         }
@@ -199,7 +201,7 @@ impl ResultsArgs {
             crate::util::atomic_write(p, text.as_bytes())?;
         }
         if let Some(p) = &self.json {
-            crate::util::atomic_write(p, to_json(&logs, &r)?.as_bytes())?;
+            crate::util::atomic_write(p, export_json(&logs, &r, report.as_ref())?.as_bytes())?;
         }
         Ok(())
     }

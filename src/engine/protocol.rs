@@ -59,12 +59,15 @@ pub enum Command {
         out: PathBuf,
         options: ImportOptions,
     },
-    /// Objective evaluation of each model (Hub id, folder or run) on a dataset split.
+    /// Objective evaluation of each model (Hub id, folder or run, either family) on a dataset
+    /// split; with `save`, the report is also written there as JSON (atomically), e.g. as a
+    /// listening session's `metrics.json`.
     Evaluate {
         job: JobId,
         models: Vec<String>,
         dataset: PathBuf,
         options: EvalOptions,
+        save: Option<PathBuf>,
     },
     /// Prepare a blind A/B session in `dir` (as `tunelab listen new`): both models render every
     /// prompt with the same seeds, each pair loudness-matched; progress as [`Event::Progress`];

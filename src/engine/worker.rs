@@ -14,7 +14,7 @@ use candle_core::Device;
 use super::protocol::{Command, Event, JobId, JobOutput, ModelInfo};
 use crate::error::{Error, Result};
 use crate::eval::listen::prepare::SessionPlan;
-use crate::eval::report::{evaluate, EvalOptions, EvalReport, LATENT_CAVEAT};
+use crate::eval::report::{evaluate_spec, EvalOptions, EvalReport, LATENT_CAVEAT};
 use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{self, GenerateParams};
 use crate::models::hub;
@@ -168,8 +168,13 @@ impl Worker {
                     models,
                     dataset,
                     options,
+                    save,
                 } => {
                     let r = self.evaluate(job, &models, &dataset, &options);
+                    let r = match (r, save) {
+                        (Ok(report), Some(path)) => report.save(&path).map(|()| report),
+                        (r, _) => r,
+                    };
                     self.done(job, r.map(|r| JobOutput::Evaluated(Box::new(r))));
                 }
                 Command::PrepareSession {
@@ -206,15 +211,9 @@ impl Worker {
     ) -> Result<EvalReport> {
         let mut out = Vec::new();
         for spec in models {
-            let dir = hub::resolve_model(spec, &mut |_| {})?;
-            let mut m = if export::is_run_dir(&dir) {
-                export::load_run_model(&dir, None, &self.device, WeightMode::F32)?
-            } else {
-                MusicGen::load(&dir, &self.device, WeightMode::F32)?
-            };
             let events = self.events.clone();
             let wake = self.wake.clone();
-            let r = evaluate(&mut m, spec, dataset, options, &mut |s| {
+            let r = evaluate_spec(spec, None, dataset, options, &self.device, &mut |s| {
                 let message = format!("{spec}: {s}");
                 if events.send(Event::Progress { job, message }).is_ok() {
                     wake();

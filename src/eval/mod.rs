@@ -3,3 +3,4 @@
 pub mod listen;
 pub mod metrics;
 pub mod report;
+pub mod verdict;

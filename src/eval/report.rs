@@ -79,10 +79,27 @@ pub struct ClipEval {
     pub nearest_distance: f64,
 }
 
+/// One model's evaluation. Every model gets the held-out loss; MusicGen models also get the
+/// metrics on generated audio (`generated`). A Music Transformer's pieces are rendered through a
+/// SoundFont, so audio metrics would measure the synthesiser as much as the model: its report
+/// carries the held-out loss only, and says so by `generated: None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEval {
     pub model: String,
+    /// SHA-256 over the model's `.safetensors` files, as a listening session records it, so a
+    /// report is matched to the session's models by weights rather than by name.
+    #[serde(default)]
+    pub weights_sha256: String,
     pub held_out: HeldOut,
+    #[serde(default)]
+    pub generated: Option<GeneratedEval>,
+    /// Everything but generation (loss, latents, metrics).
+    pub eval_seconds: f64,
+}
+
+/// Metrics on clips generated from the split's captions (MusicGen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedEval {
     pub fad: ConfidenceInterval,
     pub fad_inf: FadInf,
     pub kad: KadBootstrap,
@@ -95,8 +112,6 @@ pub struct ModelEval {
     pub reference_frames: usize,
     pub reference_seconds: f64,
     pub generation_seconds: f64,
-    /// Everything but generation (loss, latents, metrics).
-    pub eval_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +121,23 @@ pub struct EvalReport {
     pub options: EvalOptions,
     pub models: Vec<ModelEval>,
     pub caveat: String,
+}
+
+impl EvalReport {
+    /// Writes the report as pretty JSON (atomic).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::InvalidRequest(format!("serialising the report: {e}")))?;
+        crate::util::atomic_write(path, &bytes)?;
+        Ok(())
+    }
+
+    /// Reads a report written by [`EvalReport::save`] or `tunelab eval --json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::bad_file(path, format!("not an evaluation report: {e}")))
+    }
 }
 
 fn segment_audio(seg: &Segment) -> Result<Vec<f32>> {
@@ -233,21 +265,109 @@ pub fn evaluate(
     let mean_mel = clips.iter().map(|c| c.log_mel_mse).sum::<f64>() / clips.len().max(1) as f64;
     Ok(ModelEval {
         model: label.to_string(),
+        weights_sha256: String::new(),
         held_out,
-        fad: fad.recentred(),
-        fad_inf,
-        kad,
-        mean_log_mel_mse: mean_mel,
-        clips,
-        copies,
-        generated_frames: generated.len(),
-        generated_seconds: gen_seconds,
-        reference_frames: reference.len(),
-        reference_seconds: ref_audio.iter().map(|a| a.len()).sum::<usize>() as f64
-            / SAMPLE_RATE as f64,
-        generation_seconds: gen_time,
+        generated: Some(GeneratedEval {
+            fad: fad.recentred(),
+            fad_inf,
+            kad,
+            mean_log_mel_mse: mean_mel,
+            clips,
+            copies,
+            generated_frames: generated.len(),
+            generated_seconds: gen_seconds,
+            reference_frames: reference.len(),
+            reference_seconds: ref_audio.iter().map(|a| a.len()).sum::<usize>() as f64
+                / SAMPLE_RATE as f64,
+            generation_seconds: gen_time,
+        }),
         eval_seconds: eval_time,
     })
+}
+
+/// A Music Transformer's held-out cross-entropy over every event of the split's pieces (windows
+/// of the model's length). `ce_q` / `ppl_q` hold the one event stream.
+pub fn evaluate_midi(
+    model: &crate::models::music_transformer::MusicTransformer,
+    label: &str,
+    dataset: &Path,
+    split: Split,
+) -> Result<ModelEval> {
+    let started = Instant::now();
+    let pieces: Vec<_> = crate::data::midi_dataset::read_pieces(dataset)?
+        .into_iter()
+        .filter(|p| p.split == split)
+        .collect();
+    if pieces.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "{}: the {split:?} split has no piece",
+            dataset.display()
+        )));
+    }
+    let window = model.config().max_position_embeddings;
+    let (ce, tokens) = crate::train::midi::cross_entropy(model, &pieces, window, 8, usize::MAX)?;
+    Ok(ModelEval {
+        model: label.to_string(),
+        weights_sha256: String::new(),
+        held_out: HeldOut {
+            ce,
+            ppl: ce.exp(),
+            ce_q: vec![ce],
+            ppl_q: vec![ce.exp()],
+            tokens,
+        },
+        generated: None,
+        eval_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Evaluates the model named `spec` (Hub id, folder or run of either family) on `dataset`: a
+/// MIDI dataset gets [`evaluate_midi`], an audio dataset [`evaluate`]. `adapter`, a LoRA
+/// adapter (PEFT folder or run), applies to a MusicGen. The report carries the weights' hash.
+pub fn evaluate_spec(
+    spec: &str,
+    adapter: Option<&Path>,
+    dataset: &Path,
+    opts: &EvalOptions,
+    device: &candle_core::Device,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ModelEval> {
+    use crate::models::nn::WeightMode;
+    use crate::train::export::{apply_adapter, is_run_dir, load_run_model};
+    let local = Path::new(spec);
+    let midi_model = crate::models::music_transformer::is_model_dir(local)
+        || crate::train::midi::is_midi_run(local);
+    if crate::data::midi_dataset::is_midi_dataset(dataset) != midi_model {
+        return Err(Error::InvalidRequest(format!(
+            "{spec} is a {} model but {} is a{} dataset",
+            if midi_model { "MIDI" } else { "MusicGen" },
+            dataset.display(),
+            if midi_model { "n audio" } else { " MIDI" },
+        )));
+    }
+    if midi_model {
+        progress("held-out cross-entropy");
+        let model = crate::train::midi::load_model(spec, device)?;
+        let mut r = evaluate_midi(&model, spec, dataset, opts.split)?;
+        r.weights_sha256 = crate::eval::listen::prepare::weights_hash(local);
+        return Ok(r);
+    }
+    let dir = crate::models::hub::resolve_model(spec, &mut |_| {})?;
+    let mut m = if is_run_dir(&dir) {
+        load_run_model(&dir, None, device, WeightMode::F32)?
+    } else {
+        MusicGen::load(&dir, device, WeightMode::F32)?
+    };
+    let mut label = spec.to_string();
+    let mut hash_dir = dir.clone();
+    if let Some(a) = adapter {
+        apply_adapter(&mut m, a)?;
+        label = format!("{spec} + {}", a.display());
+        hash_dir = a.to_path_buf();
+    }
+    let mut r = evaluate(&mut m, &label, dataset, opts, progress)?;
+    r.weights_sha256 = crate::eval::listen::prepare::weights_hash(&hash_dir);
+    Ok(r)
 }
 
 /// Token-weighted cross-entropy per codebook over the examples (their own captions).

@@ -290,7 +290,7 @@ impl TunelabApp {
                     if Some(*job) == self.train.job
                         || Some(*job) == self.dataset.job
                         || Some(*job) == self.evaluate.job
-                        || Some(*job) == self.listen.job);
+                        || self.listen.owns(*job));
             self.train.on_event(&ev);
             self.dataset.on_event(&ev);
             self.evaluate.on_event(&ev);

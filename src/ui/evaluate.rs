@@ -1,6 +1,7 @@
 //! The Evaluate panel: runs `tunelab eval` through the engine for a baseline and a fine-tuned
-//! model on a dataset split and shows the report table (held-out CE/PPL, FAD with interval, FAD∞,
-//! KAD, log-mel distance, flagged copies) with the latent-FAD caveat.
+//! model on a dataset split and shows the report table (held-out CE/PPL for either family; for
+//! MusicGen also FAD with interval, FAD∞, KAD, log-mel distance, flagged copies, with the
+//! latent-FAD caveat).
 
 use std::path::PathBuf;
 
@@ -117,6 +118,7 @@ impl EvalPanel {
                         seconds: self.form.seconds,
                         ..Default::default()
                     },
+                    save: None,
                 });
             }
             if !idle {
@@ -151,23 +153,34 @@ impl EvalPanel {
                     ui.label(&m.model);
                     ui.label(format!("{:.4}", m.held_out.ce));
                     ui.label(format!("{:.2}", m.held_out.ppl));
+                    let Some(g) = &m.generated else {
+                        for _ in 0..5 {
+                            ui.label("—");
+                        }
+                        ui.end_row();
+                        continue;
+                    };
                     ui.label(format!(
                         "{:.3} [{:.3}, {:.3}]",
-                        m.fad.estimate, m.fad.lower, m.fad.upper
+                        g.fad.estimate, g.fad.lower, g.fad.upper
                     ));
                     ui.label(format!(
                         "{:.3} (r² {:.2})",
-                        m.fad_inf.intercept, m.fad_inf.r2
+                        g.fad_inf.intercept, g.fad_inf.r2
                     ));
                     ui.label(format!(
                         "{:.3} [{:.3}, {:.3}]",
-                        m.kad.kad.scaled, m.kad.ci_scaled.lower, m.kad.ci_scaled.upper
+                        g.kad.kad.scaled, g.kad.ci_scaled.lower, g.kad.ci_scaled.upper
                     ));
-                    ui.label(format!("{:.4}", m.mean_log_mel_mse));
-                    ui.label(m.copies.len().to_string());
+                    ui.label(format!("{:.4}", g.mean_log_mel_mse));
+                    ui.label(g.copies.len().to_string());
                     ui.end_row();
                 }
             });
+        if r.models.iter().all(|m| m.generated.is_none()) {
+            ui.small("Held-out loss only: MIDI pieces are judged by ear and by loss.");
+            return;
+        }
         ui.small(&r.caveat);
     }
 }

@@ -17,9 +17,10 @@ use crate::audio::AudioSink;
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::listen::session::{
-    pool, BlindView, Choice, PlayState, PlayTarget, Response, ResultsOptions, SessionLog, Side,
+    BlindView, Choice, PlayState, PlayTarget, Response, SessionLog, Side,
 };
 use crate::eval::listen::stats::{min_wins_for_significance, power_votes};
+use crate::ui::listen_results::ResultsView;
 use crate::ui::train::{field, Outbox};
 
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -111,8 +112,8 @@ pub struct ListenPanel {
     pub form: ListenForm,
     pub session: Option<SessionLog>,
     pub view: Option<BlindView>,
-    /// What the rater sees after the last answer (unblinded summary).
-    pub verdict: Option<String>,
+    /// The unblinded results: after the rater's last answer, or opened by the owner.
+    pub results: Option<ResultsView>,
     pub error: Option<String>,
     pub playing: Option<PlayTarget>,
     pub abx_answer: Option<Side>,
@@ -135,7 +136,7 @@ impl ListenPanel {
             form,
             session: None,
             view: None,
-            verdict: None,
+            results: None,
             error: None,
             playing: None,
             abx_answer: None,
@@ -148,8 +149,16 @@ impl ListenPanel {
         }
     }
 
+    /// Whether `job` is this panel's (preparing a session, or computing the results' numbers).
+    pub fn owns(&self, job: JobId) -> bool {
+        Some(job) == self.job || self.results.as_ref().is_some_and(|r| r.job == Some(job))
+    }
+
     /// Engine events of the session being prepared: progress, then the log to open.
     pub fn on_event(&mut self, ev: &Event) {
+        if let Some(r) = self.results.as_mut() {
+            r.on_event(ev);
+        }
         match ev {
             Event::Progress { job, message } if Some(*job) == self.job => {
                 self.progress = message.clone();
@@ -301,9 +310,21 @@ impl ListenPanel {
         self.error = None;
     }
 
+    /// The owner's view of the log's results, without a rater name.
+    fn show_results(&mut self) {
+        let log = PathBuf::from(self.form.log.trim());
+        let view = ResultsView::new(log, self.form.setup.dataset.clone());
+        if view.results.is_some() {
+            self.error = None;
+            self.results = Some(view);
+        } else {
+            self.error = view.error;
+        }
+    }
+
     fn open(&mut self) {
         self.error = None;
-        self.verdict = None;
+        self.results = None;
         let rater = self.form.rater.trim().to_string();
         if rater.is_empty() {
             self.error = Some("Enter your name (answers are kept per rater).".into());
@@ -330,8 +351,11 @@ impl ListenPanel {
         };
         match log.blind_view(&rater, PlayState::Stopped) {
             Ok(v) => {
-                if v.finished {
-                    self.verdict = Some(verdict(log, &rater));
+                if v.finished && self.results.is_none() {
+                    self.results = Some(ResultsView::new(
+                        log.path().to_path_buf(),
+                        self.form.setup.dataset.clone(),
+                    ));
                 }
                 self.view = Some(v);
             }
@@ -498,6 +522,14 @@ impl ListenPanel {
 
     pub fn ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
         if self.session.is_none() {
+            if let Some(r) = self.results.as_mut() {
+                if ui.button("Back").clicked() {
+                    self.results = None;
+                    return;
+                }
+                r.ui(ui, out);
+                return;
+            }
             self.setup_ui(ui, out);
             ui.separator();
             ui.heading("Open a session");
@@ -516,9 +548,21 @@ impl ListenPanel {
                     });
                     ui.end_row();
                 });
-            if ui.button("Open session").clicked() {
-                self.open();
-            }
+            ui.horizontal(|ui| {
+                if ui.button("Open session").clicked() {
+                    self.open();
+                }
+                if ui
+                    .button("Results (owner)")
+                    .on_hover_text(
+                        "The unblinded tallies of this log so far, with the numbers beside \
+                         them. A rater who sees them is no longer blind.",
+                    )
+                    .clicked()
+                {
+                    self.show_results();
+                }
+            });
             if let Some(e) = &self.error {
                 ui.colored_label(ui.visuals().error_fg_color, e);
             }
@@ -531,12 +575,20 @@ impl ListenPanel {
         };
         if view.finished {
             ui.heading("Session complete");
-            if let Some(v) = &self.verdict {
-                ui.label(v);
-            }
+            let mine = self.session.as_ref().map_or(0, |log| {
+                let rater = self.form.rater.trim();
+                log.answers().iter().filter(|a| a.rater == rater).count()
+            });
+            ui.label(format!("You answered {mine} trials. Thank you."));
             if ui.button("Close session").clicked() {
                 self.session = None;
                 self.view = None;
+                self.results = None;
+                return;
+            }
+            ui.separator();
+            if let Some(r) = self.results.as_mut() {
+                egui::ScrollArea::vertical().show(ui, |ui| r.ui(ui, out));
             }
             return;
         }
@@ -612,27 +664,6 @@ impl ListenPanel {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
     }
-}
-
-/// The unblinded summary for a finished rater.
-fn verdict(log: &SessionLog, rater: &str) -> String {
-    let r = match pool(std::slice::from_ref(log), &ResultsOptions::default()) {
-        Ok(r) => r,
-        Err(e) => return e.to_string(),
-    };
-    let s = &r.summary;
-    let mine = log.answers().iter().filter(|a| a.rater == rater).count();
-    format!(
-        "You answered {mine} trials. Over all raters so far, B ({}) was preferred in {:.0} % of {} \
-         votes against A ({}): exact two-sided p = {:.3}, 95 % CI {:.2}–{:.2}.",
-        r.model_b.label,
-        s.share_b.unwrap_or(f64::NAN) * 100.0,
-        s.n,
-        r.model_a.label,
-        s.p_two_sided,
-        s.ci.0,
-        s.ci.1
-    )
 }
 
 #[cfg(test)]
@@ -864,8 +895,244 @@ mod tests {
         assert!(reopened.answers().iter().all(|a| a.choice == Choice::B));
         assert!(h.query_by_label_contains("Session complete").is_some());
         assert!(
-            h.query_by_label_contains("finetuned-model").is_some(),
+            h.query_all_by_label_contains("finetuned-model")
+                .next()
+                .is_some(),
             "revealed at the end"
         );
+    }
+
+    fn prefer_b_all(log: &std::path::Path, rater: &str) {
+        let mut l = SessionLog::open(log).unwrap();
+        while let Some(t) = l.next_trial(rater).unwrap() {
+            let choice = if t.first_is == Which::B {
+                Choice::A
+            } else {
+                Choice::B
+            };
+            l.record(
+                rater,
+                Response {
+                    choice,
+                    abx_choice: None,
+                },
+            )
+            .unwrap();
+        }
+    }
+
+    /// The owner opens the results on demand: the verdict, the per-prompt and per-rater tables,
+    /// then the numbers of the same two models, computed by the engine into the session folder,
+    /// beside the votes; the export carries both.
+    #[test]
+    fn owner_results_put_votes_and_numbers_side_by_side() {
+        use crate::eval::report::{EvalReport, HeldOut, ModelEval};
+        struct S {
+            panel: ListenPanel,
+            out: Outbox,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = session(dir.path());
+        prefer_b_all(&log, "ann");
+        let form = ListenForm {
+            log: log.display().to_string(),
+            setup: SetupForm {
+                dataset: "/data/folk".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut h = Harness::new_ui_state(
+            |ui, s: &mut S| s.panel.ui(ui, &mut s.out),
+            S {
+                panel: ListenPanel::new(form, Box::new(NullSink::default())),
+                out: Outbox::default(),
+            },
+        );
+        h.run();
+        h.get_by_label("Results (owner)").click();
+        h.run();
+        assert!(h.query_by_label_contains("won 4 of 4 votes").is_some());
+        assert!(
+            h.query_by_label_contains("p = 0.1250").is_some(),
+            "4/4: p = 1/8"
+        );
+        assert!(h.query_by_label("low").is_some() && h.query_by_label("high").is_some());
+        assert!(h.query_by_label("ann").is_some(), "per-rater row");
+        assert!(h
+            .query_by_label_contains("no objective report yet")
+            .is_some());
+
+        h.get_by_label("Compute metrics").click();
+        h.step();
+        let job = match h.state().out.commands.as_slice() {
+            [Command::Evaluate {
+                job,
+                models,
+                dataset,
+                save,
+                ..
+            }] => {
+                assert_eq!(models, &["a", "b"]);
+                assert_eq!(dataset, &PathBuf::from("/data/folk"));
+                assert_eq!(
+                    save.as_deref(),
+                    Some(dir.path().join("metrics.json").as_path())
+                );
+                *job
+            }
+            other => panic!("expected Evaluate, got {other:?}"),
+        };
+        assert!(h.state().panel.owns(job));
+        // The engine writes the report (matched to the session by weights hash), then says so.
+        let eval = |model: &str, sha: &str, ce: f64| ModelEval {
+            model: model.into(),
+            weights_sha256: sha.into(),
+            held_out: HeldOut {
+                ce,
+                ppl: ce.exp(),
+                ce_q: vec![ce],
+                ppl_q: vec![ce.exp()],
+                tokens: 10,
+            },
+            generated: None,
+            eval_seconds: 0.1,
+        };
+        let report = EvalReport {
+            dataset: "/data/folk".into(),
+            split: crate::data::dataset::Split::Test,
+            options: Default::default(),
+            models: vec![eval("a", "0", 5.125), eval("b", "1", 2.25)],
+            caveat: String::new(),
+        };
+        report.save(&dir.path().join("metrics.json")).unwrap();
+        h.state_mut().panel.on_event(&Event::Done {
+            job,
+            result: Ok(JobOutput::Evaluated(Box::new(report))),
+        });
+        h.run();
+        assert!(h.query_by_label("5.1250").is_some() && h.query_by_label("2.2500").is_some());
+        assert!(h.query_by_label_contains("held-out CE: B").is_some());
+
+        h.get_by_label("Export CSV + JSON").click();
+        h.run();
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("results.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            json["verdict"]["rows"][1]["metrics"]["held_out"]["ce"],
+            2.25
+        );
+        let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+        assert!(
+            csv.starts_with("kind,name,wins_b") && csv.contains("ann"),
+            "{csv}"
+        );
+    }
+
+    // ---- the studio killed mid-session ----------------------------------------------------
+
+    const KILL_ENV: &str = "TUNELAB_STUDIO_KILL_LOG";
+
+    /// Child side of `studio_killed_mid_session_loses_no_answer`: a rater answers from the
+    /// keyboard in the Listen panel, printing `ANSWERED n` once the panel shows trial n + 1
+    /// (the answer is on disk by then), until the parent kills the process.
+    #[test]
+    fn studio_kill_child() {
+        let Some(log) = std::env::var_os(KILL_ENV) else {
+            return;
+        };
+        let form = ListenForm {
+            log: PathBuf::from(log).display().to_string(),
+            rater: "kim".into(),
+            ..Default::default()
+        };
+        let mut h = Harness::new_ui_state(
+            |ui, p: &mut ListenPanel| p.ui(ui, &mut Outbox::default()),
+            ListenPanel::new(form, Box::new(NullSink::default())),
+        );
+        h.get_by_label("Open session").click();
+        h.run();
+        let mut answered = 0;
+        loop {
+            h.key_press(egui::Key::Num2);
+            h.step();
+            let now = h.state().view.as_ref().map_or(0, |v| v.answered);
+            if now > answered {
+                answered = now;
+                println!("ANSWERED {answered}");
+            }
+            if h.state().view.as_ref().is_some_and(|v| v.finished) {
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        }
+    }
+
+    /// The studio process is SIGKILLed while a rater answers: every answer the panel had shown
+    /// as done is in the log, and a new studio resumes the rater at the next trial.
+    #[test]
+    fn studio_killed_mid_session_loses_no_answer() {
+        use std::io::BufRead;
+        if std::env::var_os(KILL_ENV).is_some() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = session(dir.path());
+        // A long session so the kill lands mid-way.
+        let mut spec = SessionLog::open(&log).unwrap().spec().clone();
+        spec.trials = 400;
+        std::fs::remove_file(&log).unwrap();
+        SessionLog::create(&log, spec).unwrap();
+
+        let module = module_path!();
+        let module = module.split_once("::").map_or(module, |(_, rest)| rest);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                &format!("{module}::studio_kill_child"),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(KILL_ENV, &log)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut shown = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("ANSWERED ") {
+                shown = n.trim().parse().unwrap();
+                if shown >= 12 {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(shown >= 12, "the child answered {shown}");
+
+        let on_disk = SessionLog::open(&log).unwrap().answers().len();
+        assert!(
+            on_disk >= shown,
+            "{shown} shown as answered, {on_disk} on disk"
+        );
+        assert!(on_disk < 400, "killed mid-session");
+        // A new studio resumes the rater where the log ends.
+        let form = ListenForm {
+            log: log.display().to_string(),
+            rater: "kim".into(),
+            ..Default::default()
+        };
+        let mut h = Harness::new_ui_state(
+            |ui, p: &mut ListenPanel| p.ui(ui, &mut Outbox::default()),
+            ListenPanel::new(form, Box::new(NullSink::default())),
+        );
+        h.get_by_label("Open session").click();
+        h.run();
+        let next = format!("Trial {} of 400", on_disk + 1);
+        assert!(h.query_by_label_contains(&next).is_some(), "{next}");
     }
 }

@@ -4,6 +4,7 @@ pub mod app;
 pub mod dataset;
 pub mod evaluate;
 pub mod listen;
+pub mod listen_results;
 pub mod models;
 pub mod train;
 

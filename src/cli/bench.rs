@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// Training step time and peak memory (full and LoRA) on the musicgen-small layout with
     /// random weights, batch 2 × 10 s; plus dataset import + tokenisation throughput.
     Train(super::bench_train::BenchTrainArgs),
+    /// Objective evaluation excluding generation (EnCodec latents, log-mel, FAD/FAD∞/KAD with
+    /// intervals, copy check): N clips × S s on the musicgen-small layout (default 50 × 10 s).
+    Eval(super::bench_eval::BenchEvalArgs),
 }
 
 impl BenchCommand {
@@ -28,6 +31,7 @@ impl BenchCommand {
         match self {
             Self::Generate(a) => a.run(),
             Self::Train(a) => a.run(),
+            Self::Eval(a) => a.run(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The headless CLI, on the same engine as the studio. One file per subcommand.
 
 pub mod bench;
+pub mod bench_eval;
 pub mod bench_train;
 pub mod dataset;
 pub mod demo;

@@ -184,25 +184,21 @@ pub fn evaluate(
     progress("reference latents");
     let all = read_segments(dataset)?;
     let refs: Vec<&Segment> = all.iter().filter(|s| s.split == opts.split).collect();
-    let mut reference = Vec::new();
-    let mut ref_audio = Vec::new();
-    for seg in &refs {
-        let a = segment_audio(seg)?;
-        reference.extend(latent_frames(model, &a)?);
-        ref_audio.push(a);
-    }
+    let ref_audio = refs
+        .iter()
+        .map(|s| segment_audio(s))
+        .collect::<Result<Vec<_>>>()?;
     let train_segs: Vec<&Segment> = all.iter().filter(|s| s.split == Split::Train).collect();
-    let mut train_means = Vec::new();
-    for seg in &train_segs {
-        train_means.push(mean_latent(&latent_frames(model, &segment_audio(seg)?)?)?);
-    }
+    // Training audio is decoded one segment at a time (a corpus may not fit in memory twice).
+    let train = train_segs
+        .iter()
+        .map(|s| Ok((s.id.clone(), segment_audio(s)?)));
+    let train_codes: Vec<Vec<Vec<u32>>> = tokens.train.iter().map(|e| e.codes.clone()).collect();
+    let references = References::new(model, ref_audio, train, &train_codes)?;
     eval_time += started.elapsed().as_secs_f64();
 
     let mut generated = Vec::new();
-    let mut gen_codes = Vec::new();
-    let mut clips = Vec::new();
     let mut gen_time = 0f64;
-    let mut gen_seconds = 0f64;
     for (i, seg) in refs.iter().take(opts.clips).enumerate() {
         progress(&format!(
             "generating clip {} of {}",
@@ -219,70 +215,189 @@ pub fn evaluate(
         let t = Instant::now();
         let clip = generate(model, &params, &mut |_| true)?;
         gen_time += t.elapsed().as_secs_f64();
-        gen_seconds += clip.audio.len() as f64 / clip.sample_rate as f64;
-        let t = Instant::now();
-        let frames = latent_frames(model, &clip.audio)?;
-        let (ni, nd) = nearest(&mean_latent(&frames)?, &train_means)?;
-        clips.push(ClipEval {
+        generated.push(GeneratedClip {
             segment: seg.id.clone(),
             prompt: seg.caption.clone(),
             seed: params.seed,
-            log_mel_mse: log_mel_mse(&clip.audio, &ref_audio[i], SAMPLE_RATE)?,
-            nearest_train: train_segs.get(ni).map(|s| s.id.clone()).unwrap_or_default(),
+            audio: clip.audio,
+            codes: clip.codes,
+        });
+    }
+    progress("FAD, FAD∞, KAD");
+    let (mut metrics, timings) = score_generated(model, &references, &generated, opts)?;
+    metrics.generation_seconds = gen_time;
+    eval_time += timings.total();
+    Ok(ModelEval {
+        model: label.to_string(),
+        weights_sha256: String::new(),
+        held_out,
+        generated: Some(metrics),
+        eval_seconds: eval_time,
+    })
+}
+
+/// A generated clip, as the audio metrics need it (32 kHz mono and its codes
+/// `[codebooks][frames]`).
+#[derive(Debug, Clone)]
+pub struct GeneratedClip {
+    /// The reference segment it is compared with (same index in [`References::audio`]).
+    pub segment: String,
+    pub prompt: String,
+    pub seed: u64,
+    pub audio: Vec<f32>,
+    pub codes: Vec<Vec<u32>>,
+}
+
+/// What generated clips are measured against: the split's audio and its latent frames, and the
+/// training segments' mean latents and token frames (for the memorisation check).
+pub struct References {
+    pub audio: Vec<Vec<f32>>,
+    pub frames: Vec<Vec<f32>>,
+    pub train_ids: Vec<String>,
+    pub train_means: Vec<Vec<f32>>,
+    pub train_keys: Vec<Vec<u64>>,
+}
+
+impl References {
+    /// Encodes the reference audio and the training segments `(id, audio)` (streamed) to
+    /// EnCodec latents; `train_codes` are the training segments' tokens `[codebooks][frames]`.
+    pub fn new(
+        model: &MusicGen,
+        audio: Vec<Vec<f32>>,
+        train: impl IntoIterator<Item = Result<(String, Vec<f32>)>>,
+        train_codes: &[Vec<Vec<u32>>],
+    ) -> Result<Self> {
+        let mut frames = Vec::new();
+        for a in &audio {
+            frames.extend(latent_frames(model, a)?);
+        }
+        let mut train_ids = Vec::new();
+        let mut train_means = Vec::new();
+        for item in train {
+            let (id, a) = item?;
+            train_means.push(mean_latent(&latent_frames(model, &a)?)?);
+            train_ids.push(id);
+        }
+        let train_keys = train_codes
+            .iter()
+            .map(|c| {
+                let rows: Vec<&[u32]> = c.iter().map(Vec::as_slice).collect();
+                frame_keys(&rows)
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Self {
+            audio,
+            frames,
+            train_ids,
+            train_means,
+            train_keys,
+        })
+    }
+}
+
+/// Seconds spent in each stage of [`score_generated`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ScoreTimings {
+    pub latents: f64,
+    pub log_mel: f64,
+    pub nearest: f64,
+    pub fad: f64,
+    pub fad_inf: f64,
+    pub kad: f64,
+    pub copies: f64,
+}
+
+impl ScoreTimings {
+    pub fn total(&self) -> f64 {
+        self.latents
+            + self.log_mel
+            + self.nearest
+            + self.fad
+            + self.fad_inf
+            + self.kad
+            + self.copies
+    }
+}
+
+/// The audio metrics of `generated` (clip `i` paired with reference clip `i` for the log-mel
+/// distance) against `refs`. `generation_seconds` is left at 0 for the caller.
+pub fn score_generated(
+    model: &MusicGen,
+    refs: &References,
+    generated: &[GeneratedClip],
+    opts: &EvalOptions,
+) -> Result<(GeneratedEval, ScoreTimings)> {
+    let mut tm = ScoreTimings::default();
+    let mut frames = Vec::new();
+    let mut gen_keys = Vec::new();
+    let mut clips = Vec::new();
+    let mut gen_seconds = 0f64;
+    for (i, g) in generated.iter().enumerate() {
+        gen_seconds += g.audio.len() as f64 / SAMPLE_RATE as f64;
+        let t = Instant::now();
+        let f = latent_frames(model, &g.audio)?;
+        tm.latents += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (ni, nd) = nearest(&mean_latent(&f)?, &refs.train_means)?;
+        tm.nearest += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let reference = refs.audio.get(i).ok_or_else(|| {
+            Error::InvalidRequest(format!("no reference clip for generated clip {i}"))
+        })?;
+        let mel = log_mel_mse(&g.audio, reference, SAMPLE_RATE)?;
+        tm.log_mel += t.elapsed().as_secs_f64();
+        clips.push(ClipEval {
+            segment: g.segment.clone(),
+            prompt: g.prompt.clone(),
+            seed: g.seed,
+            log_mel_mse: mel,
+            nearest_train: refs.train_ids.get(ni).cloned().unwrap_or_default(),
             nearest_distance: nd,
         });
-        generated.extend(frames);
-        let rows: Vec<&[u32]> = clip.codes.iter().map(Vec::as_slice).collect();
-        gen_codes.push(frame_keys(&rows)?);
-        eval_time += t.elapsed().as_secs_f64();
+        frames.extend(f);
+        let rows: Vec<&[u32]> = g.codes.iter().map(Vec::as_slice).collect();
+        gen_keys.push(frame_keys(&rows)?);
     }
-
     let t = Instant::now();
-    progress("FAD, FAD∞, KAD");
-    let fad = bootstrap_ci(&generated, &reference, opts.bootstrap.max(20), opts.seed)?;
-    let n = generated.len();
+    let fad = bootstrap_ci(&frames, &refs.frames, opts.bootstrap.max(20), opts.seed)?;
+    tm.fad = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let n = frames.len();
     let sizes: Vec<usize> = [8, 4, 2, 1].iter().map(|d| (n / d).max(2)).collect();
-    let fad_inf = fad_inf(&generated, &reference, &sizes, 10, opts.seed)?;
+    let fad_inf = fad_inf(&frames, &refs.frames, &sizes, 10, opts.seed)?;
+    tm.fad_inf = t.elapsed().as_secs_f64();
+    let t = Instant::now();
     let kad = kad_bootstrap(
-        &generated,
-        &reference,
+        &frames,
+        &refs.frames,
         &KadConfig {
             seed: opts.seed,
             ..Default::default()
         },
         opts.bootstrap.max(100),
     )?;
-    let train_codes: Vec<Vec<u64>> = tokens
-        .train
-        .iter()
-        .map(|e| {
-            let rows: Vec<&[u32]> = e.codes.iter().map(Vec::as_slice).collect();
-            frame_keys(&rows)
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    let copies = flag_copies(&gen_codes, &train_codes, 50)?;
-    eval_time += t.elapsed().as_secs_f64();
+    tm.kad = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let copies = flag_copies(&gen_keys, &refs.train_keys, 50)?;
+    tm.copies = t.elapsed().as_secs_f64();
     let mean_mel = clips.iter().map(|c| c.log_mel_mse).sum::<f64>() / clips.len().max(1) as f64;
-    Ok(ModelEval {
-        model: label.to_string(),
-        weights_sha256: String::new(),
-        held_out,
-        generated: Some(GeneratedEval {
+    Ok((
+        GeneratedEval {
             fad: fad.recentred(),
             fad_inf,
             kad,
             mean_log_mel_mse: mean_mel,
             clips,
             copies,
-            generated_frames: generated.len(),
+            generated_frames: n,
             generated_seconds: gen_seconds,
-            reference_frames: reference.len(),
-            reference_seconds: ref_audio.iter().map(|a| a.len()).sum::<usize>() as f64
+            reference_frames: refs.frames.len(),
+            reference_seconds: refs.audio.iter().map(|a| a.len()).sum::<usize>() as f64
                 / SAMPLE_RATE as f64,
-            generation_seconds: gen_time,
-        }),
-        eval_seconds: eval_time,
-    })
+            generation_seconds: 0.0,
+        },
+        tm,
+    ))
 }
 
 /// A Music Transformer's held-out cross-entropy over every event of the split's pieces (windows

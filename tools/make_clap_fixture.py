@@ -43,6 +43,11 @@ block; the last stage's 4x4 grid is not larger than the window, so HF drops the 
 the window there, as the real model does in its last stage), projection_dim 16.
 Weights are re-initialised with larger scales than HF's init (which zeroes the relative position
 bias tables and leaves batch-norm at identity) so that every part of the model matters.
+
+`--full-size DIR` writes the same files for a random model of laion/clap-htsat-unfused's real
+layout (RoBERTa-base text tower, HTSAT-base with 4 stages and window 8, projection 512, 64 mel
+bins, 10 s window; ~600 MB, never committed), with 4 s and 12 s waveforms. The ignored Rust test
+`models::clap::tests::full_size_parity` checks it when TUNELAB_CLAP_FULL_SIZE=DIR is set.
 """
 
 from __future__ import annotations
@@ -173,8 +178,11 @@ def build_tokenizer():
 # --------------------------------------------------------------------------------------
 # model
 # --------------------------------------------------------------------------------------
-def build_config(vocab_size: int):
+def build_config(vocab_size: int, full_size: bool = False):
     from transformers import ClapConfig
+
+    if full_size:  # laion/clap-htsat-unfused's layout (the class defaults)
+        return ClapConfig(projection_dim=512)
 
     text = dict(
         vocab_size=vocab_size,
@@ -242,7 +250,7 @@ def tree_shas(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): file_sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def build(out: Path, verbose: bool = True) -> None:
+def build(out: Path, verbose: bool = True, full_size: bool = False) -> None:
     from transformers import ClapFeatureExtractor, ClapModel
 
     log = print if verbose else (lambda *a, **k: None)
@@ -258,7 +266,7 @@ def build(out: Path, verbose: bool = True) -> None:
     tok.save(str(out / "tokenizer.json"))
     vocab = tok.get_vocab_size(with_added_tokens=True)
 
-    model = ClapModel(build_config(vocab)).eval()
+    model = ClapModel(build_config(vocab, full_size)).eval()
     reinit(model, gen)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
@@ -266,10 +274,10 @@ def build(out: Path, verbose: bool = True) -> None:
             shutil.copy(Path(tmp) / f, out / f)
 
     fe = ClapFeatureExtractor(
-        feature_size=16,
+        feature_size=64 if full_size else 16,
         sampling_rate=SAMPLE_RATE,
         hop_length=480,
-        max_length_s=1,
+        max_length_s=10 if full_size else 1,
         fft_window_size=1024,
         padding_value=0.0,
         return_attention_mask=False,
@@ -285,7 +293,8 @@ def build(out: Path, verbose: bool = True) -> None:
 
     # wave_0 (0.3 s) is shorter than max_length: repeat-padded (3 copies) then zero-padded.
     # wave_1 (1.05 s) is longer: rand_trunc takes a crop; np.random.randint is pinned to 0 here.
-    waves = [make_wave(0.3, [220.0, 660.0, 3520.0], rng), make_wave(1.05, [98.0, 1244.5, 7040.0], rng)]
+    secs = (4.0, 12.0) if full_size else (0.3, 1.05)
+    waves = [make_wave(secs[0], [220.0, 660.0, 3520.0], rng), make_wave(secs[1], [98.0, 1244.5, 7040.0], rng)]
     real_randint = np.random.randint
     np.random.randint = lambda low, high=None, *a, **k: 0  # the crop offset tunelab uses
     try:
@@ -293,7 +302,8 @@ def build(out: Path, verbose: bool = True) -> None:
     finally:
         np.random.randint = real_randint
     input_features = feats["input_features"].float()
-    assert tuple(input_features.shape) == (2, 1, 101, 16), input_features.shape
+    want_shape = (2, 1, 1001, 64) if full_size else (2, 1, 101, 16)
+    assert tuple(input_features.shape) == want_shape, input_features.shape
 
     encs = [tok.encode(c, add_special_tokens=True).ids for c in CAPTIONS]
     lmax = max(len(e) for e in encs)
@@ -341,7 +351,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--check", action="store_true", help="rebuild into a temp dir and compare sha256 of every file")
+    ap.add_argument("--full-size", type=Path, metavar="DIR", help="write a real-size random model to DIR instead")
     args = ap.parse_args()
+    if args.full_size:
+        build(args.full_size, full_size=True)
+        return 0
     build(args.out)
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:

@@ -235,7 +235,10 @@ impl ClapConfig {
         let grid = a.spec_size / sh;
         for i in 0..a.depths.len() {
             let res = grid >> i;
-            if grid % (1 << i) != 0 || res < a.window_size || (i == 0 && a.spec_size % sh != 0) {
+            if !grid.is_multiple_of(1 << i)
+                || res < a.window_size
+                || (i == 0 && !a.spec_size.is_multiple_of(sh))
+            {
                 return Err(bad(format!(
                     "audio_config: stage {i} works on a {res}x{res} grid (spec_size {} / \
                      patch_stride {sh} / 2^{i}), which must be whole and at least the \
@@ -245,7 +248,7 @@ impl ClapConfig {
             }
         }
         for (i, &h) in a.num_attention_heads.iter().enumerate() {
-            if h == 0 || a.stage_dim(i) % h != 0 {
+            if h == 0 || !a.stage_dim(i).is_multiple_of(h) {
                 return Err(bad(format!(
                     "audio_config: stage {i} width {} is not a multiple of its {h} heads",
                     a.stage_dim(i)
@@ -260,7 +263,7 @@ impl ClapConfig {
             )));
         }
         let t = &self.text_config;
-        if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err(bad(format!(
                 "text_config: hidden_size {} is not a multiple of {} heads",
                 t.hidden_size, t.num_attention_heads
@@ -272,7 +275,7 @@ impl ClapConfig {
             ));
         }
         for act in [&t.hidden_act, &a.hidden_act, &self.projection_hidden_act] {
-            Activation::parse(act).map_err(|m| bad(m))?;
+            Activation::parse(act).map_err(&bad)?;
         }
         Ok(())
     }

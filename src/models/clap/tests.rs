@@ -17,13 +17,20 @@ pub(crate) fn tiny() -> Clap {
 }
 
 pub(crate) fn reference() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture_dir().join("reference.safetensors"), &Device::Cpu)
-        .unwrap()
+    reference_in(&fixture_dir())
+}
+
+fn reference_in(dir: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap()
 }
 
 /// The captions of the reference file, in order.
 pub(crate) fn captions() -> Vec<String> {
-    let text = std::fs::read_to_string(fixture_dir().join("reference.json")).unwrap();
+    captions_in(&fixture_dir())
+}
+
+fn captions_in(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     serde_json::from_value(v["captions"].clone()).unwrap()
 }
@@ -266,4 +273,65 @@ fn bad_checkpoints_are_refused_with_the_file_and_problem() {
     std::fs::write(&p, cfg.to_string()).unwrap();
     let e = load_err(d.path());
     assert!(e.contains("config.json") && e.contains("fused"), "{e}");
+}
+
+/// The real layout (laion/clap-htsat-unfused: RoBERTa-base, HTSAT-base, 10 s at 48 kHz) with
+/// random weights, written by `python3 tools/make_clap_fixture.py --full-size DIR` (~600 MB, not
+/// committed). Run with `TUNELAB_CLAP_FULL_SIZE=DIR cargo test --lib full_size -- --ignored`.
+#[test]
+#[ignore = "needs TUNELAB_CLAP_FULL_SIZE=<dir from make_clap_fixture.py --full-size>"]
+fn full_size_parity() {
+    let Some(dir) = std::env::var_os("TUNELAB_CLAP_FULL_SIZE").map(PathBuf::from) else {
+        eprintln!("TUNELAB_CLAP_FULL_SIZE is not set; nothing to check");
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let model = Clap::load(&dir, &Device::Cpu).unwrap();
+    eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f32());
+    let r = reference_in(&dir);
+    let caps = captions_in(&dir);
+    let waves = waves(&r);
+    let t0 = std::time::Instant::now();
+    let feats = Tensor::cat(
+        &waves
+            .iter()
+            .map(|w| model.input_features(w).unwrap())
+            .collect::<Vec<_>>(),
+        0,
+    )
+    .unwrap();
+    let fe = max_abs_diff(&feats, &r["input_features"]);
+    let text = model.get_text_features(&caps).unwrap();
+    let te = max_abs_diff(&text, &r["text_embeds"]);
+    let pooled = model.audio_pooled(&r["input_features"]).unwrap();
+    let ape = max_abs_diff(&pooled, &r["audio_pooled"]);
+    let audio = model.get_audio_features(&r["input_features"]).unwrap();
+    let ae = max_abs_diff(&audio, &r["audio_embeds"]);
+    let audio_w = model.audio_embeddings(&waves, 48_000).unwrap();
+    let awe = max_abs_diff(&audio_w, &r["audio_embeds"]);
+    let sim = text.matmul(&audio_w.t().unwrap()).unwrap();
+    let se = max_abs_diff(&sim, &r["similarity"]);
+    eprintln!(
+        "full size ({:.1} s): features {fe:e} dB, text embeddings {te:e}, audio pooled {ape:e}, \
+         audio embeddings {ae:e} (reference features) / {awe:e} (waveforms), similarity {se:e}",
+        t0.elapsed().as_secs_f32()
+    );
+    // Measured: features 0 dB, text embeddings 1.7e-7, audio pooled 1.2e-6, audio embeddings
+    // 9.7e-8 / 4.1e-8, similarity 4.1e-8 (~10 s for all of it on 2 cores).
+    assert!(fe <= FEATURE_TOL_DB, "features {fe}");
+    assert!(ape <= 5e-6, "audio pooled {ape}");
+    for (what, e) in [
+        ("text", te),
+        ("audio", ae),
+        ("waveform audio", awe),
+        ("similarity", se),
+    ] {
+        assert!(e <= EMBED_TOL, "{what}: {e}");
+    }
+}
+
+#[test]
+fn the_model_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Clap>();
 }

@@ -164,8 +164,13 @@ impl Clap {
         .map_err(wrap)?;
         let tokenizer = match tokenizer {
             Some(p) => {
-                let t = tokenizers::Tokenizer::from_file(p)
+                let mut t = tokenizers::Tokenizer::from_file(p)
                     .map_err(|e| Error::bad_file(p, format!("not a tokenizers JSON file: {e}")))?;
+                // As HF's `tokenizer(text)`: whatever truncation or padding the file stores is
+                // not applied (a prompt too long for the positions is an error instead).
+                t.with_truncation(None)
+                    .map_err(|e| Error::bad_file(p, format!("cannot disable truncation: {e}")))?;
+                t.with_padding(None);
                 Some((t, p.to_path_buf()))
             }
             None => None,

@@ -335,3 +335,24 @@ fn the_model_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Clap>();
 }
+
+/// A `tokenizer.json` that stores a truncation length does not cut prompts (HF's
+/// `tokenizer(text)` does not apply it either).
+#[test]
+fn stored_tokenizer_truncation_is_not_applied() {
+    let d = broken_copy();
+    let p = d.path().join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    tok["truncation"] = serde_json::json!({
+        "direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0
+    });
+    std::fs::write(&p, tok.to_string()).unwrap();
+    let model = Clap::load(d.path(), &Device::Cpu).unwrap();
+    let caps = captions();
+    assert_eq!(
+        model.tokenize(&caps[0]).unwrap(),
+        tiny().tokenize(&caps[0]).unwrap()
+    );
+    assert!(model.tokenize(&caps[0]).unwrap().len() > 4);
+}

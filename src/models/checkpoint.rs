@@ -236,7 +236,7 @@ pub fn load_tensors(
                 .map_err(|e| bad(e.to_string()))?;
             let t = match src {
                 DType::F32 | DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(dtype)?,
-                _ if name.ends_with("inited") => t, // EnCodec codebook buffers, unused
+                _ if is_index_buffer(&name) => t,
                 other => {
                     return Err(bad(format!("dtype {other:?}, expected a float type")));
                 }
@@ -245,6 +245,21 @@ pub fn load_tensors(
         }
     }
     Ok(out)
+}
+
+/// Integer buffers that checkpoints carry and the models ignore or recompute: EnCodec's codebook
+/// `inited` flags, batch-norm step counts, RoBERTa's position / token-type ids and Swin's
+/// relative position index (CLAP). They are kept as they are; other integer tensors are refused.
+fn is_index_buffer(name: &str) -> bool {
+    [
+        "inited",
+        "num_batches_tracked",
+        "position_ids",
+        "token_type_ids",
+        "relative_position_index",
+    ]
+    .iter()
+    .any(|b| name.ends_with(b))
 }
 
 /// Writes tensors as one safetensors file, atomically (temp file, fsync, rename).

@@ -1,6 +1,7 @@
 //! Models, candle only (no GUI, no audio device): MusicGen (T5 → LM → EnCodec) and shared layers.
 
 pub mod checkpoint;
+pub mod clap;
 pub mod encodec;
 pub mod hub;
 pub mod music_transformer;

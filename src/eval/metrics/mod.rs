@@ -11,6 +11,7 @@
 //! Caveat: FAD/KAD on EnCodec latents is **not** comparable with VGGish (or
 //! CLAP/PANNs) FAD numbers published elsewhere; compare runs within tunelab only.
 
+pub mod clap;
 pub mod error;
 pub mod fad;
 pub mod kad;

@@ -25,6 +25,8 @@ fn eval_reports_every_metric_for_baseline_and_fine_tune() {
         .arg(&ds)
         .arg("--json")
         .arg(&json)
+        .arg("--clap")
+        .arg(fixtures().join("tiny-clap"))
         .output()
         .unwrap();
     assert!(
@@ -34,6 +36,7 @@ fn eval_reports_every_metric_for_baseline_and_fine_tune() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("not comparable with VGGish"), "{stdout}");
+    assert!(stdout.contains("CLAP score"), "{stdout}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let models = r["models"].as_array().unwrap();
@@ -67,6 +70,13 @@ fn eval_reports_every_metric_for_baseline_and_fine_tune() {
             assert!(v.as_f64().unwrap().is_finite(), "{path:?}");
         }
         assert_eq!(g["clips"].as_array().unwrap().len(), 2);
+        // The optional CLAP score (random-weight fixture): one cosine per clip, in [−1, 1].
+        let clap = g["clap"]["clips"].as_array().unwrap();
+        assert_eq!(clap.len(), 2);
+        for c in clap {
+            assert!(c["similarity"].as_f64().unwrap().abs() <= 1.0 + 1e-6);
+        }
+        assert!(g["clap"]["mean"].as_f64().unwrap().is_finite());
         assert!(g["fad"]["estimate"].as_f64().unwrap() >= 0.0);
         assert!(m["eval_seconds"].as_f64().unwrap() > 0.0);
     }

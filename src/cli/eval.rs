@@ -29,9 +29,14 @@ pub struct EvalArgs {
     pub seconds: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Write the report as JSON here.
+    /// Write the report as JSON here (a listening session's `metrics.json` puts the numbers
+    /// beside its votes).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// A LAION-CLAP folder (HF layout: config.json, model.safetensors, tokenizer.json,
+    /// preprocessor_config.json) for the prompt–clip CLAP score; none ships with tunelab.
+    #[arg(long)]
+    pub clap: Option<PathBuf>,
 }
 
 impl EvalArgs {
@@ -47,6 +52,7 @@ impl EvalArgs {
             clips: self.clips,
             seconds: self.seconds,
             seed: self.seed,
+            clap: self.clap.clone(),
             ..Default::default()
         };
         let device = candle_core::Device::Cpu;
@@ -129,6 +135,15 @@ pub fn report_table(report: &EvalReport) -> String {
                 g.mean_log_mel_mse,
                 g.copies.len(),
             );
+            if let Some(c) = &g.clap {
+                let _ = writeln!(
+                    t,
+                    "{:<40} CLAP score {:.4} (mean prompt–clip cosine over {} clips)",
+                    "",
+                    c.mean,
+                    c.clips.len()
+                );
+            }
             let _ = writeln!(
                 t,
                 "{:<40} {} generated frames ({:.1} s) vs {} reference frames ({:.1} s) · generation {:.1} s",

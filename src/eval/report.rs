@@ -43,6 +43,8 @@ pub struct EvalOptions {
     /// Longest excerpt for the held-out loss.
     pub max_seconds: f64,
     pub bootstrap: usize,
+    /// A LAION-CLAP folder (HF layout, safetensors): adds the prompt–clip CLAP score.
+    pub clap: Option<std::path::PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -55,6 +57,7 @@ impl Default for EvalOptions {
             guidance_scale: 3.0,
             max_seconds: 30.0,
             bootstrap: 200,
+            clap: None,
         }
     }
 }
@@ -112,6 +115,9 @@ pub struct GeneratedEval {
     pub reference_frames: usize,
     pub reference_seconds: f64,
     pub generation_seconds: f64,
+    /// Prompt–clip CLAP similarity (with `EvalOptions::clap`).
+    #[serde(default)]
+    pub clap: Option<crate::eval::metrics::clap::ClapScore>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +233,17 @@ pub fn evaluate(
     let (mut metrics, timings) = score_generated(model, &references, &generated, opts)?;
     metrics.generation_seconds = gen_time;
     eval_time += timings.total();
+    if let Some(dir) = &opts.clap {
+        progress("CLAP score");
+        let t = Instant::now();
+        let clap = crate::models::clap::Clap::load(dir, model.device())?;
+        let items: Vec<(&str, &[f32])> = generated
+            .iter()
+            .map(|g| (g.prompt.as_str(), g.audio.as_slice()))
+            .collect();
+        metrics.clap = Some(crate::eval::metrics::clap::clap_score(&clap, &items)?);
+        eval_time += t.elapsed().as_secs_f64();
+    }
     Ok(ModelEval {
         model: label.to_string(),
         weights_sha256: String::new(),
@@ -395,6 +412,7 @@ pub fn score_generated(
             reference_seconds: refs.audio.iter().map(|a| a.len()).sum::<usize>() as f64
                 / SAMPLE_RATE as f64,
             generation_seconds: 0.0,
+            clap: None,
         },
         tm,
     ))

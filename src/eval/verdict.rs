@@ -62,7 +62,8 @@ pub struct Verdict {
     /// One sentence: the preference, its p-value and interval, and the finding.
     pub headline: String,
     pub rows: [SideRow; 2],
-    /// Metric → which role the numbers favour ("A", "B" or "=") — lower is better for all.
+    /// Metric → which role the numbers favour ("A", "B" or "=") — lower is better for all but
+    /// the CLAP score.
     pub numbers_favour: Vec<(String, &'static str)>,
     /// The report's dataset and split, when a report was given.
     pub metrics_source: Option<String>,
@@ -192,7 +193,7 @@ fn fmt_votes(v: f64) -> String {
     }
 }
 
-/// Which model each metric favours (all are lower-is-better).
+/// Which model each metric favours (lower is better, except the CLAP score).
 fn favour(a: &ModelEval, b: &ModelEval) -> Vec<(String, &'static str)> {
     let pick = |x: f64, y: f64| {
         if x < y {
@@ -218,6 +219,10 @@ fn favour(a: &ModelEval, b: &ModelEval) -> Vec<(String, &'static str)> {
             "log-mel MSE".into(),
             pick(ga.mean_log_mel_mse, gb.mean_log_mel_mse),
         ));
+        if let (Some(ca), Some(cb)) = (&ga.clap, &gb.clap) {
+            // higher is better: the pick is reversed
+            out.push(("CLAP (higher)".into(), pick(-ca.mean, -cb.mean)));
+        }
     }
     out
 }
@@ -280,7 +285,7 @@ pub fn table(v: &Verdict) -> String {
             .iter()
             .map(|(m, w)| format!("{m} → {w}"))
             .collect();
-        let _ = writeln!(t, "numbers favour (lower is better): {}", f.join(", "));
+        let _ = writeln!(t, "numbers favour: {}", f.join(", "));
     }
     if let Some(src) = &v.metrics_source {
         let _ = writeln!(t, "numbers measured on {src}");

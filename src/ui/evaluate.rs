@@ -18,6 +18,8 @@ pub struct EvalForm {
     pub dataset: String,
     pub clips: usize,
     pub seconds: f64,
+    /// Optional LAION-CLAP folder for the prompt–clip score (empty: none).
+    pub clap: String,
 }
 
 impl Default for EvalForm {
@@ -28,6 +30,7 @@ impl Default for EvalForm {
             dataset: "datasets/mine".into(),
             clips: 8,
             seconds: 10.0,
+            clap: String::new(),
         }
     }
 }
@@ -95,6 +98,13 @@ impl EvalPanel {
             field(ui, "Seconds", "Length of each generated clip.", |ui| {
                 ui.add(egui::DragValue::new(&mut self.form.seconds).range(1.0..=30.0))
             });
+            field(
+                ui,
+                "CLAP folder",
+                "Optional: a LAION-CLAP model in HF layout (safetensors) for the prompt–clip \
+                 score. None ships with tunelab.",
+                |ui| ui.text_edit_singleline(&mut self.form.clap),
+            );
             ui.end_row();
         });
         ui.horizontal(|ui| {
@@ -116,6 +126,8 @@ impl EvalPanel {
                         split: Split::Test,
                         clips: self.form.clips,
                         seconds: self.form.seconds,
+                        clap: Some(PathBuf::from(self.form.clap.trim()))
+                            .filter(|p| !p.as_os_str().is_empty()),
                         ..Default::default()
                     },
                     save: None,
@@ -134,7 +146,7 @@ impl EvalPanel {
         };
         egui::Grid::new("eval-report")
             .striped(true)
-            .num_columns(8)
+            .num_columns(9)
             .show(ui, |ui| {
                 for h in [
                     "model",
@@ -145,6 +157,7 @@ impl EvalPanel {
                     "KAD×1000 [CI]",
                     "mel MSE",
                     "copies",
+                    "CLAP",
                 ] {
                     ui.strong(h);
                 }
@@ -154,7 +167,7 @@ impl EvalPanel {
                     ui.label(format!("{:.4}", m.held_out.ce));
                     ui.label(format!("{:.2}", m.held_out.ppl));
                     let Some(g) = &m.generated else {
-                        for _ in 0..5 {
+                        for _ in 0..6 {
                             ui.label("—");
                         }
                         ui.end_row();
@@ -174,6 +187,12 @@ impl EvalPanel {
                     ));
                     ui.label(format!("{:.4}", g.mean_log_mel_mse));
                     ui.label(g.copies.len().to_string());
+                    ui.label(
+                        g.clap
+                            .as_ref()
+                            .map(|c| format!("{:.3}", c.mean))
+                            .unwrap_or_else(|| "—".into()),
+                    );
                     ui.end_row();
                 }
             });

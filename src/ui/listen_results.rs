@@ -263,6 +263,10 @@ impl ResultsView {
                     })));
                     ui.label(cell(g.map(|g| format!("{:.3}", g.kad.kad.scaled))));
                     ui.label(cell(g.map(|g| format!("{:.4}", g.mean_log_mel_mse))));
+                    ui.label(cell(
+                        g.and_then(|g| g.clap.as_ref())
+                            .map(|c| format!("{:.3}", c.mean)),
+                    ));
                     ui.end_row();
                 }
             });
@@ -273,7 +277,7 @@ impl ResultsView {
                 .map(|(m, w)| format!("{m}: {w}"))
                 .collect();
             ui.label(format!(
-                "Numbers favour (lower is better): {}",
+                "Numbers favour (lower is better; CLAP higher): {}",
                 f.join(", ")
             ));
         }

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod dataset;
 pub mod evaluate;
+pub mod generate;
 pub mod listen;
 pub mod models;
 pub mod train;

@@ -30,6 +30,8 @@ pub fn field(
 pub struct Outbox {
     pub commands: Vec<Command>,
     pub next_job: JobId,
+    /// Cancel the engine's running job (applied before `commands` are sent).
+    pub cancel: bool,
 }
 
 impl Outbox {

@@ -50,6 +50,7 @@ fn load_generate_import_and_train_in_the_studio() {
     state.models.spec = tiny_dir().display().to_string();
     state.models.runs_dir = tmp.path().join("runs").display().to_string();
     state.generate.params.duration = 1.0;
+    state.generate.clips_dir = tmp.path().join("clips").display().to_string();
     state.dataset.source = src.display().to_string();
     state.dataset.dataset = tmp.path().join("ds").display().to_string();
     state.dataset.segment_seconds = 1.0;
@@ -73,6 +74,13 @@ fn load_generate_import_and_train_in_the_studio() {
     h.step();
     h.get_by_label("Generate clip").click();
     wait_for(&mut h, "the clip", "Generated 1.0 s");
+    // The clip joins the history with its parameters, on disk too.
+    wait_for(&mut h, "the history", "History (1)");
+    let start = Instant::now();
+    while tunelab::ui::generate::read_history(&tmp.path().join("clips")).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "history written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     h.get_by_label("Play").click();
     h.step();
     h.step();
@@ -186,6 +194,7 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     state.listen.setup.trials = 2;
     state.listen.setup.out = tmp.path().join("session").display().to_string();
     state.generate.midi.out_dir = tmp.path().join("pieces").display().to_string();
+    state.generate.clips_dir = tmp.path().join("clips").display().to_string();
     let mut app = TunelabApp::with_waker(state, Arc::new(|| {}));
     app.load_local_model(); // what the studio does on start with a local model
     let mut h = Harness::new_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);

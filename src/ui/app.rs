@@ -101,7 +101,7 @@ impl TunelabApp {
         if !std::path::Path::new(&spec).is_dir() {
             return;
         }
-        self.generate.load(&mut self.outbox, spec);
+        self.generate.load(&mut self.outbox, spec, true);
         self.track_load();
         self.flush_outbox();
     }
@@ -203,6 +203,9 @@ impl TunelabApp {
                 }
             }
             Tab::Generate => {
+                if self.generate.runs != self.models.runs {
+                    self.generate.runs = self.models.runs.clone();
+                }
                 let busy = self.busy != Busy::Idle;
                 self.generate.ui(ui, &mut self.outbox, busy);
                 self.track_load();

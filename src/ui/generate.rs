@@ -1,8 +1,15 @@
-//! The Generate panel: load a model, set the prompt and sampling (or, for a Music Transformer,
-//! the prime), generate a clip, play it (`Space` plays / pauses when no text field has focus)
-//! and save it.
+//! The Generate panel: pick a model (a baseline, a training run, or a LoRA adapter on a base),
+//! set the prompt and sampling (or, for a Music Transformer, the prime), generate one clip or a
+//! batch of variations (seeds `seed`, `seed + 1`, …, queued by the engine one after the other),
+//! play it and save it. Every clip is written to the clips folder and appended to its
+//! `history.jsonl`, so the history survives restarts; an entry reloads its parameters into the
+//! form and plays its file.
+//!
+//! `Space` plays / pauses when no text field has focus.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +20,7 @@ use crate::generate::GenerateParams;
 use crate::models::musicgen::config::Preset;
 use crate::models::nn::WeightMode;
 use crate::train::config::Family;
+use crate::ui::models::RunEntry;
 use crate::ui::train::{field, Outbox};
 
 /// The form (persisted).
@@ -21,9 +29,14 @@ use crate::ui::train::{field, Outbox};
 pub struct GenerateForm {
     /// A Hub repo id, a local model folder, or a training run.
     pub model_spec: String,
+    /// A LoRA adapter (PEFT folder or LoRA run) attached unmerged on load; empty = none.
+    pub adapter: String,
     pub params: GenerateParams,
     pub midi: MidiForm,
-    pub out_path: String,
+    /// Clips are written here, with the history (`history.jsonl`).
+    pub clips_dir: String,
+    /// Clips per click, with seeds `seed`, `seed + 1`, ….
+    pub variations: usize,
 }
 
 impl Default for GenerateForm {
@@ -31,13 +44,15 @@ impl Default for GenerateForm {
         Self {
             // The shipped demo model: the studio works offline on first start.
             model_spec: crate::demo::model_dir().display().to_string(),
+            adapter: String::new(),
             params: GenerateParams {
                 prompt: "lo-fi hip hop with warm piano and vinyl crackle".into(),
                 duration: 5.0,
                 ..Default::default()
             },
             midi: MidiForm::default(),
-            out_path: "clip.wav".into(),
+            clips_dir: crate::demo::demo_dir().join("clips").display().to_string(),
+            variations: 1,
         }
     }
 }
@@ -68,104 +83,274 @@ impl Default for MidiForm {
     }
 }
 
-/// The clip on show.
+/// What made a clip, in the family's own terms.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "family", rename_all = "lowercase")]
+pub enum ClipParams {
+    Musicgen {
+        params: GenerateParams,
+    },
+    /// `params.prime` is left empty: the prime is `prime`'s first `prime_seconds`.
+    Midi {
+        params: MidiGenerateParams,
+        prime: String,
+        prime_seconds: f64,
+    },
+}
+
+/// One generated clip: a line of `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryEntry {
+    /// The clip (WAV; a `.mid` when a piece could not be rendered).
+    pub file: PathBuf,
+    /// The model as it was loaded (spec) and its adapter.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// Unix time in milliseconds.
+    #[serde(default)]
+    pub created: u64,
+    pub clip: ClipParams,
+}
+
+impl HistoryEntry {
+    /// One line for the list: the parameters that tell clips apart.
+    pub fn summary(&self) -> String {
+        let model = Path::new(&self.model)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| self.model.clone());
+        let adapter = self
+            .adapter
+            .as_deref()
+            .and_then(|a| Path::new(a).file_name())
+            .map(|n| format!(" + {}", n.to_string_lossy()))
+            .unwrap_or_default();
+        match &self.clip {
+            ClipParams::Musicgen { params: p } => format!(
+                "seed {} · \"{}\" · {:.1} s · T {:.2} · top-k {} · top-p {:.2} · CFG {:.1}{} · {model}{adapter}",
+                p.seed,
+                p.prompt,
+                p.duration,
+                p.sampling.temperature,
+                p.sampling.top_k,
+                p.sampling.top_p,
+                p.guidance_scale,
+                p.prompt_audio
+                    .as_ref()
+                    .map(|a| format!(" · continues {}", a.display()))
+                    .unwrap_or_default(),
+            ),
+            ClipParams::Midi {
+                params: p,
+                prime,
+                prime_seconds,
+            } => format!(
+                "seed {} · {} · {:.0} s · T {:.2} · top-p {:.2} · {model}{adapter}",
+                p.seed,
+                if prime.is_empty() {
+                    "improv".to_string()
+                } else {
+                    format!("{prime_seconds:.1} s of {prime}")
+                },
+                p.seconds.unwrap_or(0.0),
+                p.sampling.temperature,
+                p.sampling.top_p,
+            ),
+        }
+    }
+}
+
+/// The history file of a clips folder.
+pub fn history_path(clips_dir: &Path) -> PathBuf {
+    clips_dir.join("history.jsonl")
+}
+
+/// The entries of a clips folder's history, oldest first (lines that do not parse are skipped:
+/// a torn last line after a crash loses one entry, not the history).
+pub fn read_history(clips_dir: &Path) -> Vec<HistoryEntry> {
+    std::fs::read_to_string(history_path(clips_dir))
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A generation job sent and not yet done, with what its history entry will record.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub job: JobId,
+    pub entry: HistoryEntry,
+}
+
+/// The clip on show: its samples and, once written, its file.
 #[derive(Debug, Clone)]
 pub struct Shown {
     pub audio: Arc<Vec<f32>>,
     pub rate: u32,
+    pub file: Option<PathBuf>,
+}
+
+/// What a system file dialog was opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Model,
+    Adapter,
+    AudioPrompt,
+    MidiPrime,
+    SaveWav,
 }
 
 pub struct GeneratePanel {
     pub form: GenerateForm,
     pub model: Option<ModelInfo>,
+    /// The spec and adapter of the loaded model, when this panel loaded it.
+    loaded_as: Option<(String, Option<String>)>,
+    /// A load this panel sent, with what it loads (matched with the engine's answer).
+    load_job: Option<(JobId, String, Option<String>)>,
     /// A load the panel asked for (the shell shows its progress).
     pub requested: Option<JobId>,
-    /// The generation job sent and not done.
-    pub job: Option<JobId>,
-    /// Decoder steps of the running job.
+    /// Generation jobs sent and not done, in the engine's order.
+    pub jobs: VecDeque<Pending>,
+    /// Decoder steps of the running job, and how many jobs the current batch had.
     pub step: (usize, usize),
+    pub batch: usize,
     pub clip: Option<Shown>,
+    pub history: Vec<HistoryEntry>,
+    /// The history entry last clicked.
+    pub selected: Option<usize>,
+    /// Training runs offered by the model picker (the shell fills it from the Models tab).
+    pub runs: Vec<RunEntry>,
     /// A line for the status bar (the shell takes it).
     pub status: Option<String>,
     player: Box<dyn AudioSink>,
+    dialog: Option<(Pick, Receiver<Option<PathBuf>>)>,
+    /// Results of clip and history writes done off the UI thread.
+    written: (Sender<String>, Receiver<String>),
+    /// The last write; each waits for the one before, so history lines keep the clips' order.
+    last_write: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for GeneratePanel {
+    fn drop(&mut self) {
+        if let Some(t) = self.last_write.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl GeneratePanel {
     pub fn new(form: GenerateForm, player: Box<dyn AudioSink>) -> Self {
+        let history = read_history(Path::new(&form.clips_dir));
         Self {
             form,
             model: None,
+            loaded_as: None,
+            load_job: None,
             requested: None,
-            job: None,
+            jobs: VecDeque::new(),
             step: (0, 0),
+            batch: 0,
             clip: None,
+            history,
+            selected: None,
+            runs: Vec::new(),
             status: None,
             player,
+            dialog: None,
+            written: mpsc::channel(),
+            last_write: None,
         }
     }
 
-    /// Is a generation running?
+    /// Is a generation queued or running?
     pub fn busy(&self) -> bool {
-        self.job.is_some()
+        !self.jobs.is_empty()
     }
 
     /// Does this job belong to the panel (a generation it sent)?
     pub fn owns(&self, job: JobId) -> bool {
-        self.job == Some(job)
+        self.jobs.iter().any(|p| p.job == job)
     }
 
     /// The status bar's progress: fraction and text.
     pub fn progress(&self) -> Option<(f32, String)> {
-        self.job?;
+        if self.jobs.is_empty() {
+            return None;
+        }
         let (step, total) = self.step;
-        Some((
-            step as f32 / total.max(1) as f32,
-            format!("step {step}/{total}"),
-        ))
+        let f = step as f32 / total.max(1) as f32;
+        let of = if self.batch > 1 {
+            format!(
+                "clip {} of {} · ",
+                self.batch - self.jobs.len() + 1,
+                self.batch
+            )
+        } else {
+            String::new()
+        };
+        Some((f, format!("{of}step {step}/{total}")))
     }
 
-    /// Queues loading `spec` (f32).
-    pub fn load(&mut self, out: &mut Outbox, spec: String) {
+    /// Queues loading `spec` (with the form's adapter when `with_adapter`).
+    pub fn load(&mut self, out: &mut Outbox, spec: String, with_adapter: bool) {
+        let adapter =
+            Some(self.form.adapter.trim().to_string()).filter(|a| with_adapter && !a.is_empty());
         let job = out.job();
         out.commands.push(Command::LoadModel {
             job,
-            spec,
+            spec: spec.clone(),
             weights: WeightMode::F32,
-            adapter: None,
+            adapter: adapter.as_ref().map(PathBuf::from),
         });
+        self.load_job = Some((job, spec, adapter));
         self.requested = Some(job);
     }
 
     /// A model finished loading (asked by this panel or another).
-    pub fn model_loaded(&mut self, _job: JobId, info: ModelInfo) {
+    pub fn model_loaded(&mut self, job: JobId, info: ModelInfo) {
+        self.loaded_as = match self.load_job.take() {
+            Some((j, spec, adapter)) if j == job => Some((spec, adapter)),
+            other => {
+                self.load_job = other;
+                info.source
+                    .as_ref()
+                    .map(|s| (s.display().to_string(), None))
+            }
+        };
         self.model = Some(info);
     }
 
-    /// Engine events for the panel's job: steps, and the clip or piece when it ends.
+    /// Engine events for the panel's jobs: steps, and each clip or piece as it ends.
     pub fn on_event(&mut self, ev: &Event) {
         match ev {
             Event::GenerateStep { job, step, total } if self.owns(*job) => {
                 self.step = (*step, *total);
             }
             Event::Done { job, result } if self.owns(*job) => {
-                self.job = None;
+                let Some(i) = self.jobs.iter().position(|p| p.job == *job) else {
+                    return;
+                };
+                let Some(p) = self.jobs.remove(i) else {
+                    return;
+                };
                 self.step = (0, 0);
                 self.status = Some(match result {
                     Ok(JobOutput::Clip(clip)) => {
-                        self.clip = Some(Shown {
-                            audio: Arc::new(clip.audio.clone()),
-                            rate: clip.sample_rate,
-                        });
+                        let audio = Arc::new(clip.audio.clone());
+                        self.finished(p.entry, audio, clip.sample_rate, true);
                         format!(
                             "Generated {:.1} s.",
                             clip.audio.len() as f64 / clip.sample_rate.max(1) as f64
                         )
                     }
                     Ok(JobOutput::Piece(piece)) => {
-                        self.clip = Some(Shown {
-                            audio: Arc::new(piece.audio.clone()),
-                            rate: piece.sample_rate,
-                        });
+                        let mut entry = p.entry;
+                        entry.file = piece.playable().to_path_buf();
+                        let audio = Arc::new(piece.audio.clone());
+                        self.finished(entry, audio, piece.sample_rate, false);
                         match &piece.render_error {
                             None => format!(
                                 "Generated {} events ({} notes): {}",
@@ -187,8 +372,178 @@ impl GeneratePanel {
         }
     }
 
-    /// Nothing arrives off the engine's channel yet (called each frame).
-    pub fn poll(&mut self) {}
+    /// Shows a finished clip, adds it to the history, and writes it (`write_wav`: a MusicGen
+    /// clip; a piece's files are written by the engine) with its history line off the UI thread.
+    fn finished(&mut self, entry: HistoryEntry, audio: Arc<Vec<f32>>, rate: u32, write_wav: bool) {
+        self.clip = Some(Shown {
+            audio: audio.clone(),
+            rate,
+            file: Some(entry.file.clone()),
+        });
+        self.history.push(entry.clone());
+        self.selected = Some(self.history.len() - 1);
+        let history = history_path(Path::new(&self.form.clips_dir));
+        let tx = self.written.0.clone();
+        let previous = self.last_write.take();
+        let spawned = std::thread::Builder::new()
+            .name("tunelab-clip-writer".into())
+            .spawn(move || {
+                if let Some(p) = previous {
+                    let _ = p.join();
+                }
+                let mut r = Ok(());
+                if write_wav {
+                    r = crate::data::audio::write_wav(&entry.file, &audio, rate);
+                }
+                let r = r.and_then(|()| {
+                    let line = serde_json::to_string(&entry)
+                        .map_err(|e| crate::error::Error::InvalidRequest(e.to_string()))?;
+                    crate::util::append_line(&history, &line)
+                });
+                let _ = tx.send(match r {
+                    Ok(()) => format!("Saved {}", entry.file.display()),
+                    Err(e) => format!("Error: {e}"),
+                });
+            });
+        match spawned {
+            Ok(t) => self.last_write = Some(t),
+            Err(e) => self.status = Some(format!("Error: could not write the clip: {e}")),
+        }
+    }
+
+    /// Applies what background writes and file dialogs returned (called each frame).
+    pub fn poll(&mut self) {
+        while let Ok(msg) = self.written.1.try_recv() {
+            if msg.starts_with("Error") {
+                self.status = Some(msg);
+            }
+        }
+        if let Some((what, rx)) = &self.dialog {
+            match rx.try_recv() {
+                Ok(choice) => {
+                    let what = *what;
+                    self.dialog = None;
+                    if let Some(p) = choice {
+                        self.apply_pick(what, &p);
+                    }
+                }
+                Err(mpsc::TryRecvError::Disconnected) => self.dialog = None,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+        }
+    }
+
+    /// Opens the system dialog for `what` on a helper thread (it blocks).
+    fn pick(&mut self, what: Pick) {
+        if self.dialog.is_some() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        self.dialog = Some((what, rx));
+        std::thread::spawn(move || {
+            let d = rfd::FileDialog::new();
+            let choice = match what {
+                Pick::Model | Pick::Adapter => d.pick_folder(),
+                Pick::AudioPrompt => d
+                    .add_filter("Audio", &["wav", "flac", "mp3", "ogg"])
+                    .pick_file(),
+                Pick::MidiPrime => d.add_filter("MIDI", &["mid", "midi"]).pick_file(),
+                Pick::SaveWav => d
+                    .add_filter("WAV", &["wav"])
+                    .set_file_name("clip.wav")
+                    .save_file(),
+            };
+            let _ = tx.send(choice);
+        });
+    }
+
+    /// What the user picked in a dialog.
+    pub fn apply_pick(&mut self, what: Pick, path: &Path) {
+        let s = path.display().to_string();
+        match what {
+            Pick::Model => self.form.model_spec = s,
+            Pick::Adapter => self.form.adapter = s,
+            Pick::AudioPrompt => self.form.params.prompt_audio = Some(path.to_path_buf()),
+            Pick::MidiPrime => self.form.midi.prime = s,
+            Pick::SaveWav => self.status = Some(self.save_wav(path)),
+        }
+    }
+
+    /// Copies the clip's file to `dest` (written from its samples while the file is not yet
+    /// on disk), atomically.
+    pub fn save_wav(&self, dest: &Path) -> String {
+        let Some(c) = &self.clip else {
+            return "No clip to save.".into();
+        };
+        let r =
+            match c.file.as_ref().filter(|f| {
+                f.is_file() && f.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+            }) {
+                Some(f) => std::fs::read(f)
+                    .map_err(|e| crate::error::Error::io(f, e))
+                    .and_then(|b| crate::util::atomic_write(dest, &b)),
+                None => crate::data::audio::write_wav(dest, &c.audio, c.rate),
+            };
+        match r {
+            Ok(()) => format!("Saved {}", dest.display()),
+            Err(e) => format!("Error: {e}"),
+        }
+    }
+
+    /// Puts entry `i`'s parameters (and model) in the form.
+    pub fn reload_entry(&mut self, i: usize) {
+        let Some(e) = self.history.get(i).cloned() else {
+            return;
+        };
+        self.selected = Some(i);
+        self.form.model_spec = e.model.clone();
+        self.form.adapter = e.adapter.clone().unwrap_or_default();
+        match e.clip {
+            ClipParams::Musicgen { params } => self.form.params = params,
+            ClipParams::Midi {
+                params,
+                prime,
+                prime_seconds,
+            } => {
+                self.form.midi.params = params;
+                self.form.midi.prime = prime;
+                self.form.midi.prime_seconds = prime_seconds;
+            }
+        }
+        let loaded = self
+            .loaded_as
+            .as_ref()
+            .map(|(s, a)| (s.as_str(), a.clone()));
+        if loaded != Some((e.model.as_str(), e.adapter.clone())) {
+            self.status = Some(format!(
+                "Settings of {} reloaded; its model is not the loaded one: Load it to regenerate.",
+                e.file.display()
+            ));
+        }
+    }
+
+    /// Plays entry `i`'s file (a WAV) from the start.
+    pub fn play_entry(&mut self, i: usize) {
+        let Some(e) = self.history.get(i) else {
+            return;
+        };
+        let file = e.file.clone();
+        match crate::data::audio::decode_file(&file) {
+            Ok(d) => {
+                let audio = Arc::new(crate::data::audio::to_mono(&d.samples, d.channels));
+                self.clip = Some(Shown {
+                    audio: audio.clone(),
+                    rate: d.sample_rate,
+                    file: Some(file),
+                });
+                self.selected = Some(i);
+                if let Err(e) = self.player.play(audio, d.sample_rate, Duration::ZERO) {
+                    self.status = Some(e);
+                }
+            }
+            Err(e) => self.status = Some(format!("Error: {e}")),
+        }
+    }
 
     fn is_midi(&self) -> bool {
         self.model
@@ -196,8 +551,125 @@ impl GeneratePanel {
             .is_some_and(|m| m.family == Family::Midi)
     }
 
+    /// Sends the form's batch: `variations` jobs with consecutive seeds.
+    pub fn generate(&mut self, out: &mut Outbox) {
+        let n = self.form.variations.max(1);
+        let (model, adapter) = self
+            .loaded_as
+            .clone()
+            .unwrap_or_else(|| (self.form.model_spec.clone(), None));
+        let created = now_ms();
+        let midi = self.is_midi();
+        let prime = if midi && !self.form.midi.prime.trim().is_empty() {
+            let f = &self.form.midi;
+            match prime_from_midi(Path::new(f.prime.trim()), f.prime_seconds) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.status = Some(format!("Error: {e}"));
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let clips = PathBuf::from(self.form.clips_dir.trim());
+        self.batch = n;
+        self.step = (0, 1);
+        for i in 0..n as u64 {
+            let job = out.job();
+            let entry = |file: PathBuf, clip: ClipParams| HistoryEntry {
+                file,
+                model: model.clone(),
+                adapter: adapter.clone(),
+                created,
+                clip,
+            };
+            let entry = if midi {
+                let f = &self.form.midi;
+                let mut params = f.params.clone();
+                params.seed = params.seed.wrapping_add(i);
+                let out_stem = free_stem(Path::new(&f.out_dir), &format!("piece-{}", params.seed));
+                let soundfont =
+                    (!f.soundfont.trim().is_empty()).then(|| PathBuf::from(f.soundfont.trim()));
+                let recorded = ClipParams::Midi {
+                    params: params.clone(),
+                    prime: f.prime.trim().to_string(),
+                    prime_seconds: f.prime_seconds,
+                };
+                params.prime = prime.clone();
+                out.commands.push(Command::GenerateMidi {
+                    job,
+                    params,
+                    out: out_stem.clone(),
+                    soundfont,
+                });
+                entry(out_stem.with_extension("wav"), recorded)
+            } else {
+                let mut params = self.form.params.clone();
+                params.seed = params.seed.wrapping_add(i);
+                params.prompt_audio = params
+                    .prompt_audio
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(|p| PathBuf::from(p.display().to_string().trim()));
+                let file = clips.join(format!("clip-{created}-s{}.wav", params.seed));
+                out.commands.push(Command::Generate {
+                    job,
+                    params: params.clone(),
+                });
+                entry(file, ClipParams::Musicgen { params })
+            };
+            self.jobs.push_back(Pending { job, entry });
+        }
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox, busy: bool) {
-        let idle = !busy && self.job.is_none();
+        let idle = !busy && self.jobs.is_empty();
+        self.model_ui(ui, out, idle);
+        if let Some(m) = &self.model {
+            ui.label(format!(
+                "{} · {}",
+                match m.family {
+                    Family::Musicgen => "MusicGen",
+                    Family::Midi => "MIDI",
+                },
+                m.description
+            ));
+        }
+        if self.is_midi() {
+            self.midi_controls(ui);
+        } else {
+            self.musicgen_controls(ui);
+        }
+        let can_gen = idle && self.model.is_some();
+        let label = if !self.is_midi() {
+            "Generate clip"
+        } else if self.form.midi.prime.trim().is_empty() {
+            "Generate improv"
+        } else {
+            "Continue the prime"
+        };
+        ui.horizontal(|ui| {
+            if ui.add_enabled(can_gen, egui::Button::new(label)).clicked() {
+                self.generate(out);
+            }
+            field(
+                ui,
+                "Variations",
+                "Clips per click, with seeds seed, seed + 1, … (generated one after another).",
+                |ui| ui.add(egui::DragValue::new(&mut self.form.variations).range(1..=32)),
+            );
+            if !self.jobs.is_empty() && ui.button("Cancel").clicked() {
+                out.cancel = true;
+            }
+        });
+        self.clip_view(ui);
+        self.history_ui(ui);
+    }
+
+    /// The model picker: a baseline (typed or browsed), a training run, or a LoRA adapter on
+    /// top of the model.
+    fn model_ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox, idle: bool) {
+        let free = self.dialog.is_none();
         ui.horizontal(|ui| {
             field(
                 ui,
@@ -205,9 +677,70 @@ impl GeneratePanel {
                 "A Hub repo id, a local MusicGen or Music Transformer folder, or a training run.",
                 |ui| ui.text_edit_singleline(&mut self.form.model_spec),
             );
+            if ui
+                .add_enabled(free, egui::Button::new("Browse…"))
+                .on_hover_text("Pick a model folder or a run folder.")
+                .clicked()
+            {
+                self.pick(Pick::Model);
+            }
+            let runs = self.runs.clone();
+            ui.menu_button("Runs…", |ui| {
+                if ui.button("baseline: the demo Music Transformer").clicked() {
+                    self.form.model_spec = crate::demo::model_dir().display().to_string();
+                    self.form.adapter.clear();
+                    ui.close();
+                }
+                if runs.is_empty() {
+                    ui.label("No runs in the Models tab's runs folder.");
+                }
+                for r in &runs {
+                    let name = r
+                        .dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    if ui
+                        .button(format!("run: {name} ({}, {})", r.family, r.mode))
+                        .on_hover_text("The run's last checkpoint on its base model.")
+                        .clicked()
+                    {
+                        self.form.model_spec = r.dir.display().to_string();
+                        self.form.adapter.clear();
+                        ui.close();
+                    }
+                    if r.mode == "lora"
+                        && r.family == "MusicGen"
+                        && ui
+                            .button(format!("adapter: {name} on {}", r.base))
+                            .on_hover_text("Its base model with the run's LoRA adapter attached.")
+                            .clicked()
+                    {
+                        self.form.model_spec = r.base.clone();
+                        self.form.adapter = r.dir.display().to_string();
+                        ui.close();
+                    }
+                }
+            });
+        });
+        ui.horizontal(|ui| {
+            field(
+                ui,
+                "LoRA adapter",
+                "A PEFT adapter folder or a LoRA run, attached to the model above (MusicGen); \
+                 empty = none.",
+                |ui| ui.add(egui::TextEdit::singleline(&mut self.form.adapter).hint_text("none")),
+            );
+            if ui
+                .add_enabled(free, egui::Button::new("Browse…"))
+                .on_hover_text("Pick an adapter folder or a LoRA run.")
+                .clicked()
+            {
+                self.pick(Pick::Adapter);
+            }
             if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
-                let spec = self.form.model_spec.clone();
-                self.load(out, spec);
+                let spec = self.form.model_spec.trim().to_string();
+                self.load(out, spec, true);
             }
             if ui
                 .add_enabled(idle, egui::Button::new("Random musicgen-small"))
@@ -222,29 +755,16 @@ impl GeneratePanel {
                     preset: Preset::Small,
                     seed: 0,
                 });
+                self.load_job = Some((job, "random musicgen-small".into(), None));
                 self.requested = Some(job);
             }
         });
-        if let Some(m) = &self.model {
-            ui.label(format!(
-                "{} · {}",
-                match m.family {
-                    Family::Musicgen => "MusicGen",
-                    Family::Midi => "MIDI",
-                },
-                m.description
-            ));
-        }
-        if self.is_midi() {
-            self.midi_controls(ui, out, idle);
-        } else {
-            self.musicgen_controls(ui, out, idle);
-        }
-        self.clip_view(ui);
     }
 
     /// Improv or primed generation with a Music Transformer (no prompt, no CFG).
-    fn midi_controls(&mut self, ui: &mut egui::Ui, out: &mut Outbox, idle: bool) {
+    fn midi_controls(&mut self, ui: &mut egui::Ui) {
+        let free = self.dialog.is_none();
+        let mut browse = false;
         let f = &mut self.form.midi;
         ui.horizontal(|ui| {
             field(
@@ -253,14 +773,7 @@ impl GeneratePanel {
                 "A MIDI file whose opening the piece continues; empty = improv.",
                 |ui| ui.text_edit_singleline(&mut f.prime),
             );
-            if ui.button("Browse…").clicked() {
-                if let Some(p) = rfd::FileDialog::new()
-                    .add_filter("MIDI", &["mid", "midi"])
-                    .pick_file()
-                {
-                    f.prime = p.display().to_string();
-                }
-            }
+            browse = ui.add_enabled(free, egui::Button::new("Browse…")).clicked();
             if !f.prime.trim().is_empty() {
                 ui.add(
                     egui::DragValue::new(&mut f.prime_seconds)
@@ -299,49 +812,13 @@ impl GeneratePanel {
                 },
             );
         });
-        let label = if f.prime.trim().is_empty() {
-            "Generate improv"
-        } else {
-            "Continue the prime"
-        };
-        ui.horizontal(|ui| {
-            if ui.add_enabled(idle, egui::Button::new(label)).clicked() {
-                self.generate_midi(out);
-            }
-            if self.job.is_some() && ui.button("Cancel").clicked() {
-                out.cancel = true;
-            }
-        });
-    }
-
-    fn generate_midi(&mut self, out: &mut Outbox) {
-        let f = self.form.midi.clone();
-        let mut params = f.params.clone();
-        if !f.prime.trim().is_empty() {
-            match prime_from_midi(Path::new(f.prime.trim()), f.prime_seconds) {
-                Ok(p) => params.prime = p,
-                Err(e) => {
-                    self.status = Some(format!("Error: {e}"));
-                    return;
-                }
-            }
-        } else {
-            params.prime.clear();
+        if browse {
+            self.pick(Pick::MidiPrime);
         }
-        let stem = Path::new(&f.out_dir).join(format!("piece-{}", params.seed));
-        let soundfont = (!f.soundfont.trim().is_empty()).then(|| PathBuf::from(f.soundfont.trim()));
-        let job = out.job();
-        out.commands.push(Command::GenerateMidi {
-            job,
-            params,
-            out: stem,
-            soundfont,
-        });
-        self.job = Some(job);
-        self.step = (0, 1);
     }
 
-    fn musicgen_controls(&mut self, ui: &mut egui::Ui, out: &mut Outbox, idle: bool) {
+    fn musicgen_controls(&mut self, ui: &mut egui::Ui) {
+        let free = self.dialog.is_none();
         let p = &mut self.form.params;
         field(
             ui,
@@ -353,25 +830,46 @@ impl GeneratePanel {
             ui.add(egui::Slider::new(&mut p.duration, 1.0..=60.0).text("seconds"));
             ui.add(egui::DragValue::new(&mut p.seed).prefix("seed "));
             ui.add(egui::Slider::new(&mut p.guidance_scale, 1.0..=10.0).text("CFG"));
-            ui.add(egui::DragValue::new(&mut p.sampling.top_k).prefix("top-k "));
         });
         ui.horizontal(|ui| {
-            let can_gen = idle && self.model.is_some();
-            if ui
-                .add_enabled(can_gen, egui::Button::new("Generate clip"))
-                .clicked()
+            ui.add(egui::Slider::new(&mut p.sampling.temperature, 0.0..=2.0).text("temperature"));
+            ui.add(egui::DragValue::new(&mut p.sampling.top_k).prefix("top-k "));
+            ui.add(
+                egui::DragValue::new(&mut p.sampling.top_p)
+                    .range(0.0..=1.0)
+                    .speed(0.01)
+                    .prefix("top-p "),
+            );
+        });
+        let mut browse = false;
+        ui.horizontal(|ui| {
+            let mut text = p
+                .prompt_audio
+                .as_ref()
+                .map(|a| a.display().to_string())
+                .unwrap_or_default();
+            if field(
+                ui,
+                "Audio prompt",
+                "Audio to continue (any format); the clip's length includes it. Empty = none.",
+                |ui| ui.add(egui::TextEdit::singleline(&mut text).hint_text("none")),
+            )
+            .changed()
             {
-                let job = out.job();
-                out.commands.push(Command::Generate {
-                    job,
-                    params: self.form.params.clone(),
-                });
-                self.job = Some(job);
-                self.step = (0, 1);
+                p.prompt_audio = (!text.is_empty()).then(|| PathBuf::from(text));
             }
-            if self.job.is_some() && ui.button("Cancel").clicked() {
-                out.cancel = true;
-            }
+            browse = ui.add_enabled(free, egui::Button::new("Browse…")).clicked();
+        });
+        if browse {
+            self.pick(Pick::AudioPrompt);
+        }
+        ui.horizontal(|ui| {
+            field(
+                ui,
+                "Clips folder",
+                "Generated clips and their history (history.jsonl) are written here.",
+                |ui| ui.text_edit_singleline(&mut self.form.clips_dir),
+            );
         });
     }
 
@@ -404,8 +902,15 @@ impl GeneratePanel {
                 self.player.position().as_secs_f64(),
                 seconds
             ));
-            if playing {
+            if self.player.is_playing() {
                 ui.ctx().request_repaint_after(Duration::from_millis(50));
+            }
+            if ui
+                .add_enabled(self.dialog.is_none(), egui::Button::new("Save WAV…"))
+                .on_hover_text("Copy the clip to a file of your choice.")
+                .clicked()
+            {
+                self.pick(Pick::SaveWav);
             }
         });
         waveform(
@@ -415,19 +920,72 @@ impl GeneratePanel {
             c.rate,
             self.player.position().as_secs_f64(),
         );
-        ui.horizontal(|ui| {
-            field(ui, "Save as", "Where Save WAV writes the clip.", |ui| {
-                ui.text_edit_singleline(&mut self.form.out_path)
-            });
-            if ui.button("Save WAV").clicked() {
-                let p = PathBuf::from(&self.form.out_path);
-                self.status = Some(match crate::data::audio::write_wav(&p, &c.audio, c.rate) {
-                    Ok(()) => format!("Saved {}", p.display()),
-                    Err(e) => format!("Error: {e}"),
-                });
-            }
-        });
     }
+
+    /// Past clips, newest first: click to reload the settings, "Play this" to hear it.
+    fn history_ui(&mut self, ui: &mut egui::Ui) {
+        if self.history.is_empty() {
+            return;
+        }
+        ui.separator();
+        ui.strong(format!("History ({})", self.history.len()));
+        let mut reload = None;
+        let mut play = None;
+        egui::ScrollArea::vertical()
+            .id_salt("generate-history")
+            .max_height(160.0)
+            .show(ui, |ui| {
+                for (i, e) in self.history.iter().enumerate().rev() {
+                    ui.horizontal(|ui| {
+                        let playable = e
+                            .file
+                            .extension()
+                            .is_some_and(|x| x.eq_ignore_ascii_case("wav"));
+                        if ui
+                            .add_enabled(playable, egui::Button::new("Play this"))
+                            .on_hover_text(format!("Play {}", e.file.display()))
+                            .clicked()
+                        {
+                            play = Some(i);
+                        }
+                        if ui
+                            .selectable_label(self.selected == Some(i), e.summary())
+                            .on_hover_text("Reload these settings into the form.")
+                            .clicked()
+                        {
+                            reload = Some(i);
+                        }
+                    });
+                }
+            });
+        if let Some(i) = reload {
+            self.reload_entry(i);
+        }
+        if let Some(i) = play {
+            self.play_entry(i);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `dir/name`, or `dir/name-2`, `-3`, … when a piece of that name exists (history entries keep
+/// pointing at their own files).
+fn free_stem(dir: &Path, name: &str) -> PathBuf {
+    let taken = |p: &Path| p.with_extension("mid").exists() || p.with_extension("wav").exists();
+    let first = dir.join(name);
+    if !taken(&first) {
+        return first;
+    }
+    (2..)
+        .map(|k| dir.join(format!("{name}-{k}")))
+        .find(|p| !taken(p))
+        .unwrap_or(first)
 }
 
 /// A min/max envelope of a clip (at most ~600 columns) with the playhead.
@@ -478,44 +1036,245 @@ mod tests {
         }
     }
 
-    #[test]
-    fn generate_sends_the_form_and_the_clip_plays() {
-        let mut panel = GeneratePanel::new(
-            GenerateForm::default(),
-            Box::new(crate::audio::NullSink::default()),
-        );
-        panel.model_loaded(1, musicgen_info());
-        let mut h = Harness::new_ui_state(
-            |ui, s: &mut S| s.panel.ui(ui, &mut s.out, false),
+    fn form(clips: &Path) -> GenerateForm {
+        GenerateForm {
+            model_spec: "base-model".into(),
+            clips_dir: clips.display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn harness(panel: GeneratePanel) -> Harness<'static, S> {
+        Harness::new_ui_state(
+            |ui, s: &mut S| {
+                s.panel.poll();
+                s.panel.ui(ui, &mut s.out, false)
+            },
             S {
                 panel,
                 out: Outbox::default(),
             },
-        );
+        )
+    }
+
+    fn clip(seconds: f64) -> JobOutput {
+        JobOutput::Clip(crate::generate::Clip {
+            codes: vec![],
+            audio: vec![0.1; (32_000.0 * seconds) as usize],
+            sample_rate: 32_000,
+        })
+    }
+
+    /// Waits (bounded) for the background writes of `n` history lines.
+    fn wait_for_history(clips: &Path, n: usize) -> Vec<HistoryEntry> {
+        let start = std::time::Instant::now();
+        loop {
+            let h = read_history(clips);
+            if h.len() >= n || start.elapsed() > Duration::from_secs(10) {
+                return h;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_batch_of_variations_sends_consecutive_seeds_and_the_history_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let clips = dir.path().join("clips");
+        let mut f = form(&clips);
+        f.params.seed = 7;
+        f.params.sampling.temperature = 0.8;
+        f.variations = 3;
+        let mut panel = GeneratePanel::new(f.clone(), Box::new(crate::audio::NullSink::default()));
+        panel.model_loaded(1, musicgen_info());
+        let mut h = harness(panel);
         h.get_by_label("Generate clip").click();
         h.run();
-        let job = match h.state().out.commands.as_slice() {
-            [Command::Generate { job, params }] => {
-                assert_eq!(params.prompt, GenerateForm::default().params.prompt);
-                *job
-            }
-            other => panic!("expected a Generate command, got {other:?}"),
-        };
+        let sent: Vec<(JobId, u64)> = h
+            .state()
+            .out
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Generate { job, params } => {
+                    assert_eq!(params.prompt, f.params.prompt);
+                    assert_eq!(params.sampling.temperature, 0.8);
+                    (*job, params.seed)
+                }
+                other => panic!("expected Generate commands, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(sent.iter().map(|s| s.1).collect::<Vec<_>>(), [7, 8, 9]);
         assert!(h.state().panel.busy());
-        h.state_mut().panel.on_event(&Event::Done {
-            job,
-            result: Ok(JobOutput::Clip(crate::generate::Clip {
-                codes: vec![],
-                audio: vec![0.1; 32_000],
-                sample_rate: 32_000,
-            })),
-        });
+        assert!(h
+            .state()
+            .panel
+            .progress()
+            .is_some_and(|(_, t)| t.starts_with("clip 1 of 3")));
+        for (k, (job, _)) in sent.iter().enumerate() {
+            h.state_mut().panel.on_event(&Event::Done {
+                job: *job,
+                result: Ok(clip(0.5 + k as f64 * 0.25)),
+            });
+        }
         h.run();
         assert!(!h.state().panel.busy());
-        assert_eq!(h.state().panel.status.as_deref(), Some("Generated 1.0 s."));
-        h.get_by_label("Play").click();
+        assert_eq!(h.state().panel.history.len(), 3);
+        assert!(h.query_by_label_contains("seed 9 · \"lo-fi").is_some());
+        let on_disk = wait_for_history(&clips, 3);
+        assert_eq!(on_disk.len(), 3);
+        for (e, seed) in on_disk.iter().zip([7, 8, 9]) {
+            assert!(e.file.is_file(), "{} written", e.file.display());
+            assert_eq!(e.model, "base-model");
+            match &e.clip {
+                ClipParams::Musicgen { params } => assert_eq!(params.seed, seed),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A restart reads the same history.
+        let again = GeneratePanel::new(f, Box::new(crate::audio::NullSink::default()));
+        assert_eq!(again.history, on_disk);
+    }
+
+    #[test]
+    fn a_history_entry_reloads_its_parameters_and_plays() {
+        let dir = tempfile::tempdir().unwrap();
+        let clips = dir.path().join("clips");
+        let wav = clips.join("old.wav");
+        crate::data::audio::write_wav(&wav, &vec![0.2; 16_000], 16_000).unwrap();
+        let params = GenerateParams {
+            prompt: "dark ambient drone".into(),
+            duration: 12.0,
+            seed: 42,
+            sampling: crate::models::musicgen::sampling::SamplingParams {
+                temperature: 0.7,
+                top_k: 50,
+                top_p: 0.9,
+            },
+            guidance_scale: 5.5,
+            prompt_audio: None,
+        };
+        let entry = HistoryEntry {
+            file: wav.clone(),
+            model: "facebook/musicgen-small".into(),
+            adapter: Some("/runs/my-lora".into()),
+            created: 1,
+            clip: ClipParams::Musicgen {
+                params: params.clone(),
+            },
+        };
+        crate::util::append_line(
+            &history_path(&clips),
+            &serde_json::to_string(&entry).unwrap(),
+        )
+        .unwrap();
+        let mut h = harness(GeneratePanel::new(
+            form(&clips),
+            Box::new(crate::audio::NullSink::default()),
+        ));
+        assert_ne!(h.state().panel.form.params, params);
+        h.get_by_label_contains("seed 42 · \"dark ambient drone\" · 12.0 s · T 0.70 · top-k 50")
+            .click();
+        h.run();
+        let f = &h.state().panel.form;
+        assert_eq!(f.params, params);
+        assert_eq!(f.model_spec, "facebook/musicgen-small");
+        assert_eq!(f.adapter, "/runs/my-lora");
+        assert!(h
+            .state()
+            .panel
+            .status
+            .as_deref()
+            .is_some_and(|s| s.contains("not the loaded one")));
+        h.get_by_label("Play this").click();
         h.step();
         h.step();
-        assert!(h.query_by_label("Pause").is_some(), "playing");
+        assert!(h.query_by_label("Pause").is_some(), "the entry plays");
+        let shown = h.state().panel.clip.as_ref().unwrap();
+        assert_eq!((shown.rate, shown.audio.len()), (16_000, 16_000));
+    }
+
+    #[test]
+    fn save_wav_copies_the_clip_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let clips = dir.path().join("clips");
+        let mut panel =
+            GeneratePanel::new(form(&clips), Box::new(crate::audio::NullSink::default()));
+        panel.model_loaded(1, musicgen_info());
+        let mut out = Outbox::default();
+        panel.generate(&mut out);
+        let job = panel.jobs[0].job;
+        panel.on_event(&Event::Done {
+            job,
+            result: Ok(clip(0.25)),
+        });
+        let written = wait_for_history(&clips, 1);
+        let dest = dir.path().join("mine.wav");
+        panel.apply_pick(Pick::SaveWav, &dest);
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&written[0].file).unwrap()
+        );
+        assert!(panel.status.as_deref().unwrap().starts_with("Saved"));
+    }
+
+    #[test]
+    fn the_model_picker_loads_an_adapter_and_clips_record_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut panel = GeneratePanel::new(
+            form(&dir.path().join("clips")),
+            Box::new(crate::audio::NullSink::default()),
+        );
+        panel.runs = vec![RunEntry {
+            dir: dir.path().join("runs/my-lora"),
+            family: "MusicGen".into(),
+            mode: "lora".into(),
+            base: "facebook/musicgen-small".into(),
+        }];
+        let song = dir.path().join("song.wav");
+        let mut h = harness(panel);
+        h.get_by_label("Runs…").click();
+        h.run();
+        h.get_by_label("adapter: my-lora on facebook/musicgen-small")
+            .click();
+        h.run();
+        assert_eq!(h.state().panel.form.model_spec, "facebook/musicgen-small");
+        h.get_by_label("Load").click();
+        h.run();
+        let (job, adapter) = match h.state().out.commands.as_slice() {
+            [Command::LoadModel {
+                job, spec, adapter, ..
+            }] => {
+                assert_eq!(spec, "facebook/musicgen-small");
+                (*job, adapter.clone())
+            }
+            other => panic!("expected a load, got {other:?}"),
+        };
+        assert_eq!(adapter, Some(dir.path().join("runs/my-lora")));
+        h.state_mut().out.commands.clear();
+        h.state_mut().panel.model_loaded(job, musicgen_info());
+        // Continuation: the audio prompt picked in the dialog goes with the command.
+        h.state_mut().panel.apply_pick(Pick::AudioPrompt, &song);
+        h.run();
+        h.get_by_label("Generate clip").click();
+        h.run();
+        match h.state().out.commands.as_slice() {
+            [Command::Generate { params, .. }] => {
+                assert_eq!(params.prompt_audio.as_deref(), Some(song.as_path()))
+            }
+            other => panic!("expected a Generate, got {other:?}"),
+        }
+        let e = &h.state().panel.jobs[0].entry;
+        assert_eq!(e.model, "facebook/musicgen-small");
+        assert_eq!(
+            e.adapter.as_deref(),
+            Some(
+                dir.path()
+                    .join("runs/my-lora")
+                    .display()
+                    .to_string()
+                    .as_str()
+            )
+        );
     }
 }

@@ -126,7 +126,7 @@ impl TunelabApp {
             Err(e) => (None, format!("The engine could not start: {e}")),
         };
         let train = TrainPanel::new(state.train.clone());
-        let dataset = DatasetPanel::new(state.dataset.clone());
+        let dataset = DatasetPanel::new(state.dataset.clone(), crate::audio::default_sink().0);
         let (sink, notice) = crate::audio::default_sink();
         let listen = ListenPanel::new(state.listen.clone(), sink);
         let (player, _) = crate::audio::default_sink();
@@ -292,6 +292,7 @@ impl TunelabApp {
             }
         }
         self.generate.poll();
+        self.dataset.poll();
     }
 
     fn status_bar(&mut self, ui: &mut egui::Ui) {

@@ -125,7 +125,7 @@ impl TunelabApp {
             Ok(e) => (Some(e), "No model loaded.".to_string()),
             Err(e) => (None, format!("The engine could not start: {e}")),
         };
-        let train = TrainPanel::new(state.train.clone());
+        let train = TrainPanel::new(state.train.clone()).with_sink(crate::audio::default_sink().0);
         let dataset = DatasetPanel::new(state.dataset.clone(), crate::audio::default_sink().0);
         let (sink, notice) = crate::audio::default_sink();
         let listen = ListenPanel::new(state.listen.clone(), sink);

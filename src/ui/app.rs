@@ -174,6 +174,18 @@ impl TunelabApp {
     }
 
     fn shell(&mut self, ui: &mut egui::Ui) {
+        // Files dropped on the window: the first becomes the Dataset tab's import source.
+        let dropped: Vec<std::path::PathBuf> = ui.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        if let Some(p) = dropped.first() {
+            self.status = self.dataset.use_dropped(p);
+            self.state.tab = Tab::Dataset;
+        }
         ui.horizontal(|ui| {
             ui.heading("tunelab");
             ui.separator();
@@ -189,6 +201,9 @@ impl TunelabApp {
             }
         });
         ui.separator();
+        if ui.input(|i| !i.raw.hovered_files.is_empty()) {
+            ui.strong("Drop a folder of audio or MIDI files (or a data.jsonl) to import it.");
+        }
         match self.state.tab {
             Tab::Models => {
                 let busy = self.busy != Busy::Idle || self.generate.busy();
@@ -328,5 +343,61 @@ impl eframe::App for TunelabApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egui_kittest::kittest::Queryable;
+    use egui_kittest::Harness;
+
+    /// A file dropped by the test (the windowing integration makes these in the studio).
+    #[derive(Debug)]
+    struct Dropped(std::path::PathBuf);
+
+    impl egui::DroppedFile for Dropped {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
+    }
+
+    fn app(state: State) -> Harness<'static, TunelabApp> {
+        Harness::new_ui_state(
+            |ui, app: &mut TunelabApp| app.frame(ui),
+            TunelabApp::with_waker(state, Arc::new(|| {})),
+        )
+    }
+
+    #[test]
+    fn a_folder_dropped_on_the_window_becomes_the_dataset_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let songs = dir.path().join("my songs");
+        std::fs::create_dir_all(&songs).unwrap();
+        let mut state = State::default();
+        state.dataset.dataset = dir.path().join("datasets/old").display().to_string();
+        let mut h = app(state);
+        assert_eq!(h.state().state.tab, Tab::Generate);
+        h.input_mut()
+            .dropped_files
+            .push(Arc::new(Dropped(songs.clone())));
+        h.step();
+        h.step();
+        let a = h.state();
+        assert_eq!(a.state.tab, Tab::Dataset);
+        assert_eq!(a.dataset.form.source, songs.display().to_string());
+        assert_eq!(
+            a.dataset.form.dataset,
+            dir.path().join("datasets/my songs").display().to_string()
+        );
+        assert!(h.query_by_label_contains("press Import").is_some());
+        // A dropped file stands for its folder.
+        let file = songs.join("a.wav");
+        h.input_mut().dropped_files.push(Arc::new(Dropped(file)));
+        h.step();
+        assert_eq!(h.state().dataset.form.source, songs.display().to_string());
     }
 }

@@ -156,6 +156,39 @@ impl DatasetPanel {
         }
     }
 
+    /// A file or folder dropped on the window becomes the import source (a dropped audio or
+    /// MIDI file stands for its folder, a `data.jsonl` for itself); the dataset folder is named
+    /// after it, beside the current one, so nothing is written until Import is pressed.
+    /// Returns a line for the status bar.
+    pub fn use_dropped(&mut self, path: &std::path::Path) -> String {
+        let is_manifest = path.extension().is_some_and(|e| e == "jsonl");
+        let src = if path.is_dir() || is_manifest {
+            path.to_path_buf()
+        } else {
+            path.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+        };
+        let named = if is_manifest {
+            src.parent()
+        } else {
+            Some(src.as_path())
+        };
+        let name = named
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "dropped".into());
+        let datasets = std::path::Path::new(&self.form.dataset)
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| crate::demo::demo_dir().join("datasets"));
+        self.form.source = src.display().to_string();
+        self.form.dataset = datasets.join(&name).display().to_string();
+        format!(
+            "Dropped {}: press Import to make the dataset {}.",
+            src.display(),
+            self.form.dataset
+        )
+    }
+
     /// Is the selected segment still being read?
     pub fn loading(&self) -> bool {
         self.loading.is_some()

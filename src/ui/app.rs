@@ -19,12 +19,32 @@ use crate::ui::train::{Outbox, TrainForm, TrainPanel};
 #[serde(default)]
 pub struct State {
     pub tab: Tab,
+    pub theme: Theme,
     pub generate: GenerateForm,
     pub train: TrainForm,
     pub dataset: DatasetForm,
     pub listen: ListenForm,
     pub models: ModelsForm,
     pub evaluate: EvalForm,
+}
+
+/// Light or dark: the system's (the default, following it live) or fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+impl Theme {
+    pub fn preference(self) -> egui::ThemePreference {
+        match self {
+            Theme::System => egui::ThemePreference::System,
+            Theme::Light => egui::ThemePreference::Light,
+            Theme::Dark => egui::ThemePreference::Dark,
+        }
+    }
 }
 
 /// The panels.
@@ -43,6 +63,7 @@ impl Default for State {
     fn default() -> Self {
         Self {
             tab: Tab::Generate,
+            theme: Theme::System,
             generate: GenerateForm::default(),
             train: TrainForm::default(),
             dataset: DatasetForm::default(),
@@ -199,7 +220,20 @@ impl TunelabApp {
             ] {
                 ui.selectable_value(&mut self.state.tab, tab, label);
             }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                for (theme, label) in [
+                    (Theme::Dark, "Dark"),
+                    (Theme::Light, "Light"),
+                    (Theme::System, "System theme"),
+                ] {
+                    ui.selectable_value(&mut self.state.theme, theme, label);
+                }
+            });
         });
+        let theme = self.state.theme.preference();
+        if ui.ctx().options(|o| o.theme_preference) != theme {
+            ui.ctx().set_theme(theme);
+        }
         ui.separator();
         if ui.input(|i| !i.raw.hovered_files.is_empty()) {
             ui.strong("Drop a folder of audio or MIDI files (or a data.jsonl) to import it.");
@@ -399,5 +433,30 @@ mod tests {
         h.input_mut().dropped_files.push(Arc::new(Dropped(file)));
         h.step();
         assert_eq!(h.state().dataset.form.source, songs.display().to_string());
+    }
+
+    #[test]
+    fn the_theme_follows_the_system_unless_fixed() {
+        let mut h = app(State::default());
+        h.step();
+        assert_eq!(
+            h.ctx.options(|o| o.theme_preference),
+            egui::ThemePreference::System
+        );
+        h.get_by_label("Dark").click();
+        h.step();
+        h.step();
+        assert_eq!(h.state().state.theme, Theme::Dark);
+        assert_eq!(
+            h.ctx.options(|o| o.theme_preference),
+            egui::ThemePreference::Dark
+        );
+        h.get_by_label("System theme").click();
+        h.step();
+        h.step();
+        assert_eq!(
+            h.ctx.options(|o| o.theme_preference),
+            egui::ThemePreference::System
+        );
     }
 }

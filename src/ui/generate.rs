@@ -5,7 +5,8 @@
 //! `history.jsonl`, so the history survives restarts; an entry reloads its parameters into the
 //! form and plays its file.
 //!
-//! `Space` plays / pauses when no text field has focus.
+//! Keys (when no text field has focus): `Space` play / pause, `Escape` stop;
+//! `Ctrl+Enter` generates (also from the prompt field).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -648,8 +649,13 @@ impl GeneratePanel {
         } else {
             "Continue the prime"
         };
+        let shortcut = ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::Enter));
         ui.horizontal(|ui| {
-            if ui.add_enabled(can_gen, egui::Button::new(label)).clicked() {
+            let clicked = ui
+                .add_enabled(can_gen, egui::Button::new(label))
+                .on_hover_text("Ctrl+Enter")
+                .clicked();
+            if clicked || (shortcut && can_gen) {
                 self.generate(out);
             }
             field(
@@ -873,14 +879,22 @@ impl GeneratePanel {
         });
     }
 
-    /// The clip on show: transport, waveform, save.
+    /// The clip on show: transport (Space, Escape), waveform, save.
     fn clip_view(&mut self, ui: &mut egui::Ui) {
         let Some(c) = self.clip.clone() else {
             return;
         };
         let seconds = c.audio.len() as f64 / c.rate.max(1) as f64;
-        let space =
-            ui.input(|i| i.key_pressed(egui::Key::Space)) && !ui.ctx().egui_wants_keyboard_input();
+        let (space, escape) = if ui.ctx().egui_wants_keyboard_input() {
+            (false, false)
+        } else {
+            ui.input(|i| {
+                (
+                    i.key_pressed(egui::Key::Space),
+                    i.key_pressed(egui::Key::Escape),
+                )
+            })
+        };
         ui.horizontal(|ui| {
             let playing = self.player.is_playing();
             if ui.button(if playing { "Pause" } else { "Play" }).clicked() || space {
@@ -894,7 +908,7 @@ impl GeneratePanel {
                     self.status = Some(e);
                 }
             }
-            if ui.button("Stop").clicked() {
+            if ui.button("Stop").on_hover_text("Escape").clicked() || escape {
                 self.player.stop();
             }
             ui.label(format!(
@@ -1276,5 +1290,48 @@ mod tests {
                     .as_str()
             )
         );
+    }
+
+    #[test]
+    fn keys_play_stop_and_generate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut panel = GeneratePanel::new(
+            form(&dir.path().join("clips")),
+            Box::new(crate::audio::NullSink::default()),
+        );
+        panel.model_loaded(1, musicgen_info());
+        panel.clip = Some(Shown {
+            audio: Arc::new(vec![0.0; 64_000]),
+            rate: 32_000,
+            file: None,
+        });
+        let mut h = harness(panel);
+        h.key_press(egui::Key::Space);
+        h.step();
+        h.step();
+        assert!(h.query_by_label("Pause").is_some(), "Space plays");
+        h.key_press(egui::Key::Escape);
+        h.step();
+        h.step();
+        assert!(h.query_by_label("Play").is_some(), "Escape stops");
+        assert!(h.state().out.commands.is_empty());
+        h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+        h.step();
+        assert!(
+            matches!(
+                h.state().out.commands.as_slice(),
+                [Command::Generate { .. }]
+            ),
+            "Ctrl+Enter generates"
+        );
+        // Typing a space in the prompt does not play.
+        h.state_mut().panel.jobs.clear();
+        h.get_by_role_and_label(egui::accesskit::Role::MultilineTextInput, "Prompt")
+            .focus();
+        h.step();
+        h.key_press(egui::Key::Space);
+        h.step();
+        h.step();
+        assert!(h.query_by_label("Play").is_some(), "a space typed is text");
     }
 }

@@ -127,6 +127,27 @@ impl TunelabApp {
         self.flush_outbox();
     }
 
+    /// Starts the Train tab's run, as its Start button does (benchmarks).
+    pub fn start_training(&mut self) {
+        self.train.start(&mut self.outbox);
+        self.flush_outbox();
+    }
+
+    /// Generates with the Generate tab's form, as its button does (benchmarks).
+    pub fn generate_now(&mut self) {
+        self.generate.generate(&mut self.outbox);
+        self.flush_outbox();
+    }
+
+    pub fn set_tab(&mut self, tab: Tab) {
+        self.state.tab = tab;
+    }
+
+    /// Is a load, a generation or a training under way?
+    pub fn is_working(&self) -> bool {
+        self.busy != Busy::Idle || self.generate.busy() || self.train.job.is_some()
+    }
+
     /// Shows the progress of a load the Generate panel asked for.
     fn track_load(&mut self) {
         if let Some(job) = self.generate.requested.take() {

@@ -1,6 +1,7 @@
 //! The studio (feature `gui`).
 
 pub mod app;
+pub mod bench;
 pub mod dataset;
 pub mod evaluate;
 pub mod generate;

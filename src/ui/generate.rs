@@ -32,6 +32,8 @@ pub struct GenerateForm {
     pub model_spec: String,
     /// A LoRA adapter (PEFT folder or LoRA run) attached unmerged on load; empty = none.
     pub adapter: String,
+    /// The checkpoint of a training run to load (`best`, `step-000200`); empty = `last`.
+    pub checkpoint: String,
     pub params: GenerateParams,
     pub midi: MidiForm,
     /// Clips are written here, with the history (`history.jsonl`).
@@ -46,6 +48,7 @@ impl Default for GenerateForm {
             // The shipped demo model: the studio works offline on first start.
             model_spec: crate::demo::model_dir().display().to_string(),
             adapter: String::new(),
+            checkpoint: String::new(),
             params: GenerateParams {
                 prompt: "lo-fi hip hop with warm piano and vinyl crackle".into(),
                 duration: 5.0,
@@ -108,6 +111,9 @@ pub struct HistoryEntry {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<String>,
+    /// The run's checkpoint, when the model is a run loaded at one (else its `last`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
     /// Unix time in milliseconds.
     #[serde(default)]
     pub created: u64,
@@ -117,10 +123,13 @@ pub struct HistoryEntry {
 impl HistoryEntry {
     /// One line for the list: the parameters that tell clips apart.
     pub fn summary(&self) -> String {
-        let model = Path::new(&self.model)
+        let mut model = Path::new(&self.model)
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| self.model.clone());
+        if let Some(c) = &self.checkpoint {
+            model = format!("{model} @ {c}");
+        }
         let adapter = self
             .adapter
             .as_deref()
@@ -179,6 +188,14 @@ pub fn read_history(clips_dir: &Path) -> Vec<HistoryEntry> {
         .unwrap_or_default()
 }
 
+/// What a model was loaded as: enough to load it again.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadedAs {
+    pub model: String,
+    pub adapter: Option<String>,
+    pub checkpoint: Option<String>,
+}
+
 /// A generation job sent and not yet done, with what its history entry will record.
 #[derive(Debug, Clone)]
 pub struct Pending {
@@ -207,10 +224,10 @@ pub enum Pick {
 pub struct GeneratePanel {
     pub form: GenerateForm,
     pub model: Option<ModelInfo>,
-    /// The spec and adapter of the loaded model, when this panel loaded it.
-    loaded_as: Option<(String, Option<String>)>,
+    /// What the loaded model was loaded as.
+    pub loaded_as: Option<LoadedAs>,
     /// A load this panel sent, with what it loads (matched with the engine's answer).
-    load_job: Option<(JobId, String, Option<String>)>,
+    load_job: Option<(JobId, LoadedAs)>,
     /// A load the panel asked for (the shell shows its progress).
     pub requested: Option<JobId>,
     /// Generation jobs sent and not done, in the engine's order.
@@ -295,30 +312,41 @@ impl GeneratePanel {
         Some((f, format!("{of}step {step}/{total}")))
     }
 
-    /// Queues loading `spec` (with the form's adapter when `with_adapter`).
-    pub fn load(&mut self, out: &mut Outbox, spec: String, with_adapter: bool) {
+    /// Queues loading `spec` (with the form's adapter and checkpoint when `with_form`).
+    pub fn load(&mut self, out: &mut Outbox, spec: String, with_form: bool) {
         let adapter =
-            Some(self.form.adapter.trim().to_string()).filter(|a| with_adapter && !a.is_empty());
+            Some(self.form.adapter.trim().to_string()).filter(|a| with_form && !a.is_empty());
+        let checkpoint =
+            Some(self.form.checkpoint.trim().to_string()).filter(|c| with_form && !c.is_empty());
         let job = out.job();
         out.commands.push(Command::LoadModel {
             job,
             spec: spec.clone(),
             weights: WeightMode::F32,
             adapter: adapter.as_ref().map(PathBuf::from),
+            checkpoint: checkpoint.clone(),
         });
-        self.load_job = Some((job, spec, adapter));
+        self.load_job = Some((
+            job,
+            LoadedAs {
+                model: spec,
+                adapter,
+                checkpoint,
+            },
+        ));
         self.requested = Some(job);
     }
 
     /// A model finished loading (asked by this panel or another).
     pub fn model_loaded(&mut self, job: JobId, info: ModelInfo) {
         self.loaded_as = match self.load_job.take() {
-            Some((j, spec, adapter)) if j == job => Some((spec, adapter)),
+            Some((j, l)) if j == job => Some(l),
             other => {
                 self.load_job = other;
-                info.source
-                    .as_ref()
-                    .map(|s| (s.display().to_string(), None))
+                info.source.as_ref().map(|s| LoadedAs {
+                    model: s.display().to_string(),
+                    ..Default::default()
+                })
             }
         };
         self.model = Some(info);
@@ -499,6 +527,7 @@ impl GeneratePanel {
         self.selected = Some(i);
         self.form.model_spec = e.model.clone();
         self.form.adapter = e.adapter.clone().unwrap_or_default();
+        self.form.checkpoint = e.checkpoint.clone().unwrap_or_default();
         match e.clip {
             ClipParams::Musicgen { params } => self.form.params = params,
             ClipParams::Midi {
@@ -511,11 +540,12 @@ impl GeneratePanel {
                 self.form.midi.prime_seconds = prime_seconds;
             }
         }
-        let loaded = self
-            .loaded_as
-            .as_ref()
-            .map(|(s, a)| (s.as_str(), a.clone()));
-        if loaded != Some((e.model.as_str(), e.adapter.clone())) {
+        let wanted = LoadedAs {
+            model: e.model.clone(),
+            adapter: e.adapter.clone(),
+            checkpoint: e.checkpoint.clone(),
+        };
+        if self.loaded_as.as_ref() != Some(&wanted) {
             self.status = Some(format!(
                 "Settings of {} reloaded; its model is not the loaded one: Load it to regenerate.",
                 e.file.display()
@@ -555,10 +585,10 @@ impl GeneratePanel {
     /// Sends the form's batch: `variations` jobs with consecutive seeds.
     pub fn generate(&mut self, out: &mut Outbox) {
         let n = self.form.variations.max(1);
-        let (model, adapter) = self
-            .loaded_as
-            .clone()
-            .unwrap_or_else(|| (self.form.model_spec.clone(), None));
+        let loaded = self.loaded_as.clone().unwrap_or_else(|| LoadedAs {
+            model: self.form.model_spec.clone(),
+            ..Default::default()
+        });
         let created = now_ms();
         let midi = self.is_midi();
         let prime = if midi && !self.form.midi.prime.trim().is_empty() {
@@ -580,8 +610,9 @@ impl GeneratePanel {
             let job = out.job();
             let entry = |file: PathBuf, clip: ClipParams| HistoryEntry {
                 file,
-                model: model.clone(),
-                adapter: adapter.clone(),
+                model: loaded.model.clone(),
+                adapter: loaded.adapter.clone(),
+                checkpoint: loaded.checkpoint.clone(),
                 created,
                 clip,
             };
@@ -695,6 +726,7 @@ impl GeneratePanel {
                 if ui.button("baseline: the demo Music Transformer").clicked() {
                     self.form.model_spec = crate::demo::model_dir().display().to_string();
                     self.form.adapter.clear();
+                    self.form.checkpoint.clear();
                     ui.close();
                 }
                 if runs.is_empty() {
@@ -713,7 +745,20 @@ impl GeneratePanel {
                     {
                         self.form.model_spec = r.dir.display().to_string();
                         self.form.adapter.clear();
+                        self.form.checkpoint.clear();
                         ui.close();
+                    }
+                    for c in r.checkpoints.iter().filter(|c| *c != "last") {
+                        if ui
+                            .button(format!("    {name} @ {c}"))
+                            .on_hover_text("The run at this checkpoint.")
+                            .clicked()
+                        {
+                            self.form.model_spec = r.dir.display().to_string();
+                            self.form.adapter.clear();
+                            self.form.checkpoint = c.clone();
+                            ui.close();
+                        }
                     }
                     if r.mode == "lora"
                         && r.family == "MusicGen"
@@ -724,6 +769,7 @@ impl GeneratePanel {
                     {
                         self.form.model_spec = r.base.clone();
                         self.form.adapter = r.dir.display().to_string();
+                        self.form.checkpoint.clear();
                         ui.close();
                     }
                 }
@@ -744,6 +790,18 @@ impl GeneratePanel {
             {
                 self.pick(Pick::Adapter);
             }
+            field(
+                ui,
+                "Checkpoint",
+                "Of a training run: best, last or step-N (see Runs…); empty = last.",
+                |ui| {
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.form.checkpoint)
+                            .hint_text("last")
+                            .desired_width(110.0),
+                    )
+                },
+            );
             if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
                 let spec = self.form.model_spec.trim().to_string();
                 self.load(out, spec, true);
@@ -761,7 +819,13 @@ impl GeneratePanel {
                     preset: Preset::Small,
                     seed: 0,
                 });
-                self.load_job = Some((job, "random musicgen-small".into(), None));
+                self.load_job = Some((
+                    job,
+                    LoadedAs {
+                        model: "random musicgen-small".into(),
+                        ..Default::default()
+                    },
+                ));
                 self.requested = Some(job);
             }
         });
@@ -1172,6 +1236,7 @@ mod tests {
             file: wav.clone(),
             model: "facebook/musicgen-small".into(),
             adapter: Some("/runs/my-lora".into()),
+            checkpoint: None,
             created: 1,
             clip: ClipParams::Musicgen {
                 params: params.clone(),
@@ -1244,6 +1309,7 @@ mod tests {
             family: "MusicGen".into(),
             mode: "lora".into(),
             base: "facebook/musicgen-small".into(),
+            checkpoints: vec!["best".into(), "last".into(), "step-000010".into()],
         }];
         let song = dir.path().join("song.wav");
         let mut h = harness(panel);
@@ -1333,5 +1399,55 @@ mod tests {
         h.step();
         h.step();
         assert!(h.query_by_label("Play").is_some(), "a space typed is text");
+    }
+
+    #[test]
+    fn a_runs_checkpoint_is_picked_loaded_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("runs/folk");
+        let mut panel = GeneratePanel::new(
+            form(&dir.path().join("clips")),
+            Box::new(crate::audio::NullSink::default()),
+        );
+        panel.runs = vec![RunEntry {
+            dir: run.clone(),
+            family: "Music Transformer".into(),
+            mode: "full".into(),
+            base: "classical".into(),
+            checkpoints: vec!["best".into(), "last".into(), "step-000020".into()],
+        }];
+        let mut h = harness(panel);
+        h.get_by_label("Runs…").click();
+        h.run();
+        assert!(
+            h.query_by_label_contains("folk @ last").is_none(),
+            "last is the run itself"
+        );
+        h.get_by_label_contains("folk @ step-000020").click();
+        h.run();
+        assert_eq!(h.state().panel.form.model_spec, run.display().to_string());
+        assert_eq!(h.state().panel.form.checkpoint, "step-000020");
+        h.get_by_label("Load").click();
+        h.run();
+        let job = match h.state().out.commands.as_slice() {
+            [Command::LoadModel {
+                job,
+                checkpoint,
+                adapter: None,
+                ..
+            }] => {
+                assert_eq!(checkpoint.as_deref(), Some("step-000020"));
+                *job
+            }
+            other => panic!("expected a load, got {other:?}"),
+        };
+        h.state_mut().panel.model_loaded(job, musicgen_info());
+        let loaded = h.state().panel.loaded_as.clone().unwrap();
+        assert_eq!(loaded.checkpoint.as_deref(), Some("step-000020"));
+        let mut out = Outbox::default();
+        h.state_mut().panel.generate(&mut out);
+        let e = &h.state().panel.jobs[0].entry;
+        assert_eq!(e.checkpoint.as_deref(), Some("step-000020"));
+        assert!(e.summary().contains("folk @ step-000020"));
     }
 }

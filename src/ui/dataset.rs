@@ -189,6 +189,11 @@ impl DatasetPanel {
         )
     }
 
+    /// The playhead within the selected segment.
+    pub fn position(&self) -> Duration {
+        self.sink.position()
+    }
+
     /// Is the selected segment still being read?
     pub fn loading(&self) -> bool {
         self.loading.is_some()
@@ -740,6 +745,15 @@ mod tests {
         h.step();
         h.step();
         assert!(h.query_by_label("Pause").is_some(), "the segment plays");
+        h.get_by_label("Stop").click();
+        h.step();
+        assert_eq!(h.state().panel.position(), Duration::ZERO);
+        h.get_by_role_and_label(egui::accesskit::Role::Slider, "Seek")
+            .set_value_accesskit(0.6);
+        h.step();
+        h.step();
+        let at = h.state().panel.position().as_secs_f64();
+        assert!((0.6..0.9).contains(&at), "seeked to {at}");
         h.get_by_label("Stop").click();
         h.step();
 

@@ -1009,11 +1009,16 @@ impl GeneratePanel {
         ui.strong(format!("History ({})", self.history.len()));
         let mut reload = None;
         let mut play = None;
+        let n = self.history.len();
+        let row = ui.spacing().interact_size.y;
         egui::ScrollArea::vertical()
             .id_salt("generate-history")
             .max_height(160.0)
-            .show(ui, |ui| {
-                for (i, e) in self.history.iter().enumerate().rev() {
+            // Only the visible rows are laid out: the history grows without bound.
+            .show_rows(ui, row, n, |ui, rows| {
+                for k in rows {
+                    let i = n - 1 - k;
+                    let e = &self.history[i];
                     ui.horizontal(|ui| {
                         let playable = e
                             .file

@@ -56,6 +56,7 @@ fn worker_loads_generates_with_progress_and_cancels() {
         spec: tiny_dir().display().to_string(),
         weights: Default::default(),
         adapter: None,
+        checkpoint: None,
     });
     let (_, r) = recv_done(&rx, 2);
     let JobOutput::ModelLoaded(info) = r.unwrap() else {
@@ -194,4 +195,70 @@ fn sliding_window_extends_beyond_the_window_and_starts_like_one_window() {
     )
     .is_err());
     let _ = Device::Cpu;
+}
+
+/// A run's checkpoint is chosen by name when loading; naming one for a model that is not a run,
+/// or one the run does not have, is refused.
+#[test]
+fn a_runs_checkpoint_loads_by_name() {
+    use tunelab::data::midi::{write_midi, Note};
+    use tunelab::models::music_transformer::{save, MusicTransformerConfig};
+    use tunelab::train::config::{Family, Mode, TrainConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("mt");
+    let cfg = MusicTransformerConfig::preset("tiny").unwrap();
+    save(&model, &cfg, &cfg.init_tensors(0, &Device::Cpu).unwrap()).unwrap();
+    let songs = tmp.path().join("songs");
+    for k in 0..4u8 {
+        let notes: Vec<Note> = (0..16)
+            .map(|i| Note {
+                pitch: 60 + k + [0, 4, 7][i % 3],
+                velocity: 70,
+                start: i as f64 * 0.2,
+                end: i as f64 * 0.2 + 0.15,
+            })
+            .collect();
+        write_midi(&songs.join(format!("s{k}.mid")), &notes, 0).unwrap();
+    }
+    let ds = tmp.path().join("ds");
+    tunelab::data::dataset::import_dir(&songs, &ds, &Default::default()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
+    let mut config = TrainConfig {
+        dataset: ds,
+        model: model.display().to_string(),
+        family: Family::Midi,
+        mode: Mode::Full,
+        steps: 2,
+        batch_size: 2,
+        eval_every: 0,
+        checkpoint_every: 1,
+        ..Default::default()
+    };
+    config.midi.max_events = Some(32);
+    let run = tmp.path().join("run");
+    engine.send(Command::Train {
+        job: 1,
+        run_dir: run.clone(),
+        config: Some(Box::new(config)),
+    });
+    recv_done(&rx, 1).1.unwrap();
+    let load = |job, spec: &std::path::Path, checkpoint: &str| {
+        engine.send(Command::LoadModel {
+            job,
+            spec: spec.display().to_string(),
+            weights: Default::default(),
+            adapter: None,
+            checkpoint: Some(checkpoint.into()),
+        });
+        recv_done(&rx, job).1
+    };
+    assert!(matches!(
+        load(2, &run, "step-000001"),
+        Ok(JobOutput::ModelLoaded(_))
+    ));
+    assert!(load(3, &run, "step-000099").is_err());
+    assert!(load(4, &model, "best")
+        .unwrap_err()
+        .contains("not a training run"));
 }

@@ -49,7 +49,8 @@ fn load_generate_import_and_train_in_the_studio() {
     };
     state.models.spec = tiny_dir().display().to_string();
     state.models.runs_dir = tmp.path().join("runs").display().to_string();
-    state.params.duration = 1.0;
+    state.generate.params.duration = 1.0;
+    state.generate.clips_dir = tmp.path().join("clips").display().to_string();
     state.dataset.source = src.display().to_string();
     state.dataset.dataset = tmp.path().join("ds").display().to_string();
     state.dataset.segment_seconds = 1.0;
@@ -73,6 +74,13 @@ fn load_generate_import_and_train_in_the_studio() {
     h.step();
     h.get_by_label("Generate clip").click();
     wait_for(&mut h, "the clip", "Generated 1.0 s");
+    // The clip joins the history with its parameters, on disk too.
+    wait_for(&mut h, "the history", "History (1)");
+    let start = Instant::now();
+    while tunelab::ui::generate::read_history(&tmp.path().join("clips")).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "history written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     h.get_by_label("Play").click();
     h.step();
     h.step();
@@ -136,9 +144,9 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     .unwrap();
     let mut state = State {
         tab: Tab::Generate,
-        model_spec: model.display().to_string(),
         ..Default::default()
     };
+    state.generate.model_spec = model.display().to_string();
     // Primed: the piece continues the first second of a melody (so it has notes whatever a
     // random model adds).
     let prime = tmp.path().join("prime.mid");
@@ -151,10 +159,10 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
         })
         .collect();
     tunelab::data::midi::write_midi(&prime, &melody, 0).unwrap();
-    state.midi.prime = prime.display().to_string();
-    state.midi.prime_seconds = 1.0;
-    state.midi.params.seconds = Some(2.0);
-    state.midi.params.seed = 3;
+    state.generate.midi.prime = prime.display().to_string();
+    state.generate.midi.prime_seconds = 1.0;
+    state.generate.midi.params.seconds = Some(2.0);
+    state.generate.midi.params.seed = 3;
     let songs = tmp.path().join("songs");
     for k in 0..6u8 {
         let notes: Vec<tunelab::data::midi::Note> = (0..24)
@@ -185,7 +193,8 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     state.listen.setup.seconds = 2.0;
     state.listen.setup.trials = 2;
     state.listen.setup.out = tmp.path().join("session").display().to_string();
-    state.midi.out_dir = tmp.path().join("pieces").display().to_string();
+    state.generate.midi.out_dir = tmp.path().join("pieces").display().to_string();
+    state.generate.clips_dir = tmp.path().join("clips").display().to_string();
     let mut app = TunelabApp::with_waker(state, Arc::new(|| {}));
     app.load_local_model(); // what the studio does on start with a local model
     let mut h = Harness::new_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);

@@ -24,6 +24,37 @@ pub enum BenchCommand {
     /// Objective evaluation excluding generation (EnCodec latents, log-mel, FAD/FAD∞/KAD with
     /// intervals, copy check): N clips × S s on the musicgen-small layout (default 50 × 10 s).
     Eval(super::bench_eval::BenchEvalArgs),
+    /// The studio's UI frame time (p50 / p95 / max) while a tiny Music Transformer trains and
+    /// then generates: the app runs headless (layout and tessellation, no window). Needs the
+    /// `gui` feature.
+    Ui(BenchUiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchUiArgs {
+    /// Training steps to time frames over.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Seconds of the piece generated afterwards.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchUiArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        #[cfg(feature = "gui")]
+        {
+            crate::ui::bench::run(self.steps, self.seconds, self.json)
+        }
+        #[cfg(not(feature = "gui"))]
+        {
+            let _ = (self.steps, self.seconds, self.json);
+            anyhow::bail!("this build has no studio (built without the `gui` feature)")
+        }
+    }
 }
 
 impl BenchCommand {
@@ -32,6 +63,7 @@ impl BenchCommand {
             Self::Generate(a) => a.run(),
             Self::Train(a) => a.run(),
             Self::Eval(a) => a.run(),
+            Self::Ui(a) => a.run(),
         }
     }
 }

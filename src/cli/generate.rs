@@ -91,6 +91,7 @@ impl GenerateArgs {
             spec: self.model.clone(),
             weights: self.weights,
             adapter: self.adapter.clone(),
+            checkpoint: None,
         });
         let loaded = wait(&rx, 1, &bar).with_context(|| format!("loading model {}", self.model))?;
         if let JobOutput::ModelLoaded(info) = &loaded {

@@ -1,6 +1,7 @@
 //! Data: decoding, resampling and writing audio.
 
 pub mod audio;
+pub mod browse;
 pub mod dataset;
 pub mod labels;
 pub mod midi;

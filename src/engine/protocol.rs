@@ -28,6 +28,9 @@ pub enum Command {
         spec: String,
         weights: WeightMode,
         adapter: Option<PathBuf>,
+        /// Which checkpoint of a training run `spec` (`best`, `last`, `step-000200`); `None` =
+        /// `last`. Refused for anything but a run.
+        checkpoint: Option<String>,
     },
     /// Build a model of the given published layout with random weights (benchmarks, demos).
     LoadRandom {

@@ -112,8 +112,9 @@ impl Worker {
                     spec,
                     weights,
                     adapter,
+                    checkpoint,
                 } => {
-                    let r = self.load(job, &spec, weights, adapter.as_deref());
+                    let r = self.load(job, &spec, weights, adapter.as_deref(), checkpoint);
                     self.done(job, r.map(JobOutput::ModelLoaded));
                 }
                 Command::LoadRandom { job, preset, seed } => {
@@ -281,8 +282,14 @@ impl Worker {
         spec: &str,
         weights: crate::models::nn::WeightMode,
         adapter: Option<&Path>,
+        checkpoint: Option<String>,
     ) -> Result<ModelInfo> {
         let local = Path::new(spec);
+        if checkpoint.is_some() && !export::is_run_dir(local) {
+            return Err(Error::InvalidRequest(format!(
+                "{spec} is not a training run: only a run has checkpoints to choose from"
+            )));
+        }
         if is_model_dir(local) || crate::train::midi::is_midi_run(local) {
             if adapter.is_some() {
                 return Err(Error::InvalidRequest(
@@ -291,7 +298,10 @@ impl Worker {
                 ));
             }
             self.model = None;
-            let m = crate::train::midi::load_model(spec, &self.device)?;
+            let m = match &checkpoint {
+                Some(c) => crate::train::midi::load_run_checkpoint(local, c, &self.device)?,
+                None => crate::train::midi::load_model(spec, &self.device)?,
+            };
             let cfg = m.config().clone();
             let parameters = m.tensors().values().map(|t| t.elem_count()).sum();
             let info = ModelInfo {
@@ -328,7 +338,7 @@ impl Worker {
         }
         self.model = None; // free the old one before loading the new
         let mut m = if export::is_run_dir(&dir) {
-            export::load_run_model(&dir, None, &self.device, WeightMode::F32)?
+            export::load_run_model(&dir, checkpoint.as_deref(), &self.device, WeightMode::F32)?
         } else {
             MusicGen::load(&dir, &self.device, WeightMode::F32)?
         };

@@ -45,6 +45,16 @@ pub fn load_model(spec: &str, device: &Device) -> Result<MusicTransformer> {
     MusicTransformer::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device))
 }
 
+/// A MIDI run's model at one of its checkpoints (`best`, `last`, `step-000200`).
+pub fn load_run_checkpoint(
+    run_dir: &Path,
+    checkpoint: &str,
+    device: &Device,
+) -> Result<MusicTransformer> {
+    let (cfg, tensors) = resolve_run(run_dir, Some(checkpoint), device)?;
+    MusicTransformer::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device))
+}
+
 /// A Music Transformer's config and complete tensors from `spec`: a model folder, or a run
 /// directory (its final weights; a head run's on top of its base, a LoRA run's adapters merged).
 pub fn resolve_model(

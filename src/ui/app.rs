@@ -6,27 +6,21 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Command, EngineHandle, Event, JobId, JobOutput, ModelInfo};
-use crate::generate::midi::{prime_from_midi, MidiGenerateParams};
-use crate::generate::{Clip, GenerateParams};
-use crate::models::musicgen::config::Preset;
-use crate::models::nn::WeightMode;
-use crate::train::config::Family;
+use crate::engine::{EngineHandle, Event, JobId, JobOutput};
 use crate::ui::dataset::{DatasetForm, DatasetPanel};
 use crate::ui::evaluate::{EvalForm, EvalPanel};
+use crate::ui::generate::{GenerateForm, GeneratePanel};
 use crate::ui::listen::{ListenForm, ListenPanel};
 use crate::ui::models::{ModelsForm, ModelsPanel};
-use crate::ui::train::{field, Outbox, TrainForm, TrainPanel};
+use crate::ui::train::{Outbox, TrainForm, TrainPanel};
 
 /// Form values persisted across restarts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct State {
     pub tab: Tab,
-    pub model_spec: String,
-    pub params: GenerateParams,
-    pub midi: MidiForm,
-    pub out_path: String,
+    pub theme: Theme,
+    pub generate: GenerateForm,
     pub train: TrainForm,
     pub dataset: DatasetForm,
     pub listen: ListenForm,
@@ -34,28 +28,21 @@ pub struct State {
     pub evaluate: EvalForm,
 }
 
-/// The Generate tab's settings for a Music Transformer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct MidiForm {
-    pub params: MidiGenerateParams,
-    /// A MIDI file whose first `prime_seconds` the piece continues; empty = improv.
-    pub prime: String,
-    pub prime_seconds: f64,
-    /// Pieces are written here as `piece-<seed>.mid` / `.wav`.
-    pub out_dir: String,
-    /// A SoundFont (.sf2) to render with; empty = the first installed.
-    pub soundfont: String,
+/// Light or dark: the system's (the default, following it live) or fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
 }
 
-impl Default for MidiForm {
-    fn default() -> Self {
-        Self {
-            params: MidiGenerateParams::default(),
-            prime: String::new(),
-            prime_seconds: 5.0,
-            out_dir: crate::demo::demo_dir().join("pieces").display().to_string(),
-            soundfont: String::new(),
+impl Theme {
+    pub fn preference(self) -> egui::ThemePreference {
+        match self {
+            Theme::System => egui::ThemePreference::System,
+            Theme::Light => egui::ThemePreference::Light,
+            Theme::Dark => egui::ThemePreference::Dark,
         }
     }
 }
@@ -75,16 +62,9 @@ pub enum Tab {
 impl Default for State {
     fn default() -> Self {
         Self {
-            // The shipped demo model: the studio works offline on first start.
-            model_spec: crate::demo::model_dir().display().to_string(),
-            midi: MidiForm::default(),
-            params: GenerateParams {
-                prompt: "lo-fi hip hop with warm piano and vinyl crackle".into(),
-                duration: 5.0,
-                ..Default::default()
-            },
-            out_path: "clip.wav".into(),
             tab: Tab::Generate,
+            theme: Theme::System,
+            generate: GenerateForm::default(),
             train: TrainForm::default(),
             dataset: DatasetForm::default(),
             listen: ListenForm::default(),
@@ -103,11 +83,6 @@ enum Busy {
         done: u64,
         total: u64,
     },
-    Generating {
-        job: JobId,
-        step: usize,
-        total: usize,
-    },
 }
 
 pub struct TunelabApp {
@@ -115,14 +90,12 @@ pub struct TunelabApp {
     engine: Option<EngineHandle>,
     events: Receiver<Event>,
     busy: Busy,
-    model: Option<ModelInfo>,
-    clip: Option<Clip>,
     status: String,
     outbox: Outbox,
     train: TrainPanel,
     dataset: DatasetPanel,
     listen: ListenPanel,
-    player: Box<dyn crate::audio::AudioSink>,
+    generate: GeneratePanel,
     models: ModelsPanel,
     evaluate: EvalPanel,
 }
@@ -145,28 +118,46 @@ impl TunelabApp {
     /// Loads the model named in the form when it is a local folder (the demo on first start):
     /// nothing to download, so the studio opens ready to generate.
     pub fn load_local_model(&mut self) {
-        let spec = self.state.model_spec.clone();
+        let spec = self.generate.form.model_spec.clone();
         if !std::path::Path::new(&spec).is_dir() {
             return;
         }
-        self.load(spec);
+        self.generate.load(&mut self.outbox, spec, true);
+        self.track_load();
         self.flush_outbox();
     }
 
-    /// Queues loading `spec` (f32) and shows the load in the status bar.
-    fn load(&mut self, spec: String) {
-        let job = self.send(|job| Command::LoadModel {
-            job,
-            spec,
-            weights: WeightMode::F32,
-            adapter: None,
-        });
-        self.busy = Busy::Loading {
-            job,
-            file: String::new(),
-            done: 0,
-            total: 0,
-        };
+    /// Starts the Train tab's run, as its Start button does (benchmarks).
+    pub fn start_training(&mut self) {
+        self.train.start(&mut self.outbox);
+        self.flush_outbox();
+    }
+
+    /// Generates with the Generate tab's form, as its button does (benchmarks).
+    pub fn generate_now(&mut self) {
+        self.generate.generate(&mut self.outbox);
+        self.flush_outbox();
+    }
+
+    pub fn set_tab(&mut self, tab: Tab) {
+        self.state.tab = tab;
+    }
+
+    /// Is a load, a generation or a training under way?
+    pub fn is_working(&self) -> bool {
+        self.busy != Busy::Idle || self.generate.busy() || self.train.job.is_some()
+    }
+
+    /// Shows the progress of a load the Generate panel asked for.
+    fn track_load(&mut self) {
+        if let Some(job) = self.generate.requested.take() {
+            self.busy = Busy::Loading {
+                job,
+                file: String::new(),
+                done: 0,
+                total: 0,
+            };
+        }
     }
 
     /// Builds the app around a fresh engine; `wake` is called after each engine event.
@@ -176,11 +167,12 @@ impl TunelabApp {
             Ok(e) => (Some(e), "No model loaded.".to_string()),
             Err(e) => (None, format!("The engine could not start: {e}")),
         };
-        let train = TrainPanel::new(state.train.clone());
-        let dataset = DatasetPanel::new(state.dataset.clone());
+        let train = TrainPanel::new(state.train.clone()).with_sink(crate::audio::default_sink().0);
+        let dataset = DatasetPanel::new(state.dataset.clone(), crate::audio::default_sink().0);
         let (sink, notice) = crate::audio::default_sink();
         let listen = ListenPanel::new(state.listen.clone(), sink);
         let (player, _) = crate::audio::default_sink();
+        let generate = GeneratePanel::new(state.generate.clone(), player);
         let models = ModelsPanel::new(state.models.clone());
         let evaluate = EvalPanel::new(state.evaluate.clone());
         let status = match notice {
@@ -192,27 +184,24 @@ impl TunelabApp {
             engine,
             events: rx,
             busy: Busy::Idle,
-            model: None,
-            clip: None,
             status,
             outbox: Outbox::default(),
             train,
             dataset,
             listen,
-            player,
+            generate,
             models,
             evaluate,
         }
     }
 
-    fn send(&mut self, make: impl FnOnce(JobId) -> Command) -> JobId {
-        let job = self.outbox.job();
-        self.outbox.commands.push(make(job));
-        job
-    }
-
     /// Sends what the panels queued this frame.
     fn flush_outbox(&mut self) {
+        if std::mem::take(&mut self.outbox.cancel) {
+            if let Some(e) = &self.engine {
+                e.cancel();
+            }
+        }
         for cmd in self.outbox.commands.drain(..) {
             if let Some(e) = &self.engine {
                 e.send(cmd);
@@ -227,6 +216,18 @@ impl TunelabApp {
     }
 
     fn shell(&mut self, ui: &mut egui::Ui) {
+        // Files dropped on the window: the first becomes the Dataset tab's import source.
+        let dropped: Vec<std::path::PathBuf> = ui.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        if let Some(p) = dropped.first() {
+            self.status = self.dataset.use_dropped(p);
+            self.state.tab = Tab::Dataset;
+        }
         ui.horizontal(|ui| {
             ui.heading("tunelab");
             ui.separator();
@@ -240,11 +241,27 @@ impl TunelabApp {
             ] {
                 ui.selectable_value(&mut self.state.tab, tab, label);
             }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                for (theme, label) in [
+                    (Theme::Dark, "Dark"),
+                    (Theme::Light, "Light"),
+                    (Theme::System, "System theme"),
+                ] {
+                    ui.selectable_value(&mut self.state.theme, theme, label);
+                }
+            });
         });
+        let theme = self.state.theme.preference();
+        if ui.ctx().options(|o| o.theme_preference) != theme {
+            ui.ctx().set_theme(theme);
+        }
         ui.separator();
+        if ui.input(|i| !i.raw.hovered_files.is_empty()) {
+            ui.strong("Drop a folder of audio or MIDI files (or a data.jsonl) to import it.");
+        }
         match self.state.tab {
             Tab::Models => {
-                let busy = self.busy != Busy::Idle;
+                let busy = self.busy != Busy::Idle || self.generate.busy();
                 self.models.ui(ui, &mut self.outbox, busy);
                 if let Some(job) = self.models.requested.take() {
                     self.busy = Busy::Loading {
@@ -255,7 +272,14 @@ impl TunelabApp {
                     };
                 }
             }
-            Tab::Generate => self.draw(ui),
+            Tab::Generate => {
+                if self.generate.runs != self.models.runs {
+                    self.generate.runs = self.models.runs.clone();
+                }
+                let busy = self.busy != Busy::Idle;
+                self.generate.ui(ui, &mut self.outbox, busy);
+                self.track_load();
+            }
             Tab::Dataset => {
                 self.dataset.ui(ui, &mut self.outbox);
                 if let Some(ds) = self.dataset.train_on.take() {
@@ -267,6 +291,10 @@ impl TunelabApp {
             Tab::Evaluate => self.evaluate.ui(ui, &mut self.outbox),
             Tab::Listen => self.listen.ui(ui, &mut self.outbox),
         }
+        if let Some(s) = self.generate.status.take() {
+            self.status = s;
+        }
+        self.state.generate = self.generate.form.clone();
         self.state.train = self.train.form.clone();
         self.state.dataset = self.dataset.form.clone();
         self.state.listen = self.listen.form.clone();
@@ -312,293 +340,29 @@ impl TunelabApp {
                         total,
                     };
                 }
-                Event::GenerateStep { job, step, total } => {
-                    self.busy = Busy::Generating { job, step, total };
-                }
+                Event::GenerateStep { .. } => self.generate.on_event(&ev),
                 Event::Train { .. } | Event::Progress { .. } => {}
-                Event::Done { result, .. } => {
+                Event::Done { job, .. } if self.generate.owns(job) => {
+                    self.generate.on_event(&ev);
+                    if let Some(s) = self.generate.status.take() {
+                        self.status = s;
+                    }
+                }
+                Event::Done { job, result } => {
                     self.busy = Busy::Idle;
                     match result {
                         Ok(JobOutput::ModelLoaded(info)) => {
                             self.status = format!("Loaded: {}", info.description);
-                            self.model = Some(info);
+                            self.generate.model_loaded(job, info);
                         }
-                        Ok(JobOutput::Clip(clip)) => {
-                            self.status = format!(
-                                "Generated {:.1} s.",
-                                clip.audio.len() as f64 / clip.sample_rate as f64
-                            );
-                            self.clip = Some(clip);
-                        }
-                        Ok(JobOutput::Piece(piece)) => {
-                            self.status = match &piece.render_error {
-                                None => format!(
-                                    "Generated {} events ({} notes): {}",
-                                    piece.events.len(),
-                                    piece.notes,
-                                    piece.playable().display()
-                                ),
-                                Some(e) => format!(
-                                    "Wrote {} but could not render it: {e}",
-                                    piece.midi.display()
-                                ),
-                            };
-                            self.clip = Some(Clip {
-                                codes: Vec::new(),
-                                audio: piece.audio,
-                                sample_rate: piece.sample_rate,
-                            });
-                        }
-                        Ok(JobOutput::Trained(_))
-                        | Ok(JobOutput::SessionReady(_))
-                        | Ok(JobOutput::Imported(_))
-                        | Ok(JobOutput::Evaluated(_)) => {}
+                        Ok(_) => {}
                         Err(e) => self.status = format!("Error: {e}"),
                     }
                 }
             }
         }
-    }
-
-    fn draw(&mut self, ui: &mut egui::Ui) {
-        let idle = self.busy == Busy::Idle;
-        ui.horizontal(|ui| {
-            field(
-                ui,
-                "Model",
-                "A Hub repo id, a local MusicGen or Music Transformer folder, or a training run.",
-                |ui| ui.text_edit_singleline(&mut self.state.model_spec),
-            );
-            if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
-                self.load(self.state.model_spec.clone());
-            }
-            if ui
-                .add_enabled(idle, egui::Button::new("Random musicgen-small"))
-                .on_hover_text(
-                    "The published layout with random weights: noise, but the full pipeline.",
-                )
-                .clicked()
-            {
-                let job = self.send(|job| Command::LoadRandom {
-                    job,
-                    preset: Preset::Small,
-                    seed: 0,
-                });
-                self.busy = Busy::Loading {
-                    job,
-                    file: "random weights".into(),
-                    done: 0,
-                    total: 0,
-                };
-            }
-        });
-        if let Some(m) = &self.model {
-            ui.label(format!(
-                "{} · {}",
-                match m.family {
-                    Family::Musicgen => "MusicGen",
-                    Family::Midi => "MIDI",
-                },
-                m.description
-            ));
-        }
-        if self
-            .model
-            .as_ref()
-            .is_some_and(|m| m.family == Family::Midi)
-        {
-            self.midi_controls(ui, idle);
-        } else {
-            self.musicgen_controls(ui, idle);
-        }
-        self.clip_view(ui);
-    }
-
-    /// Improv or primed generation with a Music Transformer (no prompt, no CFG).
-    fn midi_controls(&mut self, ui: &mut egui::Ui, idle: bool) {
-        let f = &mut self.state.midi;
-        ui.horizontal(|ui| {
-            field(
-                ui,
-                "Prime",
-                "A MIDI file whose opening the piece continues; empty = improv.",
-                |ui| ui.text_edit_singleline(&mut f.prime),
-            );
-            if ui.button("Browse…").clicked() {
-                if let Some(p) = rfd::FileDialog::new()
-                    .add_filter("MIDI", &["mid", "midi"])
-                    .pick_file()
-                {
-                    f.prime = p.display().to_string();
-                }
-            }
-            if !f.prime.trim().is_empty() {
-                ui.add(
-                    egui::DragValue::new(&mut f.prime_seconds)
-                        .range(0.5..=60.0)
-                        .suffix(" s of it"),
-                );
-            }
-        });
-        ui.horizontal(|ui| {
-            let mut seconds = f.params.seconds.unwrap_or(20.0);
-            ui.add(egui::Slider::new(&mut seconds, 2.0..=120.0).text("seconds"));
-            f.params.seconds = Some(seconds);
-            f.params.events = None;
-            ui.add(egui::DragValue::new(&mut f.params.seed).prefix("seed "));
-            ui.add(
-                egui::Slider::new(&mut f.params.sampling.temperature, 0.1..=2.0)
-                    .text("temperature"),
-            );
-            ui.add(egui::Slider::new(&mut f.params.sampling.top_p, 0.0..=1.0).text("top-p"));
-        });
-        ui.horizontal(|ui| {
-            field(
-                ui,
-                "Write to",
-                "Folder of the pieces (piece-<seed>.mid and .wav).",
-                |ui| ui.text_edit_singleline(&mut f.out_dir),
-            );
-            field(
-                ui,
-                "SoundFont",
-                "A General MIDI .sf2 to render with; empty = the first installed.",
-                |ui| {
-                    ui.add(
-                        egui::TextEdit::singleline(&mut f.soundfont).hint_text("first installed"),
-                    )
-                },
-            );
-        });
-        let label = if f.prime.trim().is_empty() {
-            "Generate improv"
-        } else {
-            "Continue the prime"
-        };
-        ui.horizontal(|ui| {
-            if ui.add_enabled(idle, egui::Button::new(label)).clicked() {
-                self.generate_midi();
-            }
-            if !idle && ui.button("Cancel").clicked() {
-                if let Some(e) = &self.engine {
-                    e.cancel();
-                }
-            }
-        });
-    }
-
-    fn generate_midi(&mut self) {
-        let f = self.state.midi.clone();
-        let mut params = f.params.clone();
-        if !f.prime.trim().is_empty() {
-            match prime_from_midi(std::path::Path::new(f.prime.trim()), f.prime_seconds) {
-                Ok(p) => params.prime = p,
-                Err(e) => {
-                    self.status = format!("Error: {e}");
-                    return;
-                }
-            }
-        } else {
-            params.prime.clear();
-        }
-        let out = std::path::Path::new(&f.out_dir).join(format!("piece-{}", params.seed));
-        let soundfont =
-            (!f.soundfont.trim().is_empty()).then(|| std::path::PathBuf::from(f.soundfont.trim()));
-        let job = self.send(|job| Command::GenerateMidi {
-            job,
-            params,
-            out,
-            soundfont,
-        });
-        self.busy = Busy::Generating {
-            job,
-            step: 0,
-            total: 1,
-        };
-    }
-
-    fn musicgen_controls(&mut self, ui: &mut egui::Ui, idle: bool) {
-        ui.label("Prompt:");
-        ui.text_edit_multiline(&mut self.state.params.prompt);
-        ui.horizontal(|ui| {
-            ui.add(egui::Slider::new(&mut self.state.params.duration, 1.0..=60.0).text("seconds"));
-            ui.add(egui::DragValue::new(&mut self.state.params.seed).prefix("seed "));
-            ui.add(
-                egui::Slider::new(&mut self.state.params.guidance_scale, 1.0..=10.0).text("CFG"),
-            );
-            ui.add(egui::DragValue::new(&mut self.state.params.sampling.top_k).prefix("top-k "));
-        });
-        ui.horizontal(|ui| {
-            let can_gen = idle && self.model.is_some();
-            if ui
-                .add_enabled(can_gen, egui::Button::new("Generate clip"))
-                .clicked()
-            {
-                let params = self.state.params.clone();
-                let job = self.send(|job| Command::Generate { job, params });
-                self.busy = Busy::Generating {
-                    job,
-                    step: 0,
-                    total: 1,
-                };
-            }
-            if !idle && ui.button("Cancel").clicked() {
-                if let Some(e) = &self.engine {
-                    e.cancel();
-                }
-            }
-        });
-    }
-
-    /// The last clip or rendered piece: transport, waveform, save.
-    fn clip_view(&mut self, ui: &mut egui::Ui) {
-        if let Some(c) = &self.clip {
-            let audio = Arc::new(c.audio.clone());
-            let rate = c.sample_rate;
-            let seconds = c.audio.len() as f64 / rate as f64;
-            let space = ui.input(|i| i.key_pressed(egui::Key::Space))
-                && !ui.ctx().egui_wants_keyboard_input();
-            ui.horizontal(|ui| {
-                let playing = self.player.is_playing();
-                if ui.button(if playing { "Pause" } else { "Play" }).clicked() || space {
-                    if playing {
-                        self.player.pause();
-                    } else if self.player.position() > Duration::ZERO
-                        && self.player.position().as_secs_f64() < seconds - 0.01
-                    {
-                        self.player.resume();
-                    } else if let Err(e) = self.player.play(audio.clone(), rate, Duration::ZERO) {
-                        self.status = e;
-                    }
-                }
-                if ui.button("Stop").clicked() {
-                    self.player.stop();
-                }
-                ui.label(format!(
-                    "{:.1} / {:.1} s",
-                    self.player.position().as_secs_f64(),
-                    seconds
-                ));
-                if playing {
-                    ui.ctx().request_repaint_after(Duration::from_millis(50));
-                }
-            });
-            waveform(ui, &c.audio, rate, self.player.position().as_secs_f64());
-            ui.horizontal(|ui| {
-                ui.label("Save as:");
-                ui.text_edit_singleline(&mut self.state.out_path);
-                if ui.button("Save WAV").clicked() {
-                    if let Some(c) = &self.clip {
-                        let p = std::path::PathBuf::from(&self.state.out_path);
-                        self.status =
-                            match crate::data::audio::write_wav(&p, &c.audio, c.sample_rate) {
-                                Ok(()) => format!("Saved {}", p.display()),
-                                Err(e) => format!("Error: {e}"),
-                            };
-                    }
-                }
-            });
-        }
+        self.generate.poll();
+        self.dataset.poll();
     }
 
     fn status_bar(&mut self, ui: &mut egui::Ui) {
@@ -615,10 +379,9 @@ impl TunelabApp {
                 };
                 ui.add(egui::ProgressBar::new(f).text(format!("loading {file}")));
             }
-            Busy::Generating { step, total, .. } => {
-                let f = *step as f32 / (*total).max(1) as f32;
-                ui.add(egui::ProgressBar::new(f).text(format!("step {step}/{total}")));
-            }
+        }
+        if let Some((f, text)) = self.generate.progress() {
+            ui.add(egui::ProgressBar::new(f).text(text));
         }
         ui.label(&self.status);
     }
@@ -638,28 +401,83 @@ impl eframe::App for TunelabApp {
     }
 }
 
-/// A min/max envelope of the clip (at most ~600 columns) with the playhead.
-fn waveform(ui: &mut egui::Ui, audio: &[f32], rate: u32, playhead: f64) {
-    use egui_plot::{Line, Plot, PlotPoints, VLine};
-    let cols = 600usize;
-    let per = (audio.len() / cols).max(1);
-    let mut top = Vec::with_capacity(cols);
-    let mut bottom = Vec::with_capacity(cols);
-    for (i, chunk) in audio.chunks(per).enumerate() {
-        let t = (i * per) as f64 / rate as f64;
-        let (lo, hi) = chunk
-            .iter()
-            .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-        top.push([t, hi as f64]);
-        bottom.push([t, lo as f64]);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egui_kittest::kittest::Queryable;
+    use egui_kittest::Harness;
+
+    /// A file dropped by the test (the windowing integration makes these in the studio).
+    #[derive(Debug)]
+    struct Dropped(std::path::PathBuf);
+
+    impl egui::DroppedFile for Dropped {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
     }
-    Plot::new("waveform")
-        .height(90.0)
-        .show_axes([true, false])
-        .allow_scroll(false)
-        .show(ui, |p| {
-            p.line(Line::new("max", PlotPoints::from(top)));
-            p.line(Line::new("min", PlotPoints::from(bottom)));
-            p.vline(VLine::new("playhead", playhead));
-        });
+
+    fn app(state: State) -> Harness<'static, TunelabApp> {
+        Harness::new_ui_state(
+            |ui, app: &mut TunelabApp| app.frame(ui),
+            TunelabApp::with_waker(state, Arc::new(|| {})),
+        )
+    }
+
+    #[test]
+    fn a_folder_dropped_on_the_window_becomes_the_dataset_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let songs = dir.path().join("my songs");
+        std::fs::create_dir_all(&songs).unwrap();
+        let mut state = State::default();
+        state.dataset.dataset = dir.path().join("datasets/old").display().to_string();
+        let mut h = app(state);
+        assert_eq!(h.state().state.tab, Tab::Generate);
+        h.input_mut()
+            .dropped_files
+            .push(Arc::new(Dropped(songs.clone())));
+        h.step();
+        h.step();
+        let a = h.state();
+        assert_eq!(a.state.tab, Tab::Dataset);
+        assert_eq!(a.dataset.form.source, songs.display().to_string());
+        assert_eq!(
+            a.dataset.form.dataset,
+            dir.path().join("datasets/my songs").display().to_string()
+        );
+        assert!(h.query_by_label_contains("press Import").is_some());
+        // A dropped file stands for its folder.
+        let file = songs.join("a.wav");
+        h.input_mut().dropped_files.push(Arc::new(Dropped(file)));
+        h.step();
+        assert_eq!(h.state().dataset.form.source, songs.display().to_string());
+    }
+
+    #[test]
+    fn the_theme_follows_the_system_unless_fixed() {
+        let mut h = app(State::default());
+        h.step();
+        assert_eq!(
+            h.ctx.options(|o| o.theme_preference),
+            egui::ThemePreference::System
+        );
+        h.get_by_label("Dark").click();
+        h.step();
+        h.step();
+        assert_eq!(h.state().state.theme, Theme::Dark);
+        assert_eq!(
+            h.ctx.options(|o| o.theme_preference),
+            egui::ThemePreference::Dark
+        );
+        h.get_by_label("System theme").click();
+        h.step();
+        h.step();
+        assert_eq!(
+            h.ctx.options(|o| o.theme_preference),
+            egui::ThemePreference::System
+        );
+    }
 }

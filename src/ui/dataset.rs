@@ -1,11 +1,20 @@
 //! The Dataset panel: import a folder of audio (or an audiocraft `data.jsonl`) through the
 //! engine, show the import report with every file that failed and why, and a table of the
-//! dataset's segments with search and a split filter.
+//! dataset's segments with search and a split filter. The selected segment shows its waveform
+//! and log-mel spectrogram and plays (play / pause / stop / seek) — a MIDI piece shows as a
+//! piano roll — and its metadata is edited in place: each field is saved when it loses focus,
+//! to the dataset's sidecar and `segments.jsonl`.
 
 use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::data::dataset::{ImportOptions, ImportReport, Segment, Split};
+use crate::audio::AudioSink;
+use crate::data::dataset::{ImportOptions, ImportReport, Info, Segment, Split};
+use crate::data::midi::Note;
 use crate::engine::{Command, Event, JobId, JobOutput};
+use crate::eval::metrics::mel::LogMel;
 use crate::ui::train::{field, Outbox};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -39,10 +48,33 @@ pub struct DatasetPanel {
     pub split: Option<Split>,
     /// Set when the user asks to train on this dataset (the shell passes it to the Train panel).
     pub train_on: Option<PathBuf>,
+    /// The segment shown below the table, and what was read of it.
+    pub selected: Option<String>,
+    pub view: Option<SegmentView>,
+    /// The metadata being edited (of the selected segment).
+    pub edit: Info,
+    edit_bpm: String,
+    /// The selected segment's file is decoded off the UI thread.
+    loading: Option<Receiver<Result<SegmentView, String>>>,
+    sink: Box<dyn AudioSink>,
+}
+
+/// What the browser shows of the selected segment.
+pub enum SegmentView {
+    Audio {
+        samples: Arc<Vec<f32>>,
+        rate: u32,
+        mel: LogMel,
+        /// The spectrogram as a texture, made on first draw.
+        texture: Option<egui::TextureHandle>,
+    },
+    Midi {
+        notes: Vec<Note>,
+    },
 }
 
 impl DatasetPanel {
-    pub fn new(form: DatasetForm) -> Self {
+    pub fn new(form: DatasetForm, sink: Box<dyn AudioSink>) -> Self {
         let mut p = Self {
             form,
             job: None,
@@ -52,6 +84,12 @@ impl DatasetPanel {
             search: String::new(),
             split: None,
             train_on: None,
+            selected: None,
+            view: None,
+            edit: Info::default(),
+            edit_bpm: String::new(),
+            loading: None,
+            sink,
         };
         p.reload();
         p
@@ -67,6 +105,137 @@ impl DatasetPanel {
                     .collect()
             })
             .unwrap_or_default();
+    }
+
+    /// Shows segment `id`: its metadata in the editor at once, its audio (or notes) once
+    /// decoded on a helper thread (the engine may be busy training; this must not wait).
+    pub fn select(&mut self, id: &str) {
+        let Some(seg) = self.segments.iter().find(|s| s.id == id).cloned() else {
+            return;
+        };
+        self.sink.stop();
+        self.selected = Some(seg.id.clone());
+        self.edit = seg.info.clone();
+        self.edit_bpm = seg.info.bpm.map(|b| b.to_string()).unwrap_or_default();
+        self.view = None;
+        let dataset = PathBuf::from(&self.form.dataset);
+        let (tx, rx) = mpsc::channel();
+        self.loading = Some(rx);
+        std::thread::spawn(move || {
+            let view = if crate::data::midi_dataset::is_midi_dataset(&dataset) {
+                crate::data::browse::piece_notes(&dataset, &seg.id)
+                    .map(|notes| SegmentView::Midi { notes })
+            } else {
+                crate::data::browse::segment_audio(&seg).map(|a| SegmentView::Audio {
+                    samples: Arc::new(a.samples),
+                    rate: a.rate,
+                    mel: a.mel,
+                    texture: None,
+                })
+            };
+            let _ = tx.send(view.map_err(|e| e.to_string()));
+        });
+    }
+
+    /// Takes the selected segment's decoded view when it is ready (called each frame).
+    pub fn poll(&mut self) {
+        let Some(rx) = &self.loading else {
+            return;
+        };
+        match rx.try_recv() {
+            Ok(Ok(v)) => {
+                self.view = Some(v);
+                self.loading = None;
+            }
+            Ok(Err(e)) => {
+                self.error = Some(e);
+                self.loading = None;
+            }
+            Err(mpsc::TryRecvError::Disconnected) => self.loading = None,
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+    }
+
+    /// A file or folder dropped on the window becomes the import source (a dropped audio or
+    /// MIDI file stands for its folder, a `data.jsonl` for itself); the dataset folder is named
+    /// after it, beside the current one, so nothing is written until Import is pressed.
+    /// Returns a line for the status bar.
+    pub fn use_dropped(&mut self, path: &std::path::Path) -> String {
+        let is_manifest = path.extension().is_some_and(|e| e == "jsonl");
+        let src = if path.is_dir() || is_manifest {
+            path.to_path_buf()
+        } else {
+            path.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+        };
+        let named = if is_manifest {
+            src.parent()
+        } else {
+            Some(src.as_path())
+        };
+        let name = named
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "dropped".into());
+        let datasets = std::path::Path::new(&self.form.dataset)
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| crate::demo::demo_dir().join("datasets"));
+        self.form.source = src.display().to_string();
+        self.form.dataset = datasets.join(&name).display().to_string();
+        format!(
+            "Dropped {}: press Import to make the dataset {}.",
+            src.display(),
+            self.form.dataset
+        )
+    }
+
+    /// The playhead within the selected segment.
+    pub fn position(&self) -> Duration {
+        self.sink.position()
+    }
+
+    /// Is the selected segment still being read?
+    pub fn loading(&self) -> bool {
+        self.loading.is_some()
+    }
+
+    /// Saves the edited metadata of the selected segment's track (sidecar and manifest).
+    fn save_edit(&mut self) {
+        let Some(id) = self.selected.clone() else {
+            return;
+        };
+        let Some(old) = self
+            .segments
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.info.clone())
+        else {
+            return;
+        };
+        let mut info = self.edit.clone();
+        info.bpm = self
+            .edit_bpm
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|b| *b > 0.0);
+        // A field the user typed is no longer an estimate.
+        info.estimated.retain(|f| match f.as_str() {
+            "bpm" => info.bpm == old.bpm,
+            "key" => info.key == old.key,
+            _ => true,
+        });
+        if info == old {
+            return;
+        }
+        match crate::data::browse::edit_info(std::path::Path::new(&self.form.dataset), &id, &info) {
+            Ok(segs) => {
+                self.segments = segs;
+                self.edit = info;
+                self.error = None;
+            }
+            Err(e) => self.error = Some(format!("Could not save the metadata: {e}")),
+        }
     }
 
     pub fn on_event(&mut self, ev: &Event) {
@@ -191,45 +360,267 @@ impl DatasetPanel {
             .filter(|s| needle.is_empty() || s.caption.to_lowercase().contains(&needle))
             .collect();
         ui.label(format!("{} segments", rows.len()));
-        egui::ScrollArea::vertical().show(ui, |ui| {
-            egui::Grid::new("segments")
-                .striped(true)
-                .num_columns(6)
-                .show(ui, |ui| {
-                    for h in ["segment", "seconds", "bpm", "key", "split", "caption"] {
-                        ui.strong(h);
-                    }
-                    ui.end_row();
-                    for s in rows.iter().take(500) {
-                        ui.label(&s.id);
-                        ui.label(format!("{:.1}", s.duration));
-                        let est = |f: &str| {
-                            if s.info.estimated.iter().any(|e| e == f) {
-                                " (est.)"
-                            } else {
-                                ""
-                            }
-                        };
-                        ui.label(
-                            s.info
-                                .bpm
-                                .map(|b| format!("{b:.0}{}", est("bpm")))
-                                .unwrap_or_default(),
-                        );
-                        ui.label(
-                            s.info
-                                .key
-                                .clone()
-                                .map(|k| format!("{k}{}", est("key")))
-                                .unwrap_or_default(),
-                        );
-                        ui.label(format!("{:?}", s.split));
-                        ui.label(&s.caption);
+        let mut clicked = None;
+        egui::ScrollArea::vertical()
+            .id_salt("segments")
+            .max_height(if self.selected.is_some() {
+                160.0
+            } else {
+                f32::INFINITY
+            })
+            .show(ui, |ui| {
+                egui::Grid::new("segments")
+                    .striped(true)
+                    .num_columns(6)
+                    .show(ui, |ui| {
+                        for h in ["segment", "seconds", "bpm", "key", "split", "caption"] {
+                            ui.strong(h);
+                        }
                         ui.end_row();
+                        for s in rows.iter().take(500) {
+                            if ui
+                                .selectable_label(self.selected.as_deref() == Some(&s.id), &s.id)
+                                .on_hover_text("Show, play and edit this segment.")
+                                .clicked()
+                            {
+                                clicked = Some(s.id.clone());
+                            }
+                            ui.label(format!("{:.1}", s.duration));
+                            let est = |f: &str| {
+                                if s.info.estimated.iter().any(|e| e == f) {
+                                    " (est.)"
+                                } else {
+                                    ""
+                                }
+                            };
+                            ui.label(
+                                s.info
+                                    .bpm
+                                    .map(|b| format!("{b:.0}{}", est("bpm")))
+                                    .unwrap_or_default(),
+                            );
+                            ui.label(
+                                s.info
+                                    .key
+                                    .clone()
+                                    .map(|k| format!("{k}{}", est("key")))
+                                    .unwrap_or_default(),
+                            );
+                            ui.label(format!("{:?}", s.split));
+                            ui.label(&s.caption);
+                            ui.end_row();
+                        }
+                    });
+            });
+        if let Some(id) = clicked {
+            self.select(&id);
+        }
+        self.details_ui(ui);
+    }
+
+    /// The selected segment: transport, waveform and spectrogram (or piano roll), metadata.
+    fn details_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(id) = self.selected.clone() else {
+            return;
+        };
+        ui.separator();
+        ui.strong(&id);
+        if self.loading.is_some() {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("reading…");
+            });
+        }
+        match &mut self.view {
+            Some(SegmentView::Audio {
+                samples,
+                rate,
+                mel,
+                texture,
+            }) => {
+                let (samples, rate) = (samples.clone(), *rate);
+                let seconds = samples.len() as f64 / rate.max(1) as f64;
+                let tex = texture
+                    .get_or_insert_with(|| {
+                        ui.ctx().load_texture(
+                            format!("mel-{id}"),
+                            spectrogram_image(mel),
+                            egui::TextureOptions::LINEAR,
+                        )
+                    })
+                    .clone();
+                ui.horizontal(|ui| {
+                    let playing = self.sink.is_playing();
+                    if ui.button(if playing { "Pause" } else { "Play" }).clicked() {
+                        let at = self.sink.position();
+                        if playing {
+                            self.sink.pause();
+                        } else if at > Duration::ZERO && at.as_secs_f64() < seconds - 0.01 {
+                            self.sink.resume();
+                        } else if let Err(e) = self.sink.play(samples.clone(), rate, Duration::ZERO)
+                        {
+                            self.error = Some(e);
+                        }
+                    }
+                    if ui.button("Stop").clicked() {
+                        self.sink.stop();
+                    }
+                    let mut at = self.sink.position().as_secs_f64();
+                    if field(ui, "Seek", "Play from here.", |ui| {
+                        ui.add(egui::Slider::new(&mut at, 0.0..=seconds).suffix(" s"))
+                    })
+                    .changed()
+                    {
+                        if let Err(e) =
+                            self.sink
+                                .play(samples.clone(), rate, Duration::from_secs_f64(at))
+                        {
+                            self.error = Some(e);
+                        }
+                    }
+                    if self.sink.is_playing() {
+                        ui.ctx().request_repaint_after(Duration::from_millis(50));
                     }
                 });
-        });
+                let playhead = self.sink.position().as_secs_f64();
+                crate::ui::generate::waveform(ui, "segment-waveform", &samples, rate, playhead);
+                let w = ui.available_width();
+                let r = ui
+                    .add(egui::Image::new(&tex).fit_to_exact_size(egui::vec2(w, 110.0)))
+                    .on_hover_text("Log-mel spectrogram (64 bands, 0 Hz at the bottom).");
+                let x = r.rect.left() + r.rect.width() * (playhead / seconds.max(1e-9)) as f32;
+                ui.painter().vline(
+                    x,
+                    r.rect.y_range(),
+                    egui::Stroke::new(1.5, ui.visuals().strong_text_color()),
+                );
+            }
+            Some(SegmentView::Midi { notes }) => piano_roll(ui, notes),
+            None => {}
+        }
+        self.edit_ui(ui);
     }
+
+    /// The metadata of the selected segment's track; a field is saved when it loses focus.
+    fn edit_ui(&mut self, ui: &mut egui::Ui) {
+        let mut commit = false;
+        egui::Grid::new("segment-info")
+            .num_columns(4)
+            .show(ui, |ui| {
+                let e = &mut self.edit;
+                let mut desc = e.description.clone().unwrap_or_default();
+                let r = field(
+                    ui,
+                    "Caption",
+                    "The training caption (the description); empty = made from the fields.",
+                    |ui| ui.add(egui::TextEdit::singleline(&mut desc).desired_width(420.0)),
+                );
+                e.description = Some(desc).filter(|d| !d.trim().is_empty());
+                commit |= r.lost_focus();
+                ui.end_row();
+                for (label, value) in [
+                    ("Title", &mut e.title),
+                    ("Artist", &mut e.artist),
+                    ("Key", &mut e.key),
+                    ("Genre", &mut e.genre),
+                    ("Instrument", &mut e.instrument),
+                ] {
+                    let mut text = value.clone().unwrap_or_default();
+                    let r = field(ui, label, "Saved when the field loses focus.", |ui| {
+                        ui.text_edit_singleline(&mut text)
+                    });
+                    *value = Some(text).filter(|t| !t.trim().is_empty());
+                    commit |= r.lost_focus();
+                    if label == "Artist" || label == "Genre" {
+                        ui.end_row();
+                    }
+                }
+                let r = field(ui, "BPM", "Tempo in beats per minute.", |ui| {
+                    ui.text_edit_singleline(&mut self.edit_bpm)
+                });
+                commit |= r.lost_focus();
+                ui.end_row();
+            });
+        if commit {
+            self.save_edit();
+        }
+    }
+}
+
+/// The log-mel spectrogram as an image: time left to right, low bands at the bottom, the top
+/// 80 dB of the segment mapped dark to bright.
+pub fn spectrogram_image(mel: &LogMel) -> egui::ColorImage {
+    let (w, h) = (mel.n_frames.max(1), mel.n_mels.max(1));
+    let max = mel.data.iter().copied().fold(f32::MIN, f32::max);
+    let floor = max - 8.0; // log10 power: 8 decades = 80 dB
+    let mut pixels = vec![egui::Color32::BLACK; w * h];
+    for t in 0..mel.n_frames {
+        for (m, v) in mel.frame(t).iter().enumerate() {
+            let x = ((v - floor) / 8.0).clamp(0.0, 1.0);
+            pixels[(h - 1 - m) * w + t] = heat(x);
+        }
+    }
+    egui::ColorImage::new([w, h], pixels)
+}
+
+/// Dark blue → magenta → orange → pale yellow.
+fn heat(x: f32) -> egui::Color32 {
+    const STOPS: [(f32, [f32; 3]); 4] = [
+        (0.0, [10.0, 10.0, 40.0]),
+        (0.4, [140.0, 30.0, 120.0]),
+        (0.75, [240.0, 120.0, 40.0]),
+        (1.0, [255.0, 250.0, 190.0]),
+    ];
+    let i = STOPS.iter().rposition(|(p, _)| *p <= x).unwrap_or(0).min(2);
+    let ((p0, c0), (p1, c1)) = (STOPS[i], STOPS[i + 1]);
+    let f = ((x - p0) / (p1 - p0)).clamp(0.0, 1.0);
+    let c = |k: usize| (c0[k] + (c1[k] - c0[k]) * f) as u8;
+    egui::Color32::from_rgb(c(0), c(1), c(2))
+}
+
+/// Notes as bars: time left to right, pitch bottom to top, brighter = louder.
+fn piano_roll(ui: &mut egui::Ui, notes: &[Note]) {
+    let (rect, resp) = ui.allocate_exact_size(
+        egui::vec2(ui.available_width(), 180.0),
+        egui::Sense::hover(),
+    );
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
+    if notes.is_empty() {
+        return;
+    }
+    let lo = notes
+        .iter()
+        .map(|n| n.pitch)
+        .min()
+        .unwrap_or(60)
+        .saturating_sub(1) as f32;
+    let hi = notes
+        .iter()
+        .map(|n| n.pitch)
+        .max()
+        .unwrap_or(60)
+        .saturating_add(1) as f32;
+    let end = notes.iter().map(|n| n.end).fold(0.0, f64::max).max(1e-3);
+    let row = rect.height() / (hi - lo + 1.0);
+    for n in notes {
+        let x0 = rect.left() + rect.width() * (n.start / end) as f32;
+        let x1 = (rect.left() + rect.width() * (n.end / end) as f32).max(x0 + 1.0);
+        let y = rect.bottom() - (n.pitch as f32 - lo + 1.0) * row;
+        let v = 90 + (n.velocity as u32 * 165 / 127) as u8;
+        painter.rect_filled(
+            egui::Rect::from_min_max(egui::pos2(x0, y), egui::pos2(x1, y + row.max(1.0))),
+            1.0,
+            egui::Color32::from_rgb(v / 3, v, v / 2),
+        );
+    }
+    resp.on_hover_text(format!(
+        "{} notes over {:.1} s, pitches {}–{}",
+        notes.len(),
+        end,
+        lo as u8 + 1,
+        hi as u8 - 1
+    ));
 }
 
 #[cfg(test)]
@@ -260,7 +651,7 @@ mod tests {
         let mut h = Harness::new_ui_state(
             |ui, s: &mut S| s.panel.ui(ui, &mut s.out),
             S {
-                panel: DatasetPanel::new(form),
+                panel: DatasetPanel::new(form, Box::new(crate::audio::NullSink::default())),
                 out: Outbox::default(),
             },
         );
@@ -288,5 +679,148 @@ mod tests {
         h.get_by_label("Train on this dataset").click();
         h.run();
         assert_eq!(h.state().panel.train_on.as_deref(), Some(ds.as_path()));
+    }
+
+    fn harness(form: DatasetForm) -> Harness<'static, S> {
+        Harness::new_ui_state(
+            |ui, s: &mut S| {
+                s.panel.poll();
+                s.panel.ui(ui, &mut s.out)
+            },
+            S {
+                panel: DatasetPanel::new(form, Box::new(crate::audio::NullSink::default())),
+                out: Outbox::default(),
+            },
+        )
+    }
+
+    /// Steps until the selected segment has been read (bounded).
+    fn wait_for_view(h: &mut Harness<'static, S>) {
+        let start = std::time::Instant::now();
+        while h.state().panel.loading() && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+            h.step();
+        }
+        h.step();
+    }
+
+    #[test]
+    fn a_selected_audio_segment_shows_its_spectrogram_plays_and_its_edits_are_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("audio");
+        std::fs::create_dir_all(&src).unwrap();
+        let tone: Vec<f32> = (0..64_000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        crate::data::audio::write_wav(&src.join("a.wav"), &tone, 32_000).unwrap();
+        let ds = dir.path().join("ds");
+        let opts = ImportOptions {
+            segment_seconds: 1.0,
+            auto_label: false,
+            ..Default::default()
+        };
+        crate::data::dataset::import_dir(&src, &ds, &opts).unwrap();
+        let mut h = harness(DatasetForm {
+            source: src.display().to_string(),
+            dataset: ds.display().to_string(),
+            segment_seconds: 1.0,
+        });
+        h.get_by_label("a.wav#1").click();
+        h.step();
+        assert_eq!(h.state().panel.selected.as_deref(), Some("a.wav#1"));
+        wait_for_view(&mut h);
+        match &h.state().panel.view {
+            Some(SegmentView::Audio {
+                samples,
+                mel,
+                texture,
+                ..
+            }) => {
+                assert_eq!(samples.len(), 32_000);
+                assert_eq!(mel.n_mels, 64);
+                assert!(mel.n_frames > 60);
+                assert!(texture.is_some(), "the spectrogram is drawn");
+            }
+            _ => panic!("expected the audio view"),
+        }
+        h.get_by_label("Play").click();
+        h.step();
+        h.step();
+        assert!(h.query_by_label("Pause").is_some(), "the segment plays");
+        h.get_by_label("Stop").click();
+        h.step();
+        assert_eq!(h.state().panel.position(), Duration::ZERO);
+        h.get_by_role_and_label(egui::accesskit::Role::Slider, "Seek")
+            .set_value_accesskit(0.6);
+        h.step();
+        h.step();
+        let at = h.state().panel.position().as_secs_f64();
+        assert!((0.6..0.9).contains(&at), "seeked to {at}");
+        h.get_by_label("Stop").click();
+        h.step();
+
+        // Edit the title and the caption: saved when the field loses focus.
+        let title = h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Title");
+        title.focus();
+        h.step();
+        h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Title")
+            .type_text("Tuning fork");
+        h.step();
+        h.key_press(egui::Key::Enter);
+        h.run();
+        h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Caption")
+            .focus();
+        h.step();
+        h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Caption")
+            .type_text("a soft sine");
+        h.step();
+        h.key_press(egui::Key::Enter);
+        h.run();
+        let segs = crate::data::token_cache::read_segments(&ds).unwrap();
+        assert_eq!(segs.len(), 2);
+        for s in &segs {
+            assert_eq!(s.info.title.as_deref(), Some("Tuning fork"), "{}", s.id);
+            assert_eq!(s.caption, "a soft sine");
+        }
+        let metas: Vec<crate::data::dataset::AudioMeta> =
+            crate::data::token_cache::read_jsonl(&ds.join("data.jsonl")).unwrap();
+        let sidecar: Info = serde_json::from_str(
+            &std::fs::read_to_string(metas[0].info_path.as_ref().unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sidecar.title.as_deref(), Some("Tuning fork"));
+        assert_eq!(sidecar.description.as_deref(), Some("a soft sine"));
+        assert!(h.state().panel.error.is_none());
+    }
+
+    #[test]
+    fn a_midi_piece_shows_as_a_piano_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("midi");
+        let notes: Vec<Note> = (0..12)
+            .map(|i| Note {
+                pitch: 60 + (i % 5) as u8,
+                velocity: 90,
+                start: i as f64 * 0.25,
+                end: i as f64 * 0.25 + 0.2,
+            })
+            .collect();
+        crate::data::midi::write_midi(&src.join("tune.mid"), &notes, 0).unwrap();
+        let ds = dir.path().join("ds");
+        crate::data::dataset::import_dir(&src, &ds, &ImportOptions::default()).unwrap();
+        let mut h = harness(DatasetForm {
+            source: src.display().to_string(),
+            dataset: ds.display().to_string(),
+            segment_seconds: 30.0,
+        });
+        let id = h.state().panel.segments[0].id.clone();
+        h.get_by_label(&id).click();
+        h.step();
+        wait_for_view(&mut h);
+        match &h.state().panel.view {
+            Some(SegmentView::Midi { notes: shown }) => {
+                assert_eq!(shown.len(), notes.len());
+                assert_eq!(shown.iter().map(|n| n.pitch).max(), Some(64));
+            }
+            _ => panic!("expected the piano roll"),
+        }
     }
 }

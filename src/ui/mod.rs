@@ -1,8 +1,10 @@
 //! The studio (feature `gui`).
 
 pub mod app;
+pub mod bench;
 pub mod dataset;
 pub mod evaluate;
+pub mod generate;
 pub mod listen;
 pub mod listen_results;
 pub mod models;

@@ -39,6 +39,8 @@ pub struct RunEntry {
     pub family: String,
     pub mode: String,
     pub base: String,
+    /// Its checkpoints by name (`best`, `last`, `step-000200`, …).
+    pub checkpoints: Vec<String>,
 }
 
 pub struct ModelsPanel {
@@ -76,12 +78,28 @@ pub fn find_runs(dir: &Path) -> Vec<RunEntry> {
                     Some(m) => m.to_string(),
                     None => "?".to_string(),
                 },
+                checkpoints: checkpoint_names(&dir),
                 dir,
             }
         })
         .collect();
     runs.sort_by(|a, b| a.dir.cmp(&b.dir));
     runs
+}
+
+/// The checkpoints of a run: `best` and `last` first, then the kept ones in step order.
+pub fn checkpoint_names(run: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(run.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().to_string()))
+        .collect();
+    names.sort_by_key(|n| (n != "best", n != "last", n.clone()));
+    names
 }
 
 impl ModelsPanel {
@@ -111,6 +129,7 @@ impl ModelsPanel {
             spec,
             weights: self.form.weights,
             adapter: None,
+            checkpoint: None,
         });
     }
 
@@ -279,6 +298,7 @@ mod tests {
             },
         );
         assert_eq!(h.state().panel.runs.len(), 1);
+        assert!(h.state().panel.runs[0].checkpoints.is_empty());
         assert!(h
             .query_by_label_contains("lora on facebook/musicgen-small")
             .is_some());

@@ -1,12 +1,17 @@
 //! The Train panel: a form for the run (mode and hyper-parameters with audiocraft's defaults and
 //! a tooltip per field), Start / Pause / Resume / Stop, and live charts of train and valid
 //! cross-entropy (overall or per codebook), learning rate and gradient norm, fed by the engine's
-//! batched training events.
+//! batched training events. Another run's curves can be overlaid for comparison, and the
+//! preview clips the run wrote at its kept checkpoints (`previews/step-N.wav`, when the run has
+//! a preview prompt) are listed with play buttons.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
+use crate::audio::AudioSink;
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::train::config::{Family, Mode, TrainConfig};
 use crate::train::trainer::{StepMetrics, TrainEvent, ValidMetrics};
@@ -30,6 +35,8 @@ pub fn field(
 pub struct Outbox {
     pub commands: Vec<Command>,
     pub next_job: JobId,
+    /// Cancel the engine's running job (applied before `commands` are sent).
+    pub cancel: bool,
 }
 
 impl Outbox {
@@ -117,6 +124,36 @@ pub struct Curves {
     pub skipped: usize,
 }
 
+impl Curves {
+    /// Adds a training event's points.
+    pub fn apply(&mut self, e: &TrainEvent) {
+        match e {
+            TrainEvent::Started { step, total, .. } => {
+                self.step = *step;
+                self.total = *total;
+            }
+            TrainEvent::Step(m) => {
+                let x = m.step as f64;
+                self.train_ce.push([x, m.ce]);
+                if self.train_ce_q.len() < m.ce_q.len() {
+                    self.train_ce_q.resize(m.ce_q.len(), Vec::new());
+                }
+                for (q, v) in m.ce_q.iter().enumerate() {
+                    self.train_ce_q[q].push([x, *v]);
+                }
+                self.lr.push([x, m.lr]);
+                self.grad_norm.push([x, m.grad_norm]);
+                self.tokens_per_s = m.tokens_per_s;
+                self.seconds_per_step = m.seconds;
+                self.step = m.step;
+            }
+            TrainEvent::Valid(v) => self.valid_ce.push([v.step as f64, v.ce]),
+            TrainEvent::Skipped { .. } => self.skipped += 1,
+            TrainEvent::Checkpoint { .. } | TrainEvent::Preview { .. } => {}
+        }
+    }
+}
+
 pub struct TrainPanel {
     pub form: TrainForm,
     pub state: RunState,
@@ -124,6 +161,83 @@ pub struct TrainPanel {
     pub curves: Curves,
     pub per_codebook: bool,
     pub log: Vec<String>,
+    /// Another run drawn on the same charts: its folder name and curves.
+    pub compare: Option<(String, Curves)>,
+    /// The run's preview clips, by step.
+    pub previews: Vec<(usize, PathBuf)>,
+    /// The preview playing.
+    pub playing: Option<PathBuf>,
+    sink: Box<dyn AudioSink>,
+}
+
+/// A run's configuration (as resolved when it started) and its curves from `metrics.jsonl`
+/// (the last line for a step wins, as after a resume).
+pub fn read_curves(run_dir: &Path) -> (Option<TrainConfig>, Curves) {
+    let cfg = std::fs::read_to_string(run_dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok());
+    let mut curves = Curves::default();
+    let Ok(text) = std::fs::read_to_string(run_dir.join("metrics.jsonl")) else {
+        return (cfg, curves);
+    };
+    let mut train = std::collections::BTreeMap::new();
+    let mut valid = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match v["kind"].as_str() {
+            Some("train") => {
+                if let Ok(m) = serde_json::from_value::<StepMetrics>(v) {
+                    train.insert(m.step, m);
+                }
+            }
+            Some("valid") => {
+                if let Ok(m) = serde_json::from_value::<ValidMetrics>(v) {
+                    valid.insert(m.step, m);
+                }
+            }
+            Some("start") => curves.total = v["total"].as_u64().unwrap_or(0) as usize,
+            _ => {}
+        }
+    }
+    for m in train.into_values() {
+        curves.apply(&TrainEvent::Step(m));
+    }
+    for m in valid.into_values() {
+        curves.apply(&TrainEvent::Valid(m));
+    }
+    (cfg, curves)
+}
+
+/// The preview clips a run wrote (`previews/step-N.wav`; a `.mid` where no SoundFont rendered
+/// it), by step.
+pub fn read_previews(run_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(run_dir.join("previews")) else {
+        return Vec::new();
+    };
+    let mut found: std::collections::BTreeMap<usize, PathBuf> = Default::default();
+    for p in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let Some(step) = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix("step-"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        match ext {
+            "wav" => {
+                found.insert(step, p);
+            }
+            "mid" => {
+                found.entry(step).or_insert(p);
+            }
+            _ => {}
+        }
+    }
+    found.into_iter().collect()
 }
 
 impl TrainPanel {
@@ -135,58 +249,77 @@ impl TrainPanel {
             curves: Curves::default(),
             per_codebook: false,
             log: Vec::new(),
+            compare: None,
+            previews: Vec::new(),
+            playing: None,
+            sink: Box::new(crate::audio::NullSink::default()),
         };
         p.load_curves();
         p
     }
 
-    /// Reloads the curves of the run in the form's folder from its `metrics.jsonl` (the last
-    /// line for a step wins, as after a resume).
-    pub fn load_curves(&mut self) {
-        // The form shows that run's own configuration, as it was resolved.
-        let cfg_path = PathBuf::from(&self.form.run_dir).join("config.json");
-        if let Some(cfg) = std::fs::read_to_string(&cfg_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok())
-        {
-            self.form.config = cfg;
-        }
-        let path = PathBuf::from(&self.form.run_dir).join("metrics.jsonl");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return;
-        };
-        let mut train = std::collections::BTreeMap::new();
-        let mut valid = std::collections::BTreeMap::new();
-        let mut total = 0;
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            match v["kind"].as_str() {
-                Some("train") => {
-                    if let Ok(m) = serde_json::from_value::<StepMetrics>(v) {
-                        train.insert(m.step, m);
-                    }
-                }
-                Some("valid") => {
-                    if let Ok(m) = serde_json::from_value::<ValidMetrics>(v) {
-                        valid.insert(m.step, m);
-                    }
-                }
-                Some("start") => total = v["total"].as_u64().unwrap_or(0) as usize,
-                _ => {}
-            }
-        }
+    /// Plays previews through `sink` (the device in the studio).
+    pub fn with_sink(mut self, sink: Box<dyn AudioSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Starts a new run with the form's configuration in the form's run folder.
+    pub fn start(&mut self, out: &mut Outbox) {
+        let job = out.job();
+        self.job = Some(job);
+        self.state = RunState::Running;
         self.curves = Curves {
-            total,
+            total: self.form.config.steps,
             ..Default::default()
         };
-        for m in train.into_values() {
-            self.apply(&TrainEvent::Step(m));
+        self.previews.clear();
+        out.commands.push(Command::Train {
+            job,
+            run_dir: PathBuf::from(&self.form.run_dir),
+            config: Some(Box::new(self.form.config.clone())),
+        });
+    }
+
+    /// Overlays run `dir`'s curves on the charts.
+    pub fn compare_with(&mut self, dir: &Path) {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| dir.display().to_string());
+        let (_, curves) = read_curves(dir);
+        self.compare = Some((name, curves));
+    }
+
+    /// Plays a preview clip (a WAV) from the start.
+    pub fn play_preview(&mut self, path: &Path) {
+        match crate::data::audio::decode_file(path) {
+            Ok(d) => {
+                let audio = Arc::new(crate::data::audio::to_mono(&d.samples, d.channels));
+                match self.sink.play(audio, d.sample_rate, Duration::ZERO) {
+                    Ok(()) => self.playing = Some(path.to_path_buf()),
+                    Err(e) => self.log.push(e),
+                }
+            }
+            Err(e) => self.log.push(format!("Error: {e}")),
         }
-        for m in valid.into_values() {
-            self.apply(&TrainEvent::Valid(m));
+    }
+
+    /// Is a preview playing now?
+    pub fn preview_playing(&self) -> bool {
+        self.playing.is_some() && self.sink.is_playing()
+    }
+
+    /// Reloads the curves and previews of the run in the form's folder; the form shows that
+    /// run's own configuration, as it was resolved.
+    pub fn load_curves(&mut self) {
+        let dir = PathBuf::from(&self.form.run_dir);
+        let (cfg, curves) = read_curves(&dir);
+        if let Some(cfg) = cfg {
+            self.form.config = cfg;
         }
+        self.curves = curves;
+        self.previews = read_previews(&dir);
     }
 
     /// Applies an engine event that belongs to this panel.
@@ -227,30 +360,9 @@ impl TrainPanel {
     }
 
     fn apply(&mut self, e: &TrainEvent) {
-        let c = &mut self.curves;
+        self.curves.apply(e);
         match e {
-            TrainEvent::Started { step, total, .. } => {
-                c.step = *step;
-                c.total = *total;
-            }
-            TrainEvent::Step(m) => {
-                let x = m.step as f64;
-                c.train_ce.push([x, m.ce]);
-                if c.train_ce_q.len() < m.ce_q.len() {
-                    c.train_ce_q.resize(m.ce_q.len(), Vec::new());
-                }
-                for (q, v) in m.ce_q.iter().enumerate() {
-                    c.train_ce_q[q].push([x, *v]);
-                }
-                c.lr.push([x, m.lr]);
-                c.grad_norm.push([x, m.grad_norm]);
-                c.tokens_per_s = m.tokens_per_s;
-                c.seconds_per_step = m.seconds;
-                c.step = m.step;
-            }
-            TrainEvent::Valid(v) => c.valid_ce.push([v.step as f64, v.ce]),
             TrainEvent::Skipped { step, reason } => {
-                c.skipped += 1;
                 self.log.push(format!("step {step} skipped: {reason}"));
             }
             TrainEvent::Checkpoint { step, path } => {
@@ -260,7 +372,10 @@ impl TrainPanel {
             TrainEvent::Preview { step, path } => {
                 self.log
                     .push(format!("step {step}: preview {}", path.display()));
+                self.previews.retain(|(s, _)| s != step);
+                self.previews.push((*step, path.clone()));
             }
+            _ => {}
         }
     }
 
@@ -272,18 +387,7 @@ impl TrainPanel {
                 .add_enabled(idle, egui::Button::new("Start training"))
                 .clicked()
             {
-                let job = out.job();
-                self.job = Some(job);
-                self.state = RunState::Running;
-                self.curves = Curves {
-                    total: self.form.config.steps,
-                    ..Default::default()
-                };
-                out.commands.push(Command::Train {
-                    job,
-                    run_dir: PathBuf::from(&self.form.run_dir),
-                    config: Some(Box::new(self.form.config.clone())),
-                });
+                self.start(out);
             }
             if ui
                 .add_enabled(idle, egui::Button::new("Resume run"))
@@ -326,7 +430,9 @@ impl TrainPanel {
             }
         });
         self.progress_ui(ui);
+        self.compare_ui(ui);
         self.charts_ui(ui);
+        self.previews_ui(ui);
         egui::ScrollArea::vertical()
             .max_height(80.0)
             .stick_to_bottom(true)
@@ -484,7 +590,112 @@ impl TrainPanel {
                 |ui| ui.add(egui::DragValue::new(&mut c.eval_every).range(0..=100_000)),
             );
             ui.end_row();
+            field(
+                ui,
+                "Keep every",
+                "Kept checkpoints (and previews) every N steps; 0 = only last and best.",
+                |ui| ui.add(egui::DragValue::new(&mut c.checkpoint_every).range(0..=100_000)),
+            );
+            let mut prompt = c.preview_prompt.clone().unwrap_or_default();
+            if field(
+                ui,
+                "Preview prompt",
+                "A clip for this prompt is generated at each kept checkpoint (MIDI: any text \
+                 turns on an unprimed preview piece); empty = no previews.",
+                |ui| ui.add(egui::TextEdit::singleline(&mut prompt).hint_text("none")),
+            )
+            .changed()
+            {
+                c.preview_prompt = Some(prompt).filter(|p| !p.trim().is_empty());
+            }
+            ui.end_row();
         });
+    }
+
+    /// Picks another run (a sibling of this run's folder) whose curves are overlaid.
+    fn compare_ui(&mut self, ui: &mut egui::Ui) {
+        let here = PathBuf::from(&self.form.run_dir);
+        ui.horizontal(|ui| {
+            let mut chosen = None;
+            ui.menu_button("Compare with…", |ui| {
+                let runs = here
+                    .parent()
+                    .map(crate::ui::models::find_runs)
+                    .unwrap_or_default();
+                let others: Vec<_> = runs.into_iter().filter(|r| r.dir != here).collect();
+                if others.is_empty() {
+                    ui.label("No other run beside this one.");
+                }
+                for r in others {
+                    let name = r
+                        .dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    if ui
+                        .button(format!("{name} ({}, {})", r.family, r.mode))
+                        .clicked()
+                    {
+                        chosen = Some(r.dir);
+                        ui.close();
+                    }
+                }
+            })
+            .response
+            .on_hover_text("Draw another run's curves on the same charts.");
+            if let Some(d) = chosen {
+                self.compare_with(&d);
+            }
+            if let Some((name, c)) = &self.compare {
+                ui.label(format!(
+                    "comparing with {name} ({} steps)",
+                    c.train_ce.last().map(|p| p[0] as usize).unwrap_or(0)
+                ));
+                if ui.button("Clear comparison").clicked() {
+                    self.compare = None;
+                }
+            }
+        });
+    }
+
+    /// The run's preview clips with play buttons.
+    fn previews_ui(&mut self, ui: &mut egui::Ui) {
+        if self.previews.is_empty() {
+            return;
+        }
+        if self.playing.is_some() && self.sink.is_playing() {
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
+        let mut play = None;
+        egui::CollapsingHeader::new(format!("Previews ({})", self.previews.len()))
+            .default_open(true)
+            .show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    for (step, path) in &self.previews {
+                        let wav = path
+                            .extension()
+                            .is_some_and(|e| e.eq_ignore_ascii_case("wav"));
+                        let now = self.playing.as_ref() == Some(path) && self.sink.is_playing();
+                        if ui
+                            .add_enabled(
+                                wav && !now,
+                                egui::Button::new(format!("Play step {step}")),
+                            )
+                            .on_hover_text(path.display().to_string())
+                            .clicked()
+                        {
+                            play = Some(path.clone());
+                        }
+                    }
+                    if self.preview_playing() && ui.button("Stop preview").clicked() {
+                        self.sink.stop();
+                        self.playing = None;
+                    }
+                });
+            });
+        if let Some(p) = play {
+            self.play_preview(&p);
+        }
     }
 
     fn progress_ui(&self, ui: &mut egui::Ui) {
@@ -534,6 +745,16 @@ impl TrainPanel {
                         p.line(Line::new("train", PlotPoints::from(c.train_ce.clone())));
                     }
                     p.line(Line::new("valid", PlotPoints::from(c.valid_ce.clone())));
+                    if let Some((name, o)) = &self.compare {
+                        p.line(Line::new(
+                            format!("train ({name})"),
+                            PlotPoints::from(o.train_ce.clone()),
+                        ));
+                        p.line(Line::new(
+                            format!("valid ({name})"),
+                            PlotPoints::from(o.valid_ce.clone()),
+                        ));
+                    }
                 });
             Plot::new("lr")
                 .height(h)
@@ -550,6 +771,12 @@ impl TrainPanel {
                         "grad norm",
                         PlotPoints::from(c.grad_norm.clone()),
                     ));
+                    if let Some((name, o)) = &self.compare {
+                        p.line(Line::new(
+                            format!("grad norm ({name})"),
+                            PlotPoints::from(o.grad_norm.clone()),
+                        ));
+                    }
                 });
         });
     }
@@ -676,5 +903,91 @@ mod tests {
         h.run();
         assert_eq!(h.state().panel.state, RunState::Idle);
         assert!(h.state().panel.log.iter().any(|l| l.contains("boom")));
+    }
+
+    /// A run folder as the trainer leaves it: config, checkpoints, metrics of `steps` steps.
+    fn fake_run(dir: &Path, steps: usize, mode: &str) {
+        std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+        std::fs::create_dir_all(dir.join("model")).unwrap();
+        std::fs::write(dir.join("model/config.json"), "{}").unwrap();
+        let mut cfg = serde_json::to_value(TrainConfig::default()).unwrap();
+        cfg["mode"] = mode.into();
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let mut lines = vec![serde_json::json!({"kind": "start", "total": steps}).to_string()];
+        for n in 1..=steps {
+            let TrainEvent::Step(m) = step(n) else {
+                unreachable!()
+            };
+            let mut v = serde_json::to_value(m).unwrap();
+            v["kind"] = "train".into();
+            lines.push(v.to_string());
+        }
+        std::fs::write(dir.join("metrics.jsonl"), lines.join("\n")).unwrap();
+    }
+
+    #[test]
+    fn another_runs_curves_overlay_and_the_runs_previews_play() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fake_run(&a, 5, "lora");
+        fake_run(&b, 3, "full");
+        crate::data::audio::write_wav(
+            &b.join("previews/step-000002.wav"),
+            &vec![0.1; 16_000],
+            16_000,
+        )
+        .unwrap();
+        std::fs::write(b.join("previews/step-000003.mid"), b"MThd").unwrap();
+        let form = TrainForm {
+            run_dir: b.display().to_string(),
+            ..Default::default()
+        };
+        let mut h = Harness::new_ui_state(
+            |ui, s: &mut S| s.panel.ui(ui, &mut s.out),
+            S {
+                panel: TrainPanel::new(form),
+                out: Outbox::default(),
+            },
+        );
+        assert_eq!(h.state().panel.curves.train_ce.len(), 3);
+        assert_eq!(
+            h.state()
+                .panel
+                .previews
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            [2, 3]
+        );
+        h.get_by_label("Compare with…").click();
+        h.run();
+        h.get_by_label_contains("a (MusicGen, lora)").click();
+        h.run();
+        let (name, other) = h.state().panel.compare.as_ref().unwrap();
+        assert_eq!(name, "a");
+        assert_eq!(other.train_ce.len(), 5);
+        assert_eq!(h.state().panel.curves.train_ce.len(), 3, "own curves kept");
+        assert!(h.query_by_label_contains("comparing with a").is_some());
+        // A MIDI preview without its rendering cannot play; the WAV one does.
+        {
+            use egui_kittest::kittest::NodeT;
+            assert!(h.get_by_label("Play step 3").accesskit_node().is_disabled());
+        }
+        h.get_by_label("Play step 2").click();
+        h.step();
+        h.step();
+        assert!(h.state().panel.preview_playing());
+        assert!(h.query_by_label("Stop preview").is_some());
+        // A preview arriving from the running job joins the list.
+        h.state_mut().panel.job = Some(9);
+        h.state_mut().panel.on_event(&Event::Train {
+            job: 9,
+            events: vec![TrainEvent::Preview {
+                step: 4,
+                path: b.join("previews/step-000004.wav"),
+            }],
+            paused: false,
+        });
+        assert_eq!(h.state().panel.previews.len(), 3);
     }
 }

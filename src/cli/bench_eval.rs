@@ -96,7 +96,7 @@ impl BenchEvalArgs {
         let t = Instant::now();
         let mut generated = Vec::with_capacity(n);
         let mut train_codes = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, (_, train_audio)) in (0..n).zip(&train) {
             let audio = synthetic_clip(i, self.seconds);
             let codes = model.encode_audio(&audio)?;
             generated.push(GeneratedClip {
@@ -106,7 +106,7 @@ impl BenchEvalArgs {
                 audio,
                 codes,
             });
-            train_codes.push(model.encode_audio(&train[i].1)?);
+            train_codes.push(model.encode_audio(train_audio)?);
         }
         let codes_seconds = t.elapsed().as_secs_f64();
 

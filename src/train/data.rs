@@ -132,7 +132,7 @@ pub fn training_caption(ex: &Example, aug: Augment, rng: &mut impl Rng) -> Strin
 /// A batch ready for the LM.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Pre-delayed labels `[B, K, S]` (u32; 2048 = ignored).
+    /// Labels laid out in the model's codebook pattern `[B, K, S]` (u32; 2048 = ignored).
     pub labels: Tensor,
     pub captions: Vec<String>,
     /// Positions that count in the loss, summed over codebooks.
@@ -140,7 +140,8 @@ pub struct Batch {
 }
 
 /// Interleaved labels of one example, BOS column dropped (`[K][T + K - 1]` for the delay
-/// pattern, `[K][T]` for parallel).
+/// pattern, `[K][T]` for parallel, `[K][K·T]` for flatten, where step `t·K + q` labels codebook
+/// `q` of frame `t` only).
 fn labels_of(codes: &[Vec<u32>], pad: u32, pattern: CodebookPattern) -> Vec<Vec<u32>> {
     pattern
         .apply(codes, pad)

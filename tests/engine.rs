@@ -197,6 +197,79 @@ fn sliding_window_extends_beyond_the_window_and_starts_like_one_window() {
     let _ = Device::Cpu;
 }
 
+/// The flatten pattern (set on the tiny model: generation only reads the pattern from the config)
+/// steps K times per frame, keeps an audio prompt's frames, slides its window like the delay
+/// pattern, and returns codes in frame order.
+#[test]
+fn flatten_generation_steps_once_per_codebook_and_frame() {
+    use tunelab::models::musicgen::patterns::CodebookPattern;
+    let mut m = tiny();
+    m.config.decoder.codebook_pattern = CodebookPattern::Flatten;
+    let k = m.num_codebooks();
+    let cond = m.condition(&["ambient pads".to_string()]).unwrap();
+    let params = SamplingParams::default();
+    let w = Window {
+        frames: 20,
+        stride: 12,
+    };
+    let mut steps = Vec::new();
+    let mut s1 = Sampler::new(params, 5);
+    let one = generate_codes_windowed(
+        &m,
+        &cond,
+        20,
+        None,
+        3.0,
+        &mut s1,
+        &mut |p| {
+            steps.push((p.step, p.total));
+            true
+        },
+        w,
+    )
+    .unwrap();
+    assert_eq!(one.len(), k);
+    assert!(one
+        .iter()
+        .all(|r| r.len() == 20 && r.iter().all(|t| *t < 2048)));
+    // One step per (frame, codebook) after the BOS.
+    assert_eq!(steps.len(), 20 * k);
+    assert!(steps.iter().all(|&(s, t)| t == 20 * k + 1 && s < t));
+    // Longer than a window: the first window is the same, every frame is there.
+    let mut s2 = Sampler::new(params, 5);
+    let long =
+        generate_codes_windowed(&m, &cond, 45, None, 3.0, &mut s2, &mut |_| true, w).unwrap();
+    assert!(long.iter().all(|r| r.len() == 45));
+    for (a, b) in long.iter().zip(&one) {
+        assert_eq!(&a[..20], &b[..]);
+    }
+    // A prompt's frames are kept as they are, in every codebook.
+    let prompt: Vec<Vec<u32>> = (0..k)
+        .map(|q| (0..7).map(|t| (q * 100 + t) as u32).collect())
+        .collect();
+    let mut s3 = Sampler::new(params, 5);
+    let cont =
+        generate_codes_windowed(&m, &cond, 20, Some(&prompt), 3.0, &mut s3, &mut |_| true, w)
+            .unwrap();
+    for (row, p) in cont.iter().zip(&prompt) {
+        assert_eq!(row.len(), 20);
+        assert_eq!(&row[..7], &p[..]);
+    }
+    // The whole-clip path decodes a clip of the requested length.
+    let clip = generate(
+        &mut m,
+        &GenerateParams {
+            prompt: "calm piano".into(),
+            duration: 0.5,
+            ..Default::default()
+        },
+        &mut |_| true,
+    )
+    .unwrap();
+    assert!(clip.codes.iter().all(|r| r.len() == 25));
+    assert!(!clip.audio.is_empty());
+}
+
 /// A run's checkpoint is chosen by name when loading; naming one for a model that is not a run,
 /// or one the run does not have, is refused.
 #[test]

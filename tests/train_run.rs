@@ -467,15 +467,84 @@ fn a_scratch_lm_with_the_parallel_pattern_trains_and_generates() {
     assert!(c
         .iter()
         .all(|r| r.len() == 50 && r.iter().all(|t| *t < 2048)));
-    // An unknown or unimplemented pattern is refused by name.
+    // An unknown pattern is refused by name.
     let mut bad = train_cmd(
         &ds,
         &tmp.path().join("bad"),
         "scratch",
         1,
-        &["--pattern", "flatten"],
+        &["--pattern", "zigzag"],
     );
     let out = bad.output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("flatten"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zigzag"));
+}
+
+#[test]
+fn a_scratch_lm_with_the_flatten_pattern_trains_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let run = tmp.path().join("flat");
+    run_ok(train_cmd(
+        &ds,
+        &run,
+        "scratch",
+        6,
+        &[
+            "--scratch-hidden",
+            "32",
+            "--scratch-layers",
+            "2",
+            "--scratch-heads",
+            "2",
+            "--pattern",
+            "flatten",
+        ],
+    ));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["decoder"]["codebook_pattern"], "flatten", "{cfg}");
+    // Room for a whole 30 s window unrolled: 1500 frames × 4 codebooks + the BOS.
+    assert!(
+        cfg["decoder"]["max_position_embeddings"].as_u64().unwrap() > 4 * 1500,
+        "{cfg}"
+    );
+    let losses = train_losses(&run);
+    assert_eq!(losses.len(), 6);
+    assert!(losses.iter().all(|(_, ce)| ce.is_finite()), "{losses:?}");
+    // From about ln 2049 at random init, going down (the run is seeded).
+    assert!(losses[5].1 < losses[0].1, "{losses:?}");
+    // The run generates with its own pattern: 1 s = 50 frames in 4 × 50 + 1 decoder steps,
+    // back in frame order.
+    let wav = tmp.path().join("f.wav");
+    let codes = tmp.path().join("f.json");
+    let mut g = Command::new(BIN);
+    g.args(["generate", "--prompt", "tone", "--duration", "1", "--out"])
+        .arg(&wav)
+        .arg("--save-codes")
+        .arg(&codes)
+        .arg("--model")
+        .arg(&run);
+    run_ok(g);
+    let c: Vec<Vec<u32>> = serde_json::from_str(&std::fs::read_to_string(&codes).unwrap()).unwrap();
+    assert_eq!(c.len(), 4);
+    assert!(c
+        .iter()
+        .all(|r| r.len() == 50 && r.iter().all(|t| *t < 2048)));
+    assert!(wav.exists());
+    // Fine-tuning a pretrained MusicGen cannot switch its pattern.
+    for mode in ["lora", "full"] {
+        let mut bad = train_cmd(
+            &ds,
+            &tmp.path().join(format!("bad-{mode}")),
+            mode,
+            1,
+            &["--pattern", "flatten"],
+        );
+        let out = bad.output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("flatten") && err.contains("scratch"), "{err}");
+    }
 }

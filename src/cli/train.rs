@@ -85,7 +85,8 @@ pub struct TrainArgs {
     pub scratch_layers: usize,
     #[arg(long, default_value_t = 4)]
     pub scratch_heads: usize,
-    /// `scratch` mode codebook interleaving: delay (MusicGen's) or parallel.
+    /// `scratch` mode codebook interleaving: delay (MusicGen's), parallel or flatten (one
+    /// codebook per decoder step, K× longer sequences).
     #[arg(long, default_value = "delay")]
     pub pattern: crate::models::musicgen::patterns::CodebookPattern,
     #[arg(long, default_value_t = 0.3)]

@@ -1,6 +1,6 @@
-//! Turning a prompt into a clip: conditioning, the delay-pattern decoding loop with
-//! classifier-free guidance, continuation from audio, sliding windows beyond the model's
-//! 30 s, and EnCodec decoding.
+//! Turning a prompt into a clip: conditioning, the decoding loop over the model's codebook
+//! pattern (delay, parallel or flatten) with classifier-free guidance, continuation from audio,
+//! sliding windows beyond the model's 30 s, and EnCodec decoding.
 
 pub mod midi;
 pub mod soundfont;
@@ -127,11 +127,10 @@ pub fn generate(
 pub fn window_frames(model: &MusicGen) -> usize {
     let by_time = (WINDOW_SECONDS * model.frame_rate()).round() as usize;
     let pattern = model.config.decoder.codebook_pattern;
-    let by_positions = model
-        .config
-        .decoder
-        .max_position_embeddings
-        .saturating_sub(pattern.len(0, model.num_codebooks()));
+    let by_positions = pattern.max_frames(
+        model.config.decoder.max_position_embeddings,
+        model.num_codebooks(),
+    );
     by_time.min(by_positions).max(1)
 }
 
@@ -184,12 +183,11 @@ pub fn generate_codes_windowed(
     on_step: &mut StepFn,
     window: Window,
 ) -> Result<Vec<Vec<u32>>> {
-    // Decoder steps beyond the frames themselves (K for the delay pattern, 1 for parallel).
-    let k = model
-        .config
-        .decoder
-        .codebook_pattern
-        .len(0, model.num_codebooks());
+    // Decoder steps of a window of `n` frames (n + K for the delay pattern, n + 1 for
+    // parallel, n·K + 1 for flatten).
+    let pattern = model.config.decoder.codebook_pattern;
+    let kc = model.num_codebooks();
+    let steps = |n: usize| pattern.len(n, kc);
     let Window {
         frames: win,
         stride,
@@ -209,7 +207,7 @@ pub fn generate_codes_windowed(
         follow.push(new);
         have += new;
     }
-    let total = first + k + follow.iter().map(|n| context + n + k).sum::<usize>();
+    let total = steps(first) + follow.iter().map(|n| steps(context + n)).sum::<usize>();
     let mut codes = generate_window(
         model,
         cond,
@@ -221,7 +219,7 @@ pub fn generate_codes_windowed(
         0,
         total,
     )?;
-    let mut done = first + k;
+    let mut done = steps(first);
     for new in follow {
         let have = codes[0].len();
         let mut ctx: Vec<Vec<u32>> = codes.iter().map(|c| c[have - context..].to_vec()).collect();
@@ -244,7 +242,7 @@ pub fn generate_codes_windowed(
             done,
             total,
         )?;
-        done += context + new + k;
+        done += steps(context + new);
         for (row, n) in codes.iter_mut().zip(next) {
             row.extend_from_slice(&n[context..]);
         }
@@ -252,7 +250,9 @@ pub fn generate_codes_windowed(
     Ok(codes)
 }
 
-/// One window: the delay-pattern loop. Frames `< prompt length` are forced to the prompt's codes.
+/// One window: the decoding loop over the model's codebook pattern (one decoder step per
+/// position; at each step only the codebooks that the pattern places there are sampled, a single
+/// one for flatten). Frames `< prompt length` are forced to the prompt's codes.
 #[allow(clippy::too_many_arguments)]
 fn generate_window(
     model: &MusicGen,
@@ -269,7 +269,6 @@ fn generate_window(
     let pad = model.config.decoder.pad_token_id;
     let vocab = model.config.decoder.vocab_size;
     let pattern = model.config.decoder.codebook_pattern;
-    let offsets = pattern.offsets(k);
     let len = pattern.len(frames, k);
     let p_len = prompt
         .map(|p| p.first().map(|r| r.len()).unwrap_or(0))
@@ -295,14 +294,15 @@ fn generate_window(
     if let Some(p) = prompt {
         for (kk, row) in p.iter().enumerate() {
             for (t, &c) in row.iter().enumerate().take(frames) {
-                delayed[kk][t + offsets[kk] + 1] = c;
+                delayed[kk][pattern.position(t, kk, k)] = c;
             }
         }
     }
     let mut cache = DecoderCache::new(&model.config.decoder, len);
-    // Positions 1..=p_len have codebook 0 forced, so the first sampled position is p_len + 1;
-    // its input columns 0..=p_len are fed in one prefill step.
-    let mut pos = p_len + 1;
+    // Every position before codebook 0's frame p_len is forced by the prompt (or is padding), so
+    // that is the first sampled position (p_len + 1, or p_len·K + 1 for flatten); its input
+    // columns are fed in one prefill step.
+    let mut pos = pattern.position(p_len, 0, k);
     let mut input_cols = 0..pos;
     while pos < len {
         let mut cols = Vec::with_capacity(batch * k * input_cols.len());

@@ -299,6 +299,18 @@ impl TrainConfig {
         {
             return bad("scratch hidden size must be a multiple of the number of heads");
         }
+        // A pretrained MusicGen is always `delay`, and a run being fine-tuned keeps the pattern
+        // it was trained with: only a new (scratch) LM chooses its own.
+        if self.scratch.pattern != CodebookPattern::Delay
+            && (self.family != Family::Musicgen || self.mode != Mode::Scratch)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "the {} codebook pattern applies to a MusicGen LM trained from scratch \
+                 (--mode scratch) only: fine-tuning keeps the base model's own pattern \
+                 (delay for a pretrained MusicGen)",
+                self.scratch.pattern.name()
+            )));
+        }
         Ok(())
     }
 }
@@ -357,5 +369,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("word_dropout"));
+    }
+
+    #[test]
+    fn only_a_scratch_lm_chooses_its_codebook_pattern() {
+        for pattern in [CodebookPattern::Parallel, CodebookPattern::Flatten] {
+            let scratch = ScratchConfig {
+                pattern,
+                ..Default::default()
+            };
+            let ok = TrainConfig {
+                mode: Mode::Scratch,
+                scratch: scratch.clone(),
+                ..Default::default()
+            };
+            ok.validate().unwrap();
+            for mode in [Mode::Full, Mode::Lora, Mode::Head] {
+                let c = TrainConfig {
+                    mode,
+                    scratch: scratch.clone(),
+                    ..Default::default()
+                };
+                let e = c.validate().unwrap_err().to_string();
+                assert!(e.contains("scratch") && e.contains("pattern"), "{e}");
+            }
+        }
+        let j = r#"{"scratch": {"pattern": "flatten"}, "mode": "scratch"}"#;
+        let c: TrainConfig = serde_json::from_str(j).unwrap();
+        assert_eq!(c.scratch.pattern, CodebookPattern::Flatten);
     }
 }

@@ -132,7 +132,7 @@ pub fn training_caption(ex: &Example, aug: Augment, rng: &mut impl Rng) -> Strin
 /// A batch ready for the LM.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Pre-delayed labels `[B, K, S]` (u32; 2048 = ignored).
+    /// Labels laid out in the model's codebook pattern `[B, K, S]` (u32; 2048 = ignored).
     pub labels: Tensor,
     pub captions: Vec<String>,
     /// Positions that count in the loss, summed over codebooks.
@@ -140,7 +140,8 @@ pub struct Batch {
 }
 
 /// Interleaved labels of one example, BOS column dropped (`[K][T + K - 1]` for the delay
-/// pattern, `[K][T]` for parallel).
+/// pattern, `[K][T]` for parallel, `[K][K·T]` for flatten, where step `t·K + q` labels codebook
+/// `q` of frame `t` only).
 fn labels_of(codes: &[Vec<u32>], pad: u32, pattern: CodebookPattern) -> Vec<Vec<u32>> {
     pattern
         .apply(codes, pad)
@@ -320,6 +321,43 @@ mod tests {
         let start = l[0][0][0];
         assert!(start <= 6);
         assert_eq!(l[0][2][2], 200 + start);
+    }
+
+    #[test]
+    fn flatten_batches_unroll_one_codebook_per_step() {
+        let e = |id: &str, codes: Vec<Vec<u32>>| Example {
+            id: id.into(),
+            codes,
+            caption: String::new(),
+            info: Info::default(),
+        };
+        let a = e("a", vec![vec![1, 2, 3], vec![4, 5, 6]]);
+        let b = e("b", vec![vec![7], vec![8]]);
+        let p = 2048;
+        let batch = make_batch(
+            &[(&a, "x".into()), (&b, "y".into())],
+            6,
+            p,
+            CodebookPattern::Flatten,
+            None,
+            &Device::Cpu,
+        )
+        .unwrap();
+        // 3 frames × 2 codebooks = 6 steps; step t·K + q labels codebook q of frame t only.
+        assert_eq!(batch.labels.dims(), &[2, 2, 6]);
+        let l = batch.labels.to_vec3::<u32>().unwrap();
+        assert_eq!(l[0][0], vec![1, p, 2, p, 3, p]);
+        assert_eq!(l[0][1], vec![p, 4, p, 5, p, 6]);
+        // The 1-frame example, padded to the batch length.
+        assert_eq!(l[1][0], vec![7, p, p, p, p, p]);
+        assert_eq!(l[1][1], vec![p, 8, p, p, p, p]);
+        assert_eq!(batch.tokens, 6 + 2);
+        // The decoder input (labels shifted right behind the BOS): at each step exactly the
+        // token of the previous step is real, in its own codebook's row.
+        let inputs = crate::train::loss::shift_right(&batch.labels, p).unwrap();
+        let x = inputs.to_vec3::<u32>().unwrap();
+        assert_eq!(x[0][0], vec![p, 1, p, 2, p, 3]);
+        assert_eq!(x[0][1], vec![p, p, 4, p, 5, p]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! MusicGen's training loss, as HF's `labels` path and audiocraft compute it: labels are the
 //! pre-delayed codes; the decoder input is the labels shifted right with the BOS (2048) first;
-//! positions labelled 2048 (delay padding) are ignored; the loss is the mean over codebooks of
-//! each codebook's mean cross-entropy. Every op records a backward.
+//! positions labelled 2048 (the pattern's padding: delay steps, the other codebooks' steps of
+//! flatten) are ignored; the loss is the mean over codebooks of each codebook's mean
+//! cross-entropy. Every op records a backward.
 
 use candle_core::{DType, IndexOp, Tensor, D};
 

@@ -61,6 +61,17 @@ impl MusicgenLearner {
             config.decoder.num_attention_heads = s.num_attention_heads;
             config.decoder.ffn_dim = s.ffn_dim;
             config.decoder.codebook_pattern = s.pattern;
+            // Positions are sinusoidal (no weights): room for the longest training crop and a
+            // whole generation window in the new pattern (flatten needs K·T of them).
+            let k = config.decoder.num_codebooks;
+            let frames = (cfg.max_seconds.max(crate::generate::WINDOW_SECONDS)
+                * config.frame_rate())
+            .round()
+            .max(1.0) as usize;
+            config.decoder.max_position_embeddings = config
+                .decoder
+                .max_position_embeddings
+                .max(s.pattern.len(frames, k));
             tensors.retain(|k, _| !crate::train::trainable::is_lm_key(k));
             tensors.extend(scratch_lm_tensors(
                 &config.decoder,

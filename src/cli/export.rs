@@ -41,6 +41,18 @@ impl ExportArgs {
         )
         .with_context(|| format!("exporting {} as {:?}", self.run.display(), self.format))?;
         println!("exported {} to {}", self.run.display(), self.out.display());
+        // transformers decodes every MusicGen with the delay pattern and ignores the field.
+        let pattern = std::fs::read_to_string(self.out.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["decoder"]["codebook_pattern"].as_str().map(String::from));
+        if let Some(p) = pattern.filter(|p| p != "delay") {
+            eprintln!(
+                "note: this LM uses the {p} codebook pattern (config.json's `codebook_pattern`): \
+                 tunelab generates with it, but transformers assumes `delay` and would decode it \
+                 wrongly"
+            );
+        }
         Ok(())
     }
 }

@@ -202,6 +202,7 @@ impl WindowAttention {
                 .broadcast_add(&m.unsqueeze(1)?.unsqueeze(0)?)?
                 .reshape((bw, self.heads, n, n))?;
         }
+        // Inference only (CLAP is never trained here): the fused softmax has no backward.
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
         self.dense.forward(&ctx)

@@ -127,6 +127,7 @@ impl TextAttention {
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
         let scores = (q.matmul(&k.t()?)? * (self.head_dim as f64).powf(-0.5))?;
+        // Inference only (CLAP is never trained here): the fused softmax has no backward.
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, c))?;
         let y = self.dense.forward(&ctx)?;

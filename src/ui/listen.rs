@@ -1064,8 +1064,19 @@ mod tests {
                 println!("ANSWERED {answered}");
             }
             if h.state().view.as_ref().is_some_and(|v| v.finished) {
+                // Should the parent never kill us, end rather than linger.
                 std::thread::sleep(Duration::from_secs(30));
+                return;
             }
+        }
+    }
+
+    /// Kills the child process however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 
@@ -1087,7 +1098,7 @@ mod tests {
 
         let module = module_path!();
         let module = module.split_once("::").map_or(module, |(_, rest)| rest);
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 &format!("{module}::studio_kill_child"),
                 "--exact",
@@ -1099,7 +1110,8 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut child = KillOnDrop(child);
+        let stdout = child.0.stdout.take().unwrap();
         let mut shown = 0;
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -1110,8 +1122,8 @@ mod tests {
                 }
             }
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
         assert!(shown >= 12, "the child answered {shown}");
 
         let on_disk = SessionLog::open(&log).unwrap().answers().len();

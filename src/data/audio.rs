@@ -33,6 +33,9 @@ fn audio_err(path: &Path, problem: impl Into<String>) -> Error {
 /// Decodes a whole file (WAV, FLAC, MP3, OGG/Vorbis).
 pub fn decode_file(path: &Path) -> Result<Decoded> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().map_err(|e| Error::io(path, e))?.len() == 0 {
+        return Err(audio_err(path, "the file is empty (0 bytes)"));
+    }
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
@@ -42,7 +45,13 @@ pub fn decode_file(path: &Path) -> Result<Decoded> {
         .format(
             &hint,
             mss,
-            &FormatOptions::default(),
+            // Gapless: drop the encoder delay and end padding that MP3 (LAME/Xing header) and
+            // Vorbis (granule positions) declare, so a file decodes to its source's samples, in
+            // time with it, rather than ~25 ms late and up to a frame too long.
+            &FormatOptions {
+                enable_gapless: true,
+                ..Default::default()
+            },
             &MetadataOptions::default(),
         )
         .map_err(|e| audio_err(path, format!("not a supported audio file ({e})")))?;
@@ -228,6 +237,11 @@ mod tests {
         std::fs::write(&p, b"not audio at all").unwrap();
         let e = load_mono(&p, 32_000).unwrap_err().to_string();
         assert!(e.contains("x.mp3"), "{e}");
+        std::fs::write(dir.path().join("empty.wav"), b"").unwrap();
+        let e = load_mono(&dir.path().join("empty.wav"), 32_000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty.wav: audio: the file is empty"), "{e}");
         let e = load_mono(&dir.path().join("missing.wav"), 32_000)
             .unwrap_err()
             .to_string();

@@ -8,8 +8,10 @@ sudo_cmd=""
 if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
 
 # Build: a C toolchain (tokenizers' oniguruma), pkg-config and ALSA headers (cpal); a General
-# MIDI SoundFont (public domain, 4 MB) to render MIDI pieces (tests render with it too).
-pkgs=(build-essential pkg-config libasound2-dev csound-soundfont)
+# MIDI SoundFont (public domain, 4 MB) to render MIDI pieces (tests render with it too);
+# OpenBLAS, loaded at run time for the CPU's matrix products (≈ 2.4× candle's own GEMM here;
+# tunelab runs without it, only slower).
+pkgs=(build-essential pkg-config libasound2-dev csound-soundfont libopenblas0-pthread)
 # The studio window (winit/glow load these at run time).
 if [ "$mode" = studio ]; then
   pkgs+=(libx11-6 libxcursor1 libxrandr2 libxi6 libgl1 libegl1 libxkbcommon-x11-0 libasound2)

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod memory;
 pub mod models;
 pub mod train;
 pub mod util;

@@ -2,6 +2,7 @@ use clap::Parser;
 use tunelab::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
+    tunelab::memory::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -104,6 +104,7 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self, rx: Receiver<Command>) {
+        crate::memory::tune();
         while let Some(cmd) = self.next(&rx) {
             match cmd {
                 Command::Shutdown => break,
@@ -270,6 +271,8 @@ impl Worker {
     }
 
     fn done(&self, job: JobId, r: Result<JobOutput>) {
+        // A finished job's transient tensors go back to the system, not just to the heap.
+        crate::memory::release();
         self.emit(Event::Done {
             job,
             result: r.map_err(|e| e.to_string()),

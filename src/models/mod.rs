@@ -1,5 +1,6 @@
 //! Models, candle only (no GUI, no audio device): MusicGen (T5 → LM → EnCodec) and shared layers.
 
+pub mod blas;
 pub mod checkpoint;
 pub mod clap;
 pub mod encodec;

@@ -269,6 +269,7 @@ impl Trainer {
 
     /// The whole run (or what remains of it), top to bottom.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        crate::memory::tune();
         let total = self.cfg.steps;
         self.log(
             "start",

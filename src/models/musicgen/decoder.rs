@@ -21,6 +21,7 @@ use candle_nn::VarBuilder;
 
 use super::config::DecoderConfig;
 use crate::error::Result;
+use crate::models::blas;
 use crate::models::nn::{masked_softmax, LayerNorm, Linear, WeightMode};
 
 const LN_EPS: f64 = 1e-5;
@@ -134,9 +135,11 @@ impl Attention {
         let (b, s, h) = xs.dims3()?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let q = self.split_heads(&(self.q_proj.forward(xs)? * scale)?)?;
-        let scores = q.matmul(&k.t()?)?;
+        let scores = blas::matmul(&q, false, k, true)?;
         let probs = masked_softmax(&scores, mask)?;
-        let out = probs.matmul(v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let out = blas::matmul(&probs, false, v, false)?
+            .transpose(1, 2)?
+            .reshape((b, s, h))?;
         self.out_proj.forward(&out)
     }
 }

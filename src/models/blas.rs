@@ -1,0 +1,505 @@
+//! Single-precision GEMM through the system's OpenBLAS, loaded at run time.
+//!
+//! candle's CPU matmul (the `gemm` crate) runs AVX2 micro-kernels at ≈ 80 GFLOP/s on this
+//! 2-core machine; OpenBLAS's AVX-512 kernels run the training shapes (`[1006 × 1024] ·
+//! [1024 × 4096]` and friends) at ≈ 190–200 GFLOP/s, PyTorch/MKL's speed. Training spends most
+//! of its time in those products, so every linear layer on the CPU goes through
+//! [`linear`], which calls OpenBLAS when it is there and candle otherwise — the library is an
+//! accelerator, never a requirement: without `libopenblas0` (Debian/Ubuntu) everything still
+//! runs, only slower. `TUNELAB_BLAS=off` turns it off; [`backend`] says what is in use.
+//!
+//! [`linear`] is a custom op with its own backward that computes the weight's gradient only for
+//! a weight that is trained (a `Var` or the result of one): candle's matmul backward computes
+//! both sides always, so a LoRA step paid for a full gradient of every frozen matrix.
+//!
+//! OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back to its slowest
+//! generic kernels (≈ 35 GFLOP/s here); before loading it we name the core type from the CPU's
+//! own feature flags unless the user set `OPENBLAS_CORETYPE`.
+//!
+//! This is the crate's only `unsafe` code (the FFI calls, each with its SAFETY argument).
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+use crate::error::{Error, Result};
+
+const ROW_MAJOR: c_int = 101;
+const NO_TRANS: c_int = 111;
+const TRANS: c_int = 112;
+
+type SgemmFn = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f32,
+    *const f32,
+    c_int,
+    *const f32,
+    c_int,
+    f32,
+    *mut f32,
+    c_int,
+);
+type StrFn = unsafe extern "C" fn() -> *const c_char;
+
+struct Blas {
+    // Keeps the library mapped for as long as `sgemm` may be called (the whole process).
+    _lib: libloading::Library,
+    sgemm: SgemmFn,
+    name: String,
+}
+
+static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
+
+fn blas() -> Option<&'static Blas> {
+    BLAS.get_or_init(load).as_ref()
+}
+
+/// The BLAS in use for CPU matrix products (`"OpenBLAS 0.3.21 … (core SkylakeX)"`), or `None`
+/// when candle's own GEMM is used.
+pub fn backend() -> Option<&'static str> {
+    blas().map(|b| b.name.as_str())
+}
+
+fn load() -> Option<Blas> {
+    if std::env::var("TUNELAB_BLAS").is_ok_and(|v| v == "off" || v == "0") {
+        return None;
+    }
+    if std::env::var_os("OPENBLAS_CORETYPE").is_none() {
+        if let Some(core) = core_type() {
+            // OpenBLAS reads this in its load-time constructor, so it must be set before
+            // `dlopen`. This runs once, from whichever thread first multiplies matrices.
+            std::env::set_var("OPENBLAS_CORETYPE", core);
+        }
+    }
+    for file in ["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"] {
+        // SAFETY: loading OpenBLAS runs its initialisers, which only set up its thread pool
+        // and kernel tables.
+        let Ok(lib) = (unsafe { libloading::Library::new(file) }) else {
+            continue;
+        };
+        // SAFETY: `cblas_sgemm` has this C signature in every CBLAS (cblas.h).
+        let sgemm = match unsafe { lib.get::<SgemmFn>(b"cblas_sgemm\0") } {
+            Ok(f) => *f,
+            Err(_) => continue,
+        };
+        let text = |sym: &[u8]| -> Option<String> {
+            // SAFETY: OpenBLAS's info functions return static NUL-terminated strings.
+            unsafe {
+                let f = lib.get::<StrFn>(sym).ok()?;
+                let p = f();
+                (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+            }
+        };
+        let config = text(b"openblas_get_config\0").unwrap_or_else(|| file.to_string());
+        let name = match text(b"openblas_get_corename\0") {
+            Some(core) => format!("{config} (core {core})"),
+            None => config,
+        };
+        tracing::debug!("matrix products through {name}");
+        return Some(Blas {
+            _lib: lib,
+            sgemm,
+            name,
+        });
+    }
+    None
+}
+
+/// OpenBLAS's name for the best kernel set this CPU runs.
+fn core_type() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            return Some(if std::arch::is_x86_feature_detected!("avx512bf16") {
+                "Cooperlake"
+            } else {
+                "SkylakeX"
+            });
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some("Haswell");
+        }
+    }
+    None
+}
+
+/// A row-major matrix operand: `rows × cols` (after `trans`) stored with leading dimension `ld`.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    trans: bool,
+    ld: usize,
+}
+
+/// `c[m, n] = op(a)[m, k] · op(b)[k, n]` through OpenBLAS; `false` when it is not loaded.
+/// The slices are checked against the shapes, so a wrong call is an error, never a bad read.
+fn sgemm(
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    c: &mut [f32],
+) -> candle_core::Result<bool> {
+    let Some(blas) = blas() else {
+        return Ok(false);
+    };
+    let needs = |o: Operand, rows: usize, cols: usize| -> bool {
+        // Stored rows × stored columns of a row-major operand.
+        let (sr, sc) = if o.trans { (cols, rows) } else { (rows, cols) };
+        sr == 0 || sc == 0 || (o.ld >= sc && o.data.len() >= (sr - 1) * o.ld + sc)
+    };
+    if !needs(a, m, k) || !needs(b, k, n) || c.len() < m * n {
+        return Err(candle_core::Error::Msg(format!(
+            "sgemm: operands do not hold a {m}×{k} · {k}×{n} product"
+        )));
+    }
+    let dim = |v: usize| -> candle_core::Result<c_int> {
+        c_int::try_from(v)
+            .map_err(|_| candle_core::Error::Msg(format!("sgemm: dimension {v} too large")))
+    };
+    if m == 0 || n == 0 {
+        return Ok(true);
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return Ok(true);
+    }
+    let t = |x: bool| if x { TRANS } else { NO_TRANS };
+    // SAFETY: the operand lengths were checked above against (m, n, k) and the leading
+    // dimensions, so OpenBLAS reads and writes only inside the slices.
+    unsafe {
+        (blas.sgemm)(
+            ROW_MAJOR,
+            t(a.trans),
+            t(b.trans),
+            dim(m)?,
+            dim(n)?,
+            dim(k)?,
+            1.0,
+            a.data.as_ptr(),
+            dim(a.ld.max(1))?,
+            b.data.as_ptr(),
+            dim(b.ld.max(1))?,
+            0.0,
+            c.as_mut_ptr(),
+            dim(n.max(1))?,
+        );
+    }
+    Ok(true)
+}
+
+/// Rows of the left operand up to which [`matmul`] leaves the product to candle.
+const FEW_ROWS: usize = 16;
+
+/// Whether [`matmul`] will take the OpenBLAS path for `a` and `b`.
+fn usable(a: &Tensor, b: &Tensor) -> bool {
+    a.device().is_cpu()
+        && a.dtype() == candle_core::DType::F32
+        && b.dtype() == candle_core::DType::F32
+        && backend().is_some()
+}
+
+/// `x · wᵀ` for `x` `[M, K]` and `w` `[N, K]` (a linear layer's weight), differentiable. On the
+/// CPU in f32 with OpenBLAS loaded it runs there and its backward skips the gradient of a `w`
+/// that is not trained; elsewhere it is candle's matmul.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    matmul(x, false, w, true)
+}
+
+/// `op(a) · op(b)`, batched over leading dimensions (equal in `a` and `b`), where `op` transposes
+/// the last two dimensions when its flag is set: `matmul(q, false, k, true)` is `q · kᵀ` without
+/// materialising `kᵀ`. Differentiable; OpenBLAS on the CPU in f32, candle's matmul elsewhere.
+pub fn matmul(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> Result<Tensor> {
+    // A product of a few rows (a decoding step) stays with candle, which reads strided views
+    // such as a KV cache in place; copying them to contiguous would cost more than it saves.
+    let rows = a.dims().len().checked_sub(if ta { 1 } else { 2 });
+    let few_rows = rows.is_some_and(|d| a.dims()[d] <= FEW_ROWS);
+    if few_rows || !usable(a, b) {
+        let a = if ta { a.t()? } else { a.clone() };
+        let b = if tb { b.t()? } else { b.clone() };
+        return Ok(a.matmul(&b)?);
+    }
+    let dims = |t: &Tensor| -> Result<(Vec<usize>, usize, usize)> {
+        let d = t.dims();
+        if d.len() < 2 {
+            return Err(Error::InvalidRequest(format!(
+                "matmul wants matrices, got shape {d:?}"
+            )));
+        }
+        let (r, c) = (d[d.len() - 2], d[d.len() - 1]);
+        Ok((d[..d.len() - 2].to_vec(), r, c))
+    };
+    let (lead_a, ar, ac) = dims(a)?;
+    let (lead_b, br, bc) = dims(b)?;
+    let k_a = if ta { ar } else { ac };
+    let k_b = if tb { bc } else { br };
+    if lead_a != lead_b || k_a != k_b {
+        return Err(Error::InvalidRequest(format!(
+            "matmul shapes do not fit: {:?}{} · {:?}{}",
+            a.dims(),
+            if ta { "ᵀ" } else { "" },
+            b.dims(),
+            if tb { "ᵀ" } else { "" },
+        )));
+    }
+    let op = Bmm {
+        ta,
+        tb,
+        grad_a: a.track_op(),
+        grad_b: b.track_op(),
+    };
+    Ok(a.contiguous()?.apply_op2(&b.contiguous()?, op)?)
+}
+
+/// See [`matmul`]; the flags say which operands are transposed and which need a gradient.
+struct Bmm {
+    ta: bool,
+    tb: bool,
+    grad_a: bool,
+    grad_b: bool,
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        return Err(candle_core::Error::Msg(format!(
+            "matmul: {what} is not f32"
+        )));
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        return Err(candle_core::Error::Msg(format!(
+            "matmul: {what} is not contiguous"
+        )));
+    };
+    Ok(&v[a..b])
+}
+
+/// The batched product of two contiguous row-major operands: `(batch, rows, cols)` as stored.
+fn batched(
+    a: (&[f32], (usize, usize, usize), bool),
+    b: (&[f32], (usize, usize, usize), bool),
+) -> candle_core::Result<(Vec<f32>, usize, usize)> {
+    let (da, (n_batch, ar, ac), ta) = a;
+    let (db, (_, br, bc), tb) = b;
+    let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
+    let n = if tb { br } else { bc };
+    let mut out = vec![0f32; n_batch * m * n];
+    for i in 0..n_batch {
+        let done = sgemm(
+            (m, n, k),
+            Operand {
+                data: &da[i * ar * ac..(i + 1) * ar * ac],
+                trans: ta,
+                ld: ac,
+            },
+            Operand {
+                data: &db[i * br * bc..(i + 1) * br * bc],
+                trans: tb,
+                ld: bc,
+            },
+            &mut out[i * m * n..(i + 1) * m * n],
+        )?;
+        if !done {
+            return Err(candle_core::Error::Msg(
+                "matmul: OpenBLAS is not loaded".into(),
+            ));
+        }
+    }
+    Ok((out, m, n))
+}
+
+/// Leading dimensions folded into one batch: `(batch, rows, cols)`.
+fn folded(dims: &[usize]) -> (usize, usize, usize) {
+    let n = dims.len();
+    (dims[..n - 2].iter().product(), dims[n - 2], dims[n - 1])
+}
+
+/// `op(a) · op(b)` of two CPU tensors with equal leading dimensions, not recorded for backward.
+fn product(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> candle_core::Result<Tensor> {
+    let a = a.contiguous()?;
+    let b = b.contiguous()?;
+    let (out, m, n) = {
+        let (sa, la) = a.storage_and_layout();
+        let (sb, lb) = b.storage_and_layout();
+        let (candle_core::Storage::Cpu(sa), candle_core::Storage::Cpu(sb)) = (&*sa, &*sb) else {
+            return Err(candle_core::Error::Msg("matmul: not on the CPU".into()));
+        };
+        batched(
+            (slice(sa, la, "an operand")?, folded(a.dims()), ta),
+            (slice(sb, lb, "an operand")?, folded(b.dims()), tb),
+        )?
+    };
+    let mut shape = a.dims()[..a.rank() - 2].to_vec();
+    shape.extend([m, n]);
+    Tensor::from_vec(out, shape, a.device())
+}
+
+impl CustomOp2 for Bmm {
+    fn name(&self) -> &'static str {
+        "blas-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (out, m, n) = batched(
+            (
+                slice(sa, la, "the left operand")?,
+                folded(la.dims()),
+                self.ta,
+            ),
+            (
+                slice(sb, lb, "the right operand")?,
+                folded(lb.dims()),
+                self.tb,
+            ),
+        )?;
+        let mut shape = la.dims()[..la.dims().len() - 2].to_vec();
+        shape.extend([m, n]);
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // y = A·B with A = op(a), B = op(b): dA = g·Bᵀ, dB = Aᵀ·g, transposed back where a or
+        // b was.
+        let (ta, tb) = (self.ta, self.tb);
+        let ga = match (self.grad_a, ta) {
+            (false, _) => None,
+            (true, false) => Some(product(g, false, b, !tb)?),
+            (true, true) => Some(product(b, tb, g, true)?),
+        };
+        let gb = match (self.grad_b, tb) {
+            (false, _) => None,
+            (true, false) => Some(product(a, !ta, g, false)?),
+            (true, true) => Some(product(g, true, a, ta)?),
+        };
+        Ok((ga, gb))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn seeded(seed: u64, shape: (usize, usize)) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|_| rng.random::<f32>() - 0.5)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// `scripts/test` installs OpenBLAS and sets `TUNELAB_REQUIRE_BLAS=1`, so a missing install
+    /// step fails here instead of silently testing only the fallback.
+    #[test]
+    fn openblas_is_loaded_where_required() {
+        if std::env::var("TUNELAB_REQUIRE_BLAS").is_ok_and(|v| v == "1") {
+            let name = backend().expect("OpenBLAS (libopenblas0) should be installed");
+            assert!(name.contains("OpenBLAS"), "{name}");
+        }
+    }
+
+    #[test]
+    fn linear_and_its_gradients_equal_candle_matmul() {
+        // Odd sizes, and a transposed (non-contiguous) input.
+        let x = Var::from_tensor(&seeded(1, (37, 13)).t().unwrap()).unwrap(); // [13, 37]
+        let w = Var::from_tensor(&seeded(2, (29, 37))).unwrap();
+        let g = seeded(3, (13, 29));
+        let ours = linear(x.as_tensor(), w.as_tensor()).unwrap();
+        let want = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+        assert_eq!(ours.dims(), &[13, 29]);
+        assert!(max_diff(&ours, &want) < 1e-5);
+        let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for t in [x.as_tensor(), w.as_tensor()] {
+            let (a, b) = (go.get(t).unwrap(), gw.get(t).unwrap());
+            assert_eq!(a.dims(), b.dims());
+            assert!(max_diff(a, b) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn batched_products_and_gradients_equal_candle_for_every_transposition() {
+        let dev = Device::Cpu;
+        let seeded4 =
+            |seed: u64, r: usize, c: usize| seeded(seed, (6 * r, c)).reshape((2, 3, r, c)).unwrap();
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let (m, k, n) = (7, 5, 4);
+            let a = Var::from_tensor(&if ta {
+                seeded4(10, k, m)
+            } else {
+                seeded4(10, m, k)
+            })
+            .unwrap();
+            let b = Var::from_tensor(&if tb {
+                seeded4(11, n, k)
+            } else {
+                seeded4(11, k, n)
+            })
+            .unwrap();
+            let g = seeded4(12, m, n);
+            let ours = matmul(a.as_tensor(), ta, b.as_tensor(), tb).unwrap();
+            let op = |t: &Tensor, tr: bool| if tr { t.t().unwrap() } else { t.clone() };
+            let want = op(a.as_tensor(), ta)
+                .matmul(&op(b.as_tensor(), tb))
+                .unwrap();
+            assert_eq!(ours.dims(), &[2, 3, m, n]);
+            assert!(max_diff(&ours, &want) < 1e-5, "{ta} {tb}");
+            let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gw = (want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            for t in [a.as_tensor(), b.as_tensor()] {
+                let (x, y) = (go.get(t).unwrap(), gw.get(t).unwrap());
+                assert_eq!(x.dims(), y.dims());
+                assert!(max_diff(x, y) < 1e-5, "{ta} {tb}");
+            }
+        }
+        let _ = dev;
+    }
+
+    #[test]
+    fn a_frozen_weight_gets_no_gradient() {
+        let x = Var::from_tensor(&seeded(4, (5, 8))).unwrap();
+        let frozen = seeded(5, (6, 8));
+        let y = linear(x.as_tensor(), &frozen).unwrap();
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_some());
+        if backend().is_some() {
+            // candle's own matmul would have stored one (of the frozen weight's full size).
+            assert!(g.get(&frozen).is_none());
+        }
+    }
+}

@@ -202,10 +202,18 @@ impl BenchGenerateArgs {
 
 /// Runs the PyTorch reference benchmark and returns its JSON report.
 fn run_pytorch(seconds: f64) -> anyhow::Result<serde_json::Value> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_pytorch.py");
+    run_python_json("bench_pytorch.py", &["--seconds", &seconds.to_string()])
+}
+
+/// Runs `tools/<script> --json <args…>` with python3 and returns the JSON object it prints last.
+pub(crate) fn run_python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools")
+        .join(script);
     let out = std::process::Command::new("python3")
         .arg(&script)
-        .args(["--json", "--seconds", &seconds.to_string()])
+        .arg("--json")
+        .args(args)
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     if !out.status.success() {
@@ -223,6 +231,6 @@ fn run_pytorch(seconds: f64) -> anyhow::Result<serde_json::Value> {
         .lines()
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
-        .context("the PyTorch benchmark printed no JSON")?;
+        .with_context(|| format!("{} printed no JSON", script.display()))?;
     Ok(serde_json::from_str(line)?)
 }

@@ -37,6 +37,10 @@ pub struct BenchTrainArgs {
     pub work: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Also run `tools/bench_train_pytorch.py` (python3 with torch, transformers and peft) for
+    /// each mode right after ours, and compare against those numbers instead of the recorded ones.
+    #[arg(long)]
+    pub pytorch: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +55,8 @@ struct ModeReport {
     peak_rss_mb: f64,
     pytorch_seconds_per_step: f64,
     pytorch_peak_rss_mb: f64,
+    /// "measured in this run" (`--pytorch`) or where the recorded numbers come from.
+    pytorch_source: String,
     time_ratio: f64,
     memory_ratio: f64,
 }
@@ -82,6 +88,7 @@ impl BenchTrainArgs {
                     .arg(self.steps.to_string())
                     .arg("--work")
                     .arg(&work)
+                    .args(self.pytorch.then_some("--pytorch"))
                     .output()
                     .context("running the benchmark child")?;
                 if !out.status.success() {
@@ -103,7 +110,7 @@ impl BenchTrainArgs {
         );
         for r in &reports {
             println!(
-                "{:5} {} · {} trainable · {:.2} s/step (first {:.2}) · {:.0} tok/s · peak {:.0} MB · vs PyTorch {:.1} s, {:.0} MB → time {:.2}×, memory {:.2}×",
+                "{:5} {} · {} trainable · {:.2} s/step (first {:.2}) · {:.0} tok/s · peak {:.0} MB · vs PyTorch {:.2} s, {:.0} MB ({}) → time {:.2}×, memory {:.2}×",
                 r.mode,
                 r.batch,
                 r.trainable_parameters,
@@ -113,6 +120,7 @@ impl BenchTrainArgs {
                 r.peak_rss_mb,
                 r.pytorch_seconds_per_step,
                 r.pytorch_peak_rss_mb,
+                r.pytorch_source,
                 r.time_ratio,
                 r.memory_ratio
             );
@@ -167,12 +175,28 @@ impl BenchTrainArgs {
         };
         let sps = timed.iter().map(|s| s.0).sum::<f64>() / timed.len().max(1) as f64;
         let tps = timed.iter().map(|s| s.1).sum::<f64>() / timed.len().max(1) as f64;
-        let (_, pt_s, pt_mb) =
-            PYTORCH
-                .iter()
-                .copied()
-                .find(|p| p.0 == mode)
-                .unwrap_or(("", f64::NAN, f64::NAN));
+        let (pt_s, pt_mb, source) = if self.pytorch {
+            // PyTorch settles over its first steps (measured 13.5, 8.4, 6.8, 7.6, 6.6 s for LoRA).
+            let steps = self.steps.max(4).to_string();
+            let v = super::bench::run_python_json(
+                "bench_train_pytorch.py",
+                &["--mode", mode, "--steps", &steps],
+            )?;
+            let num = |k: &str| v[k].as_f64().context(format!("PyTorch report lacks {k}"));
+            (
+                num("seconds_per_step")?,
+                num("peak_rss_mb")?,
+                "measured in this run".to_string(),
+            )
+        } else {
+            let (_, s, mb) =
+                PYTORCH
+                    .iter()
+                    .copied()
+                    .find(|p| p.0 == mode)
+                    .unwrap_or(("", f64::NAN, f64::NAN));
+            (s, mb, "recorded, shared/FACTS.md".to_string())
+        };
         Ok(ModeReport {
             mode: mode.into(),
             threads: candle_core::utils::get_num_threads(),
@@ -184,6 +208,7 @@ impl BenchTrainArgs {
             peak_rss_mb: peak,
             pytorch_seconds_per_step: pt_s,
             pytorch_peak_rss_mb: pt_mb,
+            pytorch_source: source,
             time_ratio: sps / pt_s,
             memory_ratio: peak / pt_mb,
         })

@@ -466,7 +466,9 @@ impl MusicTransformer {
             let a = layer.self_attn.forward(&h, mask.as_ref(), window)?;
             xs = (xs + seeded_dropout(&a, p, seed)?)?;
             let h = layer.final_layer_norm.forward(&xs)?;
-            let f = layer.fc2.forward(&layer.fc1.forward(&h)?.gelu_erf()?)?;
+            let f = layer
+                .fc2
+                .forward(&crate::models::nn::gelu_erf(&layer.fc1.forward(&h)?)?)?;
             xs = (xs + seeded_dropout(&f, p, seed.map(|s| s.rotate_left(17)))?)?;
         }
         self.lm_head.forward(&self.layer_norm.forward(&xs)?)

@@ -382,6 +382,77 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> 
     }
 }
 
+/// GELU with the exact erf (PyTorch `nn.GELU()`, HF `"gelu"`): `x · Φ(x)`. On the CPU in f32
+/// it is one parallel pass each way (candle's `gelu_erf` runs single-threaded and its backward
+/// composes ten element-wise ops, each with a fresh buffer); elsewhere it is candle's.
+pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
+        return Ok(xs.gelu_erf()?);
+    }
+    Ok(xs.contiguous()?.apply_op1(FusedGelu)?)
+}
+
+struct FusedGelu;
+
+/// `(Φ(x), φ(x))`: the standard normal CDF and density, with candle's `erf` (libm).
+#[inline]
+fn normal_cdf_pdf(x: f32) -> (f32, f32) {
+    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+    let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
+    (cdf, pdf)
+}
+
+/// Applies `f` element-wise over equal-length slices in parallel chunks.
+fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(1 << 14)
+        .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
+        .for_each(|(o, (a, b))| {
+            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(*a, *b);
+            }
+        });
+    out
+}
+
+impl candle_core::CustomOp1 for FusedGelu {
+    fn name(&self) -> &'static str {
+        "fused-gelu-erf"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let Some((a, b)) = l.contiguous_offsets() else {
+            return Err(candle_core::Error::Msg(
+                "gelu wants contiguous input".into(),
+            ));
+        };
+        let x = &cpu_f32(s)?[a..b];
+        let out = par_map2(x, x, |x, _| x * normal_cdf_pdf(x).0);
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        let x = arg.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let dx = par_map2(&x, &g, |x, g| {
+            let (cdf, pdf) = normal_cdf_pdf(x);
+            g * (cdf + x * pdf)
+        });
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
 /// The fused softmax (see [`masked_softmax`]).
 struct FusedSoftmax;
 
@@ -556,6 +627,24 @@ mod tests {
                 .unwrap();
             assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
         }
+    }
+
+    #[test]
+    fn fused_gelu_matches_candle_and_its_gradient() {
+        let x = Var::from_tensor(&(seeded(7, (9, 301), 1.0) * 3.0).unwrap()).unwrap();
+        let w = seeded(8, (9, 301), 1.0);
+        let ours = gelu_erf(x.as_tensor()).unwrap();
+        let want = x.as_tensor().gelu_erf().unwrap();
+        let d = (&ours - &want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        let go = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (want * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (
+            go.get(x.as_tensor()).unwrap(),
+            gw.get(x.as_tensor()).unwrap(),
+        );
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{d}");
     }
 
     #[test]

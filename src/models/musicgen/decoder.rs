@@ -22,7 +22,7 @@ use candle_nn::VarBuilder;
 use super::config::DecoderConfig;
 use crate::error::Result;
 use crate::models::blas;
-use crate::models::nn::{masked_softmax, LayerNorm, Linear, WeightMode};
+use crate::models::nn::{gelu_erf, masked_softmax, LayerNorm, Linear, WeightMode};
 
 const LN_EPS: f64 = 1e-5;
 
@@ -199,7 +199,7 @@ impl DecoderLayer {
         let xs = (&xs + self.encoder_attn.attend(&h, &ck, &cv, Some(cross_mask))?)?;
 
         let h = self.final_layer_norm.forward(&xs)?;
-        let h = self.fc2.forward(&self.fc1.forward(&h)?.gelu_erf()?)?;
+        let h = self.fc2.forward(&gelu_erf(&self.fc1.forward(&h)?)?)?;
         Ok((xs + h)?)
     }
 }

@@ -3,6 +3,8 @@ use tunelab::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
     tunelab::memory::tune();
+    // Load OpenBLAS (and set its core type) while this is the only thread.
+    let _ = tunelab::models::blas::backend();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

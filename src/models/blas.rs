@@ -54,6 +54,10 @@ struct Blas {
     _lib: libloading::Library,
     sgemm: SgemmFn,
     name: String,
+    /// One product at a time: OpenBLAS's pthreads server has a history of deadlocks and wrong
+    /// results when several application threads call it at once (OpenBLAS issues #660, #2126,
+    /// #5825), and each call already uses every core, so serialising costs no throughput.
+    calls: std::sync::Mutex<()>,
 }
 
 static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
@@ -108,6 +112,7 @@ fn load() -> Option<Blas> {
             _lib: lib,
             sgemm,
             name,
+            calls: std::sync::Mutex::new(()),
         });
     }
     None
@@ -177,6 +182,10 @@ fn sgemm(
         return Ok(true);
     }
     let t = |x: bool| if x { TRANS } else { NO_TRANS };
+    let (m_, n_, k_) = (dim(m)?, dim(n)?, dim(k)?);
+    let (lda, ldb, ldc) = (dim(a.ld.max(1))?, dim(b.ld.max(1))?, dim(n.max(1))?);
+    // Nothing panics while it is held, so a poisoned lock can only come from elsewhere.
+    let _one_at_a_time = blas.calls.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the operand lengths were checked above against (m, n, k) and the leading
     // dimensions, so OpenBLAS reads and writes only inside the slices.
     unsafe {
@@ -184,17 +193,17 @@ fn sgemm(
             ROW_MAJOR,
             t(a.trans),
             t(b.trans),
-            dim(m)?,
-            dim(n)?,
-            dim(k)?,
+            m_,
+            n_,
+            k_,
             1.0,
             a.data.as_ptr(),
-            dim(a.ld.max(1))?,
+            lda,
             b.data.as_ptr(),
-            dim(b.ld.max(1))?,
+            ldb,
             0.0,
             c.as_mut_ptr(),
-            dim(n.max(1))?,
+            ldc,
         );
     }
     Ok(true)

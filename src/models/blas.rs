@@ -26,6 +26,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
+use crate::models::nn::contiguous_f32;
 
 const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
@@ -280,20 +281,6 @@ struct Bmm {
     grad_b: bool,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(candle_core::Error::Msg(format!(
-            "matmul: {what} is not f32"
-        )));
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        return Err(candle_core::Error::Msg(format!(
-            "matmul: {what} is not contiguous"
-        )));
-    };
-    Ok(&v[a..b])
-}
-
 /// The batched product of two contiguous row-major operands: `(batch, rows, cols)` as stored.
 fn batched(
     a: (&[f32], (usize, usize, usize), bool),
@@ -345,8 +332,16 @@ fn product(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> candle_core::Result<Te
             return Err(candle_core::Error::Msg("matmul: not on the CPU".into()));
         };
         batched(
-            (slice(sa, la, "an operand")?, folded(a.dims()), ta),
-            (slice(sb, lb, "an operand")?, folded(b.dims()), tb),
+            (
+                contiguous_f32(sa, la, "a matmul operand")?,
+                folded(a.dims()),
+                ta,
+            ),
+            (
+                contiguous_f32(sb, lb, "a matmul operand")?,
+                folded(b.dims()),
+                tb,
+            ),
         )?
     };
     let mut shape = a.dims()[..a.rank() - 2].to_vec();
@@ -368,12 +363,12 @@ impl CustomOp2 for Bmm {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (out, m, n) = batched(
             (
-                slice(sa, la, "the left operand")?,
+                contiguous_f32(sa, la, "a matmul operand")?,
                 folded(la.dims()),
                 self.ta,
             ),
             (
-                slice(sb, lb, "the right operand")?,
+                contiguous_f32(sb, lb, "a matmul operand")?,
                 folded(lb.dims()),
                 self.tb,
             ),

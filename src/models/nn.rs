@@ -401,16 +401,16 @@ fn row_stats(x: &[f32], eps: f64) -> (f32, f32) {
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
-fn contiguous_f32<'a>(
+/// The f32 elements of a contiguous CPU tensor in a custom op (`what` names it in errors).
+pub(crate) fn contiguous_f32<'a>(
     s: &'a candle_core::CpuStorage,
     l: &candle_core::Layout,
+    what: &str,
 ) -> candle_core::Result<&'a [f32]> {
     let Some((a, b)) = l.contiguous_offsets() else {
-        return Err(candle_core::Error::Msg(
-            "layer norm wants contiguous input".into(),
-        ));
+        return Err(candle_core::Error::Msg(format!("{what} is not contiguous")));
     };
-    Ok(&cpu_f32(s)?[a..b])
+    Ok(&cpu_f32(s, what)?[a..b])
 }
 
 impl candle_core::CustomOp3 for FusedLayerNorm {
@@ -428,9 +428,9 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
         lb: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
-        let x = contiguous_f32(sx, lx)?;
-        let w = contiguous_f32(sw, lw)?;
-        let b = contiguous_f32(sb, lb)?;
+        let x = contiguous_f32(sx, lx, "layer norm input")?;
+        let w = contiguous_f32(sw, lw, "layer norm weight")?;
+        let b = contiguous_f32(sb, lb, "layer norm bias")?;
         let h = w.len().max(1);
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(h * LN_ROWS)
@@ -583,12 +583,7 @@ impl candle_core::CustomOp1 for FusedGelu {
         s: &candle_core::CpuStorage,
         l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let Some((a, b)) = l.contiguous_offsets() else {
-            return Err(candle_core::Error::Msg(
-                "gelu wants contiguous input".into(),
-            ));
-        };
-        let x = &cpu_f32(s)?[a..b];
+        let x = contiguous_f32(s, l, "gelu input")?;
         let out = par_map2(x, x, |x, _| x * normal_cdf_pdf(x).0);
         Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
     }
@@ -640,10 +635,10 @@ fn softmax_rows(x: &[f32], out: &mut [f32], t: usize, mask: impl Fn(usize, usize
         });
 }
 
-fn cpu_f32(s: &candle_core::CpuStorage) -> candle_core::Result<&[f32]> {
+fn cpu_f32<'a>(s: &'a candle_core::CpuStorage, what: &str) -> candle_core::Result<&'a [f32]> {
     match s {
         candle_core::CpuStorage::F32(v) => Ok(v),
-        _ => Err(candle_core::Error::Msg("fused softmax wants f32".into())),
+        _ => Err(candle_core::Error::Msg(format!("{what} is not f32"))),
     }
 }
 
@@ -657,12 +652,7 @@ impl candle_core::CustomOp1 for FusedSoftmax {
         s: &candle_core::CpuStorage,
         l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let Some((a, b)) = l.contiguous_offsets() else {
-            return Err(candle_core::Error::Msg(
-                "fused softmax wants contiguous input".into(),
-            ));
-        };
-        let x = &cpu_f32(s)?[a..b];
+        let x = contiguous_f32(s, l, "softmax input")?;
         let t = l.dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; x.len()];
         softmax_rows(x, &mut out, t, |_, _| 0.0);
@@ -696,13 +686,8 @@ impl candle_core::CustomOp2 for FusedSoftmax {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let Some((a, b)) = l1.contiguous_offsets() else {
-            return Err(candle_core::Error::Msg(
-                "fused softmax wants contiguous scores".into(),
-            ));
-        };
-        let x = &cpu_f32(s1)?[a..b];
-        let m = cpu_f32(s2)?;
+        let x = contiguous_f32(s1, l1, "softmax scores")?;
+        let m = cpu_f32(s2, "softmax mask")?;
         let dims = l1.dims();
         if dims.len() != 4 || l2.dims() != dims {
             return Err(candle_core::Error::Msg(

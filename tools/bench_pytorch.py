@@ -37,13 +37,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from musicgen_layout import encodec_32khz_config  # noqa: E402
+from musicgen_layout import encodec_32khz_config, musicgen_small_decoder_config  # noqa: E402
 
 
 def build_model():
     from transformers import (
         MusicgenConfig,
-        MusicgenDecoderConfig,
         MusicgenForConditionalGeneration,
         T5Config,
     )
@@ -63,25 +62,7 @@ def build_model():
         layer_norm_epsilon=1e-6,
     )
     audio = encodec_32khz_config()  # facebook/encodec_32khz
-    decoder = MusicgenDecoderConfig(  # facebook/musicgen-small
-        vocab_size=2048,
-        max_position_embeddings=2048,
-        num_hidden_layers=24,
-        ffn_dim=4096,
-        num_attention_heads=16,
-        hidden_size=1024,
-        num_codebooks=4,
-        activation_function="gelu",
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        layerdrop=0.0,
-        pad_token_id=2048,
-        bos_token_id=2048,
-        audio_channels=1,
-        scale_embedding=False,
-        tie_word_embeddings=False,
-    )
+    decoder = musicgen_small_decoder_config()
     cfg = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
     model = MusicgenForConditionalGeneration(cfg).eval()
     model.generation_config.update(

@@ -36,30 +36,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from musicgen_layout import musicgen_small_decoder_config  # noqa: E402
+
 
 def build_lm():
-    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+    from transformers import MusicgenForCausalLM
 
-    cfg = MusicgenDecoderConfig(  # facebook/musicgen-small's decoder
-        vocab_size=2048,
-        max_position_embeddings=2048,
-        num_hidden_layers=24,
-        ffn_dim=4096,
-        num_attention_heads=16,
-        hidden_size=1024,
-        num_codebooks=4,
-        activation_function="gelu",
-        dropout=0.0,  # tunelab trains without dropout by default (audiocraft's setting)
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        layerdrop=0.0,
-        pad_token_id=2048,
-        bos_token_id=2048,
-        audio_channels=1,
-        scale_embedding=False,
-        tie_word_embeddings=False,
-    )
-    return MusicgenForCausalLM(cfg)
+    # No dropout: tunelab trains without it by default (audiocraft's setting).
+    return MusicgenForCausalLM(musicgen_small_decoder_config(dropout=0.0))
 
 
 def batch(batch: int, frames: int, k: int, seed: int):

@@ -405,6 +405,7 @@ impl CustomOp2 for Bmm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::clap::tests::max_abs_diff;
     use candle_core::{Device, Var};
 
     fn seeded(seed: u64, shape: (usize, usize)) -> Tensor {
@@ -414,17 +415,6 @@ mod tests {
             .map(|_| rng.random::<f32>() - 0.5)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// `scripts/test` installs OpenBLAS and sets `TUNELAB_REQUIRE_BLAS=1`, so a missing install
@@ -446,13 +436,13 @@ mod tests {
         let ours = linear(x.as_tensor(), w.as_tensor()).unwrap();
         let want = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
         assert_eq!(ours.dims(), &[13, 29]);
-        assert!(max_diff(&ours, &want) < 1e-5);
+        assert!(max_abs_diff(&ours, &want) < 1e-5);
         let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
         let gw = (want * &g).unwrap().sum_all().unwrap().backward().unwrap();
         for t in [x.as_tensor(), w.as_tensor()] {
             let (a, b) = (go.get(t).unwrap(), gw.get(t).unwrap());
             assert_eq!(a.dims(), b.dims());
-            assert!(max_diff(a, b) < 1e-5);
+            assert!(max_abs_diff(a, b) < 1e-5);
         }
     }
 
@@ -482,13 +472,13 @@ mod tests {
                 .matmul(&op(b.as_tensor(), tb))
                 .unwrap();
             assert_eq!(ours.dims(), &[2, 3, m, n]);
-            assert!(max_diff(&ours, &want) < 1e-5, "{ta} {tb}");
+            assert!(max_abs_diff(&ours, &want) < 1e-5, "{ta} {tb}");
             let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
             let gw = (want * &g).unwrap().sum_all().unwrap().backward().unwrap();
             for t in [a.as_tensor(), b.as_tensor()] {
                 let (x, y) = (go.get(t).unwrap(), gw.get(t).unwrap());
                 assert_eq!(x.dims(), y.dims());
-                assert!(max_diff(x, y) < 1e-5, "{ta} {tb}");
+                assert!(max_abs_diff(x, y) < 1e-5, "{ta} {tb}");
             }
         }
         let _ = dev;

@@ -838,16 +838,7 @@ mod tests {
         let g = seeded(23, (6, 40), 1.0).reshape((2, 3, 40)).unwrap();
         let fused = ln.forward(x.as_tensor()).unwrap();
         let plain = ln.composed(x.as_tensor()).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = crate::models::clap::tests::max_abs_diff;
         assert!(diff(&fused, &plain) < 1e-5);
         let gf = (fused * &g).unwrap().sum_all().unwrap().backward().unwrap();
         let gp = (plain * &g).unwrap().sum_all().unwrap().backward().unwrap();

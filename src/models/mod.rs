@@ -4,6 +4,7 @@ pub mod blas;
 pub mod checkpoint;
 pub mod clap;
 pub mod encodec;
+pub mod gemv;
 pub mod hub;
 pub mod music_transformer;
 pub mod musicgen;

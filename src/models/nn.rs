@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::models::blas;
+use crate::models::gemv::rows_matmul;
 
 /// How the large matrices of a model are stored for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -239,95 +240,6 @@ fn frozen_matmul(xs: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(y, out, xs.device())?)
 }
 
-/// `y[m, o] = Σ_i x[m, i] · w[o, i]` for a row-major `w` `[out, in]`: each weight row is read
-/// once for all `m` inputs (it stays in L1), output rows split across threads, explicit SIMD
-/// chosen at run time (AVX2/FMA where available; the default x86-64 target only assumes SSE2).
-pub fn rows_matmul(w: &[f32], x: &[f32], m: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
-    use rayon::prelude::*;
-    // One contiguous span per thread streams best (measured 14 → see bench notes).
-    let block = out_dim.div_ceil(rayon::current_num_threads()).max(1);
-    let mut yt = vec![0f32; out_dim * m]; // [out, m]
-    let arch = pulp::Arch::new();
-    yt.par_chunks_mut(block * m)
-        .enumerate()
-        .for_each(|(b, chunk)| {
-            arch.dispatch(RowsBlock {
-                w,
-                x,
-                m,
-                in_dim,
-                first: b * block,
-                chunk,
-            })
-        });
-    let mut y = vec![0f32; m * out_dim];
-    for o in 0..out_dim {
-        for j in 0..m {
-            y[j * out_dim + o] = yt[o * m + j];
-        }
-    }
-    y
-}
-
-struct RowsBlock<'a> {
-    w: &'a [f32],
-    x: &'a [f32],
-    m: usize,
-    in_dim: usize,
-    first: usize,
-    chunk: &'a mut [f32],
-}
-
-impl pulp::WithSimd for RowsBlock<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let n = self.in_dim;
-        for (r, ys) in self.chunk.chunks_mut(self.m).enumerate() {
-            let o = self.first + r;
-            let row = &self.w[o * n..(o + 1) * n];
-            let (wv, wt) = S::as_simd_f32s(row);
-            // Two inputs per pass: each weight vector is loaded once for both (decoding with
-            // classifier-free guidance has exactly two rows).
-            let mut j = 0;
-            while j < self.m {
-                let pair = j + 1 < self.m;
-                let x0 = &self.x[j * n..(j + 1) * n];
-                let x1 = if pair {
-                    &self.x[(j + 1) * n..(j + 2) * n]
-                } else {
-                    x0
-                };
-                let (x0v, x0t) = S::as_simd_f32s(x0);
-                let (x1v, x1t) = S::as_simd_f32s(x1);
-                let z = simd.splat_f32s(0.0);
-                let (mut a0, mut a1, mut b0, mut b1) = (z, z, z, z);
-                let (w2, wr) = wv.as_chunks::<2>();
-                let (p2, _) = x0v.as_chunks::<2>();
-                let (q2, _) = x1v.as_chunks::<2>();
-                for ((w, p), q) in w2.iter().zip(p2).zip(q2) {
-                    a0 = simd.mul_add_e_f32s(w[0], p[0], a0);
-                    a1 = simd.mul_add_e_f32s(w[1], p[1], a1);
-                    b0 = simd.mul_add_e_f32s(w[0], q[0], b0);
-                    b1 = simd.mul_add_e_f32s(w[1], q[1], b1);
-                }
-                if let (Some(w), Some(p), Some(q)) = (wr.first(), x0v.last(), x1v.last()) {
-                    a0 = simd.mul_add_e_f32s(*w, *p, a0);
-                    b0 = simd.mul_add_e_f32s(*w, *q, b0);
-                }
-                let ta: f32 = wt.iter().zip(x0t).map(|(a, b)| a * b).sum();
-                let tb: f32 = wt.iter().zip(x1t).map(|(a, b)| a * b).sum();
-                ys[j] = simd.reduce_sum_f32s(simd.add_f32s(a0, a1)) + ta;
-                if pair {
-                    ys[j + 1] = simd.reduce_sum_f32s(simd.add_f32s(b0, b1)) + tb;
-                }
-                j += 2;
-            }
-        }
-    }
-}
-
 /// Layer norm over the last dimension, composed of differentiable ops (PyTorch `nn.LayerNorm`).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -549,6 +461,46 @@ pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
     Ok(xs.contiguous()?.apply_op1(FusedGelu)?)
 }
 
+/// ELU with α = 1 (PyTorch `nn.ELU()`, EnCodec's activation): `x` where `x > 0`, else
+/// `eˣ − 1`. On the CPU in f32 one parallel pass each way (candle's runs on one thread, a
+/// quarter of an EnCodec decode); elsewhere candle's.
+pub fn elu(xs: &Tensor) -> Result<Tensor> {
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
+        return Ok(xs.elu(1.0)?);
+    }
+    Ok(xs.contiguous()?.apply_op1(FusedElu)?)
+}
+
+struct FusedElu;
+
+impl candle_core::CustomOp1 for FusedElu {
+    fn name(&self) -> &'static str {
+        "fused-elu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = contiguous_f32(s, l, "elu input")?;
+        let out = par_map2(x, x, |x, _| if x > 0.0 { x } else { x.exp_m1() });
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let x = arg.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let dx = par_map2(&x, &g, |x, g| if x > 0.0 { g } else { g * x.exp() });
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
 struct FusedGelu;
 
 /// `(Φ(x), φ(x))`: the standard normal CDF and density, with candle's `erf` (libm).
@@ -603,6 +555,110 @@ impl candle_core::CustomOp1 for FusedGelu {
         });
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
+}
+
+/// `Σ a·b` in 16 independent lanes, which the compiler vectorises (a plain `sum()` of products
+/// is a serial chain of scalar additions: strict float order).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, at) = a.as_chunks::<16>();
+    let (bc, bt) = b.as_chunks::<16>();
+    for (x, y) in ac.iter().zip(bc) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = at.iter().zip(bt).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Attention of one query position over `L` keys: `softmax(q·kᵀ + mask)·v` for `q`
+/// `[B, heads, 1, D]` and `k`, `v` `[B, heads, L, D]` (strided views of a KV cache are read in
+/// place), `mask` additive and broadcastable to `[B, heads, 1, L]`. This is a decoding step's
+/// attention: candle's GEMM spent ≈ 10 ms of each MusicGen step on these 32 tiny products per
+/// layer. It records no gradient (inference only) and returns `None` where it does not apply
+/// (not the CPU, not f32, more than one query, or a key layout with strided rows).
+pub fn single_query_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    use rayon::prelude::*;
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !(cpu_f32(q) && cpu_f32(k) && cpu_f32(v)) {
+        return Ok(None);
+    }
+    let (b, h, s, d) = q.dims4()?;
+    let (kb, kh, l, kd) = k.dims4()?;
+    if s != 1 || (kb, kh, kd) != (b, h, d) || v.dims() != k.dims() || l == 0 {
+        return Ok(None);
+    }
+    let q = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mask = match mask {
+        Some(m) => Some(
+            m.to_dtype(DType::F32)?
+                .broadcast_as((b, h, 1, l))?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        ),
+        None => None,
+    };
+    let (k_storage, k_layout) = k.storage_and_layout();
+    let (v_storage, v_layout) = v.storage_and_layout();
+    let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*k_storage, &*v_storage)
+    else {
+        return Ok(None);
+    };
+    let (ks, vs) = (kc.as_slice::<f32>()?, vc.as_slice::<f32>()?);
+    let (kst, vst) = (k_layout.stride(), v_layout.stride());
+    if kst[3] != 1 || vst[3] != 1 {
+        return Ok(None);
+    }
+    // Offset of row (bi, hi, li) of a `[B, heads, L, D]` layout with contiguous rows.
+    let row = |start: usize, st: &[usize], bi: usize, hi: usize, li: usize| -> usize {
+        start + bi * st[0] + hi * st[1] + li * st[2]
+    };
+    // Every row must lie inside its storage before any is read.
+    let fits = |data: &[f32], start: usize, st: &[usize]| {
+        row(start, st, b - 1, h - 1, l - 1) + d <= data.len()
+    };
+    if !fits(ks, k_layout.start_offset(), kst) || !fits(vs, v_layout.start_offset(), vst) {
+        return Err(Error::InvalidRequest(
+            "attention: key/value layout exceeds its storage".into(),
+        ));
+    }
+    let mut out = vec![0f32; b * h * d];
+    out.par_chunks_mut(d).enumerate().for_each(|(bh, o)| {
+        let (bi, hi) = (bh / h, bh % h);
+        let qv = &q[bh * d..(bh + 1) * d];
+        let mut p: Vec<f32> = (0..l)
+            .map(|li| {
+                let at = row(k_layout.start_offset(), kst, bi, hi, li);
+                dot(&ks[at..at + d], qv) + mask.as_ref().map_or(0.0, |m| m[bh * l + li])
+            })
+            .collect();
+        let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            return; // every key masked with -inf: zeros, as the fused softmax
+        }
+        let mut sum = 0f32;
+        for x in p.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        for (li, w) in p.iter().enumerate() {
+            let at = row(v_layout.start_offset(), vst, bi, hi, li);
+            let w = w * inv;
+            for (o, v) in o.iter_mut().zip(&vs[at..at + d]) {
+                *o += w * v;
+            }
+        }
+    });
+    drop((k_storage, v_storage));
+    Ok(Some(Tensor::from_vec(out, (b, h, 1, d), k.device())?))
 }
 
 /// The fused softmax (see [`masked_softmax`]).
@@ -787,6 +843,70 @@ mod tests {
         );
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn fused_elu_matches_the_composed_form_and_its_gradient() {
+        let x = Var::from_tensor(&(seeded(9, (7, 333), 1.0) * 3.0).unwrap()).unwrap();
+        let w = seeded(10, (7, 333), 1.0);
+        let xt = x.as_tensor();
+        let ours = elu(xt).unwrap();
+        // relu(x) + e^min(x, 0) − 1, from ops candle differentiates.
+        let want = (xt.relu().unwrap() + xt.minimum(0f32).unwrap().exp().unwrap())
+            .unwrap()
+            .affine(1.0, -1.0)
+            .unwrap();
+        let d = (&ours - &want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{d}");
+        let go = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (want * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (go.get(xt).unwrap(), gw.get(xt).unwrap());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn single_query_attention_equals_the_composed_attention() {
+        let (b, h, d, max) = (2, 3, 16, 10);
+        let q = seeded(11, (b * h, d), 1.0).reshape((b, h, 1, d)).unwrap();
+        // Keys and values as a KV cache holds them: the first `l` of `max` positions, a
+        // strided view.
+        let kc = seeded(12, (b * h * max, d), 1.0)
+            .reshape((b, h, max, d))
+            .unwrap();
+        let vc = seeded(13, (b * h * max, d), 1.0)
+            .reshape((b, h, max, d))
+            .unwrap();
+        for l in [1, 7, max] {
+            let k = kc.narrow(2, 0, l).unwrap();
+            let v = vc.narrow(2, 0, l).unwrap();
+            // Batch 0 sees its first two keys masked; batch 1 has every key masked with
+            // f32::MIN, as classifier-free guidance's unconditional row in cross-attention.
+            let mask: Vec<f32> = (0..b * l)
+                .map(|i| match (i / l, i % l) {
+                    (0, j) if j < 2 && l > 2 => f32::MIN,
+                    (0, _) => 0.0,
+                    _ => f32::MIN,
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (b, 1, 1, l), &Device::Cpu).unwrap();
+            for m in [None, Some(&mask)] {
+                let got = single_query_attention(&q, &k, &v, m).unwrap().unwrap();
+                let scores = q.matmul(&k.t().unwrap()).unwrap();
+                let want = masked_softmax(&scores, m)
+                    .unwrap()
+                    .matmul(&v.contiguous().unwrap())
+                    .unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "l {l}: {diff}");
+            }
+        }
+        // Where it does not apply it declines rather than computing something else.
+        let two = Tensor::cat(&[&q, &q], 2).unwrap();
+        assert!(single_query_attention(&two, &kc, &vc, None)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

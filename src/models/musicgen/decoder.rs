@@ -22,7 +22,9 @@ use candle_nn::VarBuilder;
 use super::config::DecoderConfig;
 use crate::error::Result;
 use crate::models::blas;
-use crate::models::nn::{gelu_erf, masked_softmax, LayerNorm, Linear, WeightMode};
+use crate::models::nn::{
+    gelu_erf, masked_softmax, single_query_attention, LayerNorm, Linear, WeightMode,
+};
 
 const LN_EPS: f64 = 1e-5;
 
@@ -131,15 +133,32 @@ impl Attention {
         Ok((k, v))
     }
 
-    fn attend(&self, xs: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `decoding`: a generation step (no gradient wanted), where one query position goes
+    /// through [`single_query_attention`].
+    fn attend(
+        &self,
+        xs: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        decoding: bool,
+    ) -> Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let q = self.split_heads(&(self.q_proj.forward(xs)? * scale)?)?;
-        let scores = blas::matmul(&q, false, k, true)?;
-        let probs = masked_softmax(&scores, mask)?;
-        let out = blas::matmul(&probs, false, v, false)?
-            .transpose(1, 2)?
-            .reshape((b, s, h))?;
+        let fused = match decoding {
+            true => single_query_attention(&q, k, v, mask)?,
+            false => None,
+        };
+        let out = match fused {
+            Some(out) => out,
+            None => {
+                let scores = blas::matmul(&q, false, k, true)?;
+                let probs = masked_softmax(&scores, mask)?;
+                blas::matmul(&probs, false, v, false)?
+            }
+        };
+        let out = out.transpose(1, 2)?.reshape((b, s, h))?;
         self.out_proj.forward(&out)
     }
 }
@@ -179,6 +198,7 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(xs)?;
         let (k, v) = self.self_attn.project_kv(&h)?;
+        let decoding = cache.is_some();
         let (k, v, cross) = match cache {
             Some(c) => {
                 let (k, v) = c.self_kv.append(&k, &v)?;
@@ -189,14 +209,17 @@ impl DecoderLayer {
             }
             None => (k, v, None),
         };
-        let xs = (xs + self.self_attn.attend(&h, &k, &v, self_mask)?)?;
+        let xs = (xs + self.self_attn.attend(&h, &k, &v, self_mask, decoding)?)?;
 
         let h = self.encoder_attn_layer_norm.forward(&xs)?;
         let (ck, cv) = match cross {
             Some(kv) => kv,
             None => self.encoder_attn.project_kv(&cond.states)?,
         };
-        let xs = (&xs + self.encoder_attn.attend(&h, &ck, &cv, Some(cross_mask))?)?;
+        let xs = (&xs
+            + self
+                .encoder_attn
+                .attend(&h, &ck, &cv, Some(cross_mask), decoding)?)?;
 
         let h = self.final_layer_norm.forward(&xs)?;
         let h = self.fc2.forward(&gelu_erf(&self.fc1.forward(&h)?)?)?;

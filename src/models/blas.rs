@@ -158,6 +158,41 @@ fn sgemm(
     b: Operand,
     c: &mut [f32],
 ) -> candle_core::Result<bool> {
+    sgemm_beta((m, n, k), a, b, 0.0, c)
+}
+
+/// `c[m, n] = op(a)[m, k] · op(b)[k, n]` (`+ c` when `accumulate`) for row-major slices, `a`
+/// and `b` read with leading dimensions `lda`, `ldb`, so a window of a wider matrix (a
+/// convolution tap's view of a padded signal) is read in place. `Ok(false)` when OpenBLAS is not
+/// loaded; an error when a slice is too short for the shapes.
+pub fn gemm(
+    (m, n, k): (usize, usize, usize),
+    (a, ta, lda): (&[f32], bool, usize),
+    (b, tb, ldb): (&[f32], bool, usize),
+    accumulate: bool,
+    c: &mut [f32],
+) -> Result<bool> {
+    let a = Operand {
+        data: a,
+        trans: ta,
+        ld: lda,
+    };
+    let b = Operand {
+        data: b,
+        trans: tb,
+        ld: ldb,
+    };
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    Ok(sgemm_beta((m, n, k), a, b, beta, c)?)
+}
+
+fn sgemm_beta(
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    beta: f32,
+    c: &mut [f32],
+) -> candle_core::Result<bool> {
     let Some(blas) = blas() else {
         return Ok(false);
     };
@@ -179,7 +214,10 @@ fn sgemm(
         return Ok(true);
     }
     if k == 0 {
-        c[..m * n].fill(0.0);
+        match beta {
+            0.0 => c[..m * n].fill(0.0),
+            _ => c[..m * n].iter_mut().for_each(|v| *v *= beta),
+        }
         return Ok(true);
     }
     let t = |x: bool| if x { TRANS } else { NO_TRANS };
@@ -202,7 +240,7 @@ fn sgemm(
             lda,
             b.data.as_ptr(),
             ldb,
-            0.0,
+            beta,
             c.as_mut_ptr(),
             ldc,
         );

@@ -12,7 +12,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::nn::{Linear, WeightMode};
+use crate::models::blas;
+use crate::models::nn::{contiguous_f32, elu, Linear, WeightMode};
 
 /// HF `EncodecConfig` (the fields that change the computation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,6 +247,9 @@ impl Conv1d {
     /// signal, so neither an im2col matrix (`kernel` times the signal) nor a transposed copy is
     /// built, and a 1×1 convolution is a single matrix product.
     fn forward_taps(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = self.forward_taps_blas(xs)? {
+            return Ok(ys);
+        }
         let (b, _c, lp) = xs.dims3()?;
         let l_out = lp + 1 - self.kernel_eff;
         let bias = self.bias.reshape(((), 1))?;
@@ -264,6 +268,48 @@ impl Conv1d {
             outs.push(y.broadcast_add(&bias)?);
         }
         Ok(Tensor::stack(&outs, 0)?)
+    }
+}
+
+impl Conv1d {
+    /// [`Self::forward_taps`] through OpenBLAS (≈ 2.4× candle's GEMM here): each tap's product
+    /// reads its window of the padded signal in place and accumulates into one output that
+    /// starts as the bias. `None` off the CPU, outside f32 or without OpenBLAS.
+    fn forward_taps_blas(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        if !xs.device().is_cpu() || xs.dtype() != DType::F32 || blas::backend().is_none() {
+            return Ok(None);
+        }
+        let (b, c_in, lp) = xs.dims3()?;
+        let c_out = self.bias.dim(0)?;
+        let l_out = lp + 1 - self.kernel_eff;
+        let bias = self.bias.to_vec1::<f32>()?;
+        let taps = self
+            .taps
+            .iter()
+            .map(|w| w.flatten_all()?.to_vec1::<f32>())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let xs = xs.contiguous()?;
+        let mut ys = vec![0f32; b * c_out * l_out];
+        {
+            let (storage, layout) = xs.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                return Ok(None);
+            };
+            let x = contiguous_f32(cpu, layout, "convolution input")?;
+            for (xi, yi) in x.chunks(c_in * lp).zip(ys.chunks_mut(c_out * l_out)) {
+                for (row, bv) in yi.chunks_mut(l_out).zip(&bias) {
+                    row.fill(*bv);
+                }
+                for (k, w) in taps.iter().enumerate() {
+                    let window = &xi[k * self.dilation..];
+                    let dims = (c_out, l_out, c_in);
+                    if !blas::gemm(dims, (w, false, c_in), (window, false, lp), true, yi)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(ys, (b, c_out, l_out), xs.device())?))
     }
 }
 
@@ -300,8 +346,12 @@ impl ConvTranspose1d {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
-        let ys = ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+        let ys = match self.forward_blas(xs)? {
+            Some(ys) => ys,
+            None => xs
+                .conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?
+                .broadcast_add(&self.bias.reshape((1, (), 1))?)?,
+        };
         let padding_total = self.kernel - self.stride;
         let right = if self.causal {
             (padding_total as f64 * self.trim_right_ratio).ceil() as usize
@@ -311,6 +361,56 @@ impl ConvTranspose1d {
         let left = padding_total - right;
         let len = ys.dim(D::Minus1)?;
         Ok(ys.narrow(D::Minus1, left, len - left - right)?)
+    }
+}
+
+impl ConvTranspose1d {
+    /// The untrimmed transposed convolution plus bias through OpenBLAS: one product
+    /// `Z[(c_out, k), t] = Σ_c W[c, c_out, k] · x[c, t]`, then each column `t` of `Z` is added at
+    /// output positions `t · stride + k` (col2im), one output channel per task. `None` off the
+    /// CPU, outside f32 or without OpenBLAS.
+    fn forward_blas(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+        use rayon::prelude::*;
+        if !xs.device().is_cpu() || xs.dtype() != DType::F32 || blas::backend().is_none() {
+            return Ok(None);
+        }
+        let (b, c_in, t) = xs.dims3()?;
+        let (_, c_out, kk) = self.weight.dims3()?;
+        if t == 0 {
+            return Ok(None);
+        }
+        let s = self.stride;
+        let n_out = (t - 1) * s + kk;
+        let w = self.weight.flatten_all()?.to_vec1::<f32>()?; // [c_in, c_out·K]
+        let bias = self.bias.to_vec1::<f32>()?;
+        let xs = xs.contiguous()?;
+        let mut ys = vec![0f32; b * c_out * n_out];
+        let mut z = vec![0f32; c_out * kk * t];
+        {
+            let (storage, layout) = xs.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                return Ok(None);
+            };
+            let x = contiguous_f32(cpu, layout, "transposed convolution input")?;
+            for (xi, yi) in x.chunks(c_in * t).zip(ys.chunks_mut(c_out * n_out)) {
+                let dims = (c_out * kk, t, c_in);
+                if !blas::gemm(dims, (&w, true, c_out * kk), (xi, false, t), false, &mut z)? {
+                    return Ok(None);
+                }
+                yi.par_chunks_mut(n_out)
+                    .zip(z.par_chunks(kk * t))
+                    .zip(&bias)
+                    .for_each(|((row, zc), bv)| {
+                        row.fill(*bv);
+                        for (k, zk) in zc.chunks(t).enumerate() {
+                            for (ti, v) in zk.iter().enumerate() {
+                                row[ti * s + k] += v;
+                            }
+                        }
+                    });
+            }
+        }
+        Ok(Some(Tensor::from_vec(ys, (b, c_out, n_out), xs.device())?))
     }
 }
 
@@ -404,8 +504,8 @@ impl ResnetBlock {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = self.conv1.forward(&xs.elu(1.0)?)?;
-        let ys = self.conv2.forward(&ys.elu(1.0)?)?;
+        let ys = self.conv1.forward(&elu(xs)?)?;
+        let ys = self.conv2.forward(&elu(&ys)?)?;
         let res = match &self.shortcut {
             Some(s) => s.forward(xs)?,
             None => xs.clone(),
@@ -430,7 +530,7 @@ impl Layer {
             Self::ConvTr(c) => c.forward(xs),
             Self::Res(r) => r.forward(xs),
             Self::Lstm(l) => l.forward(xs),
-            Self::Elu => Ok(xs.elu(1.0)?),
+            Self::Elu => elu(xs),
         }
     }
 }

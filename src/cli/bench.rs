@@ -73,7 +73,7 @@ pub struct BenchGenerateArgs {
     /// Seconds of audio to generate.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
-    /// Weight precision: f32, bf16 or q8.
+    /// Weight precision: f32, q8 or q4k.
     #[arg(long, default_value = "f32")]
     pub weights: WeightMode,
     /// small, medium or large.

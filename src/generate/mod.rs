@@ -189,95 +189,73 @@ pub fn generate_codes_windowed(
     window: Window,
 ) -> Result<Vec<Vec<u32>>> {
     rayon::scope(|_| {
-        windows(
+        // Decoder steps of a window of `n` frames (n + K for the delay pattern, n + 1 for
+        // parallel, n·K + 1 for flatten).
+        let pattern = model.config.decoder.codebook_pattern;
+        let kc = model.num_codebooks();
+        let steps = |n: usize| pattern.len(n, kc);
+        let Window {
+            frames: win,
+            stride,
+        } = window;
+        if stride == 0 || stride > win {
+            return Err(Error::InvalidRequest(format!(
+                "window stride {stride} must be in 1..={win}"
+            )));
+        }
+        let first = frames.min(win);
+        let context = win - stride;
+        // New frames added by each following window; the plan also sizes the progress bar.
+        let mut follow = Vec::new();
+        let mut have = first;
+        while have < frames {
+            let new = (frames - have).min(stride);
+            follow.push(new);
+            have += new;
+        }
+        let total = steps(first) + follow.iter().map(|n| steps(context + n)).sum::<usize>();
+        let mut codes = generate_window(
             model,
             cond,
-            frames,
+            first,
             prompt,
             guidance_scale,
             sampler,
             on_step,
-            window,
-        )
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn windows(
-    model: &MusicGen,
-    cond: &Conditioning,
-    frames: usize,
-    prompt: Option<&[Vec<u32>]>,
-    guidance_scale: f64,
-    sampler: &mut Sampler,
-    on_step: &mut StepFn,
-    window: Window,
-) -> Result<Vec<Vec<u32>>> {
-    // Decoder steps of a window of `n` frames (n + K for the delay pattern, n + 1 for
-    // parallel, n·K + 1 for flatten).
-    let pattern = model.config.decoder.codebook_pattern;
-    let kc = model.num_codebooks();
-    let steps = |n: usize| pattern.len(n, kc);
-    let Window {
-        frames: win,
-        stride,
-    } = window;
-    if stride == 0 || stride > win {
-        return Err(Error::InvalidRequest(format!(
-            "window stride {stride} must be in 1..={win}"
-        )));
-    }
-    let first = frames.min(win);
-    let context = win - stride;
-    // New frames added by each following window; the plan also sizes the progress bar.
-    let mut follow = Vec::new();
-    let mut have = first;
-    while have < frames {
-        let new = (frames - have).min(stride);
-        follow.push(new);
-        have += new;
-    }
-    let total = steps(first) + follow.iter().map(|n| steps(context + n)).sum::<usize>();
-    let mut codes = generate_window(
-        model,
-        cond,
-        first,
-        prompt,
-        guidance_scale,
-        sampler,
-        on_step,
-        0,
-        total,
-    )?;
-    let mut done = steps(first);
-    for new in follow {
-        let have = codes[0].len();
-        let mut ctx: Vec<Vec<u32>> = codes.iter().map(|c| c[have - context..].to_vec()).collect();
-        // A prompt longer than one window keeps forcing its frames in the next windows.
-        if let Some(p) = prompt {
-            for (row, prow) in ctx.iter_mut().zip(p) {
-                if prow.len() > have {
-                    row.extend_from_slice(&prow[have..prow.len().min(have + new)]);
-                }
-            }
-        }
-        let next = generate_window(
-            model,
-            cond,
-            context + new,
-            Some(&ctx),
-            guidance_scale,
-            sampler,
-            on_step,
-            done,
+            0,
             total,
         )?;
-        done += steps(context + new);
-        for (row, n) in codes.iter_mut().zip(next) {
-            row.extend_from_slice(&n[context..]);
+        let mut done = steps(first);
+        for new in follow {
+            let have = codes[0].len();
+            let mut ctx: Vec<Vec<u32>> =
+                codes.iter().map(|c| c[have - context..].to_vec()).collect();
+            // A prompt longer than one window keeps forcing its frames in the next windows.
+            if let Some(p) = prompt {
+                for (row, prow) in ctx.iter_mut().zip(p) {
+                    if prow.len() > have {
+                        row.extend_from_slice(&prow[have..prow.len().min(have + new)]);
+                    }
+                }
+            }
+            let next = generate_window(
+                model,
+                cond,
+                context + new,
+                Some(&ctx),
+                guidance_scale,
+                sampler,
+                on_step,
+                done,
+                total,
+            )?;
+            done += steps(context + new);
+            for (row, n) in codes.iter_mut().zip(next) {
+                row.extend_from_slice(&n[context..]);
+            }
         }
-    }
-    Ok(codes)
+        Ok(codes)
+    })
 }
 
 /// One window: the decoding loop over the model's codebook pattern (one decoder step per

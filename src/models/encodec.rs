@@ -276,26 +276,17 @@ impl Conv1d {
     /// reads its window of the padded signal in place and accumulates into one output that
     /// starts as the bias. `None` off the CPU, outside f32 or without OpenBLAS.
     fn forward_taps_blas(&self, xs: &Tensor) -> Result<Option<Tensor>> {
-        if !xs.device().is_cpu() || xs.dtype() != DType::F32 || blas::backend().is_none() {
-            return Ok(None);
-        }
         let (b, c_in, lp) = xs.dims3()?;
         let c_out = self.bias.dim(0)?;
         let l_out = lp + 1 - self.kernel_eff;
-        let bias = self.bias.to_vec1::<f32>()?;
-        let taps = self
-            .taps
-            .iter()
-            .map(|w| w.flatten_all()?.to_vec1::<f32>())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let xs = xs.contiguous()?;
-        let mut ys = vec![0f32; b * c_out * l_out];
-        {
-            let (storage, layout) = xs.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                return Ok(None);
-            };
-            let x = contiguous_f32(cpu, layout, "convolution input")?;
+        on_blas_input(xs, "convolution input", |x| {
+            let bias = self.bias.to_vec1::<f32>()?;
+            let taps = self
+                .taps
+                .iter()
+                .map(|w| w.flatten_all()?.to_vec1::<f32>())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let mut ys = vec![0f32; b * c_out * l_out];
             for (xi, yi) in x.chunks(c_in * lp).zip(ys.chunks_mut(c_out * l_out)) {
                 for (row, bv) in yi.chunks_mut(l_out).zip(&bias) {
                     row.fill(*bv);
@@ -308,9 +299,27 @@ impl Conv1d {
                     }
                 }
             }
-        }
-        Ok(Some(Tensor::from_vec(ys, (b, c_out, l_out), xs.device())?))
+            Ok(Some(Tensor::from_vec(ys, (b, c_out, l_out), xs.device())?))
+        })
     }
+}
+
+/// Runs a BLAS path `f` on the contiguous f32 values of `xs`; `None` (the caller falls back to
+/// candle) off the CPU, outside f32 or without OpenBLAS.
+fn on_blas_input(
+    xs: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> Result<Option<Tensor>>,
+) -> Result<Option<Tensor>> {
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 || blas::backend().is_none() {
+        return Ok(None);
+    }
+    let xs = xs.contiguous()?;
+    let (storage, layout) = xs.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    f(contiguous_f32(cpu, layout, what)?)
 }
 
 #[derive(Debug, Clone)]
@@ -371,9 +380,6 @@ impl ConvTranspose1d {
     /// CPU, outside f32 or without OpenBLAS.
     fn forward_blas(&self, xs: &Tensor) -> Result<Option<Tensor>> {
         use rayon::prelude::*;
-        if !xs.device().is_cpu() || xs.dtype() != DType::F32 || blas::backend().is_none() {
-            return Ok(None);
-        }
         let (b, c_in, t) = xs.dims3()?;
         let (_, c_out, kk) = self.weight.dims3()?;
         if t == 0 {
@@ -381,17 +387,11 @@ impl ConvTranspose1d {
         }
         let s = self.stride;
         let n_out = (t - 1) * s + kk;
-        let w = self.weight.flatten_all()?.to_vec1::<f32>()?; // [c_in, c_out·K]
-        let bias = self.bias.to_vec1::<f32>()?;
-        let xs = xs.contiguous()?;
-        let mut ys = vec![0f32; b * c_out * n_out];
-        let mut z = vec![0f32; c_out * kk * t];
-        {
-            let (storage, layout) = xs.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                return Ok(None);
-            };
-            let x = contiguous_f32(cpu, layout, "transposed convolution input")?;
+        on_blas_input(xs, "transposed convolution input", |x| {
+            let w = self.weight.flatten_all()?.to_vec1::<f32>()?; // [c_in, c_out·K]
+            let bias = self.bias.to_vec1::<f32>()?;
+            let mut ys = vec![0f32; b * c_out * n_out];
+            let mut z = vec![0f32; c_out * kk * t];
             for (xi, yi) in x.chunks(c_in * t).zip(ys.chunks_mut(c_out * n_out)) {
                 let dims = (c_out * kk, t, c_in);
                 if !blas::gemm(dims, (&w, true, c_out * kk), (xi, false, t), false, &mut z)? {
@@ -409,8 +409,8 @@ impl ConvTranspose1d {
                         }
                     });
             }
-        }
-        Ok(Some(Tensor::from_vec(ys, (b, c_out, n_out), xs.device())?))
+            Ok(Some(Tensor::from_vec(ys, (b, c_out, n_out), xs.device())?))
+        })
     }
 }
 

@@ -458,7 +458,7 @@ pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
     if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
         return Ok(xs.gelu_erf()?);
     }
-    Ok(xs.contiguous()?.apply_op1(FusedGelu)?)
+    Ok(xs.contiguous()?.apply_op1(Fused::<Gelu>::OP)?)
 }
 
 /// ELU with α = 1 (PyTorch `nn.ELU()`, EnCodec's activation): `x` where `x > 0`, else
@@ -468,40 +468,56 @@ pub fn elu(xs: &Tensor) -> Result<Tensor> {
     if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
         return Ok(xs.elu(1.0)?);
     }
-    Ok(xs.contiguous()?.apply_op1(FusedElu)?)
+    Ok(xs.contiguous()?.apply_op1(Fused::<Elu>::OP)?)
 }
 
-struct FusedElu;
+/// An element-wise activation and its derivative, made one custom op by [`Fused`]: a parallel
+/// pass each way, monomorphised so both inline into the loop.
+trait Pointwise: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn f(x: f32) -> f32;
+    fn df(x: f32) -> f32;
+}
 
-impl candle_core::CustomOp1 for FusedElu {
-    fn name(&self) -> &'static str {
-        "fused-elu"
+struct Fused<P>(std::marker::PhantomData<P>);
+
+impl<P> Fused<P> {
+    const OP: Self = Self(std::marker::PhantomData);
+}
+
+struct Gelu;
+
+impl Pointwise for Gelu {
+    const NAME: &'static str = "fused-gelu-erf";
+    fn f(x: f32) -> f32 {
+        x * normal_cdf_pdf(x).0
     }
-
-    fn cpu_fwd(
-        &self,
-        s: &candle_core::CpuStorage,
-        l: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let x = contiguous_f32(s, l, "elu input")?;
-        let out = par_map2(x, x, |x, _| if x > 0.0 { x } else { x.exp_m1() });
-        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let x = arg.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let dx = par_map2(&x, &g, |x, g| if x > 0.0 { g } else { g * x.exp() });
-        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    /// d/dx x·Φ(x) = Φ(x) + x·φ(x)
+    fn df(x: f32) -> f32 {
+        let (cdf, pdf) = normal_cdf_pdf(x);
+        cdf + x * pdf
     }
 }
 
-struct FusedGelu;
+struct Elu;
+
+impl Pointwise for Elu {
+    const NAME: &'static str = "fused-elu";
+    fn f(x: f32) -> f32 {
+        if x > 0.0 {
+            x
+        } else {
+            x.exp_m1()
+        }
+    }
+    fn df(x: f32) -> f32 {
+        if x > 0.0 {
+            1.0
+        } else {
+            x.exp()
+        }
+    }
+}
 
 /// `(Φ(x), φ(x))`: the standard normal CDF and density, with candle's `erf` (libm).
 #[inline]
@@ -525,9 +541,9 @@ fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32
     out
 }
 
-impl candle_core::CustomOp1 for FusedGelu {
+impl<P: Pointwise> candle_core::CustomOp1 for Fused<P> {
     fn name(&self) -> &'static str {
-        "fused-gelu-erf"
+        P::NAME
     }
 
     fn cpu_fwd(
@@ -535,8 +551,8 @@ impl candle_core::CustomOp1 for FusedGelu {
         s: &candle_core::CpuStorage,
         l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let x = contiguous_f32(s, l, "gelu input")?;
-        let out = par_map2(x, x, |x, _| x * normal_cdf_pdf(x).0);
+        let x = contiguous_f32(s, l, P::NAME)?;
+        let out = par_map2(x, x, |x, _| P::f(x));
         Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -546,13 +562,9 @@ impl candle_core::CustomOp1 for FusedGelu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
         let x = arg.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let dx = par_map2(&x, &g, |x, g| {
-            let (cdf, pdf) = normal_cdf_pdf(x);
-            g * (cdf + x * pdf)
-        });
+        let dx = par_map2(&x, &g, |x, g| g * P::df(x));
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }

@@ -150,17 +150,6 @@ struct Operand<'a> {
     ld: usize,
 }
 
-/// `c[m, n] = op(a)[m, k] · op(b)[k, n]` through OpenBLAS; `false` when it is not loaded.
-/// The slices are checked against the shapes, so a wrong call is an error, never a bad read.
-fn sgemm(
-    (m, n, k): (usize, usize, usize),
-    a: Operand,
-    b: Operand,
-    c: &mut [f32],
-) -> candle_core::Result<bool> {
-    sgemm_beta((m, n, k), a, b, 0.0, c)
-}
-
 /// `c[m, n] = op(a)[m, k] · op(b)[k, n]` (`+ c` when `accumulate`) for row-major slices, `a`
 /// and `b` read with leading dimensions `lda`, `ldb`, so a window of a wider matrix (a
 /// convolution tap's view of a padded signal) is read in place. `Ok(false)` when OpenBLAS is not
@@ -183,10 +172,13 @@ pub fn gemm(
         ld: ldb,
     };
     let beta = if accumulate { 1.0 } else { 0.0 };
-    Ok(sgemm_beta((m, n, k), a, b, beta, c)?)
+    Ok(sgemm((m, n, k), a, b, beta, c)?)
 }
 
-fn sgemm_beta(
+/// `c[m, n] = op(a)[m, k] · op(b)[k, n] + beta · c` through OpenBLAS; `false` when it is not
+/// loaded. The slices are checked against the shapes, so a wrong call is an error, never a bad
+/// read.
+fn sgemm(
     (m, n, k): (usize, usize, usize),
     a: Operand,
     b: Operand,
@@ -342,6 +334,7 @@ fn batched(
                 trans: tb,
                 ld: bc,
             },
+            0.0,
             &mut out[i * m * n..(i + 1) * m * n],
         )?;
         if !done {

@@ -146,9 +146,10 @@ impl Attention {
         let (b, s, h) = xs.dims3()?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let q = self.split_heads(&(self.q_proj.forward(xs)? * scale)?)?;
-        let fused = match decoding {
-            true => single_query_attention(&q, k, v, mask)?,
-            false => None,
+        let fused = if decoding {
+            single_query_attention(&q, k, v, mask)?
+        } else {
+            None
         };
         let out = match fused {
             Some(out) => out,

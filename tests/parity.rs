@@ -66,25 +66,27 @@ fn encodec_codes_latents_and_audio_match() {
     let model = tiny();
     let r = load("encodec_ref.safetensors");
     let wave = &r["wave"];
-    let latents = model.codec.encode_latents(wave).unwrap();
+    let latents = model.codec().unwrap().encode_latents(wave).unwrap();
     let err = max_abs_diff(&latents, &r["latents"]);
     assert!(err <= TOL, "latents: {err}");
-    let codes = model.codec.encode(wave).unwrap();
+    let codes = model.codec().unwrap().encode(wave).unwrap();
     let want = r["codes"].squeeze(0).unwrap(); // [1, 4, T]
     assert_eq!(ids(&codes), ids(&want), "EnCodec codes differ");
     let audio = model
-        .codec
+        .codec()
+        .unwrap()
         .decode(&want.to_dtype(DType::U32).unwrap())
         .unwrap();
     let err = max_abs_diff(&audio, &r["decoded"]);
     assert!(err <= TOL, "decoded audio: {err}");
 
     // A length that is not a multiple of the hop (extra padding inside every conv).
-    let codes = model.codec.encode(&r["wave_odd"]).unwrap();
+    let codes = model.codec().unwrap().encode(&r["wave_odd"]).unwrap();
     let want = r["codes_odd"].squeeze(0).unwrap();
     assert_eq!(ids(&codes), ids(&want), "EnCodec codes differ (odd length)");
     let audio = model
-        .codec
+        .codec()
+        .unwrap()
         .decode(&want.to_dtype(DType::U32).unwrap())
         .unwrap();
     let err = max_abs_diff(&audio, &r["decoded_odd"]);

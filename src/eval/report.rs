@@ -154,7 +154,7 @@ fn segment_audio(seg: &Segment) -> Result<Vec<f32>> {
 /// EnCodec encoder latents of mono audio as frames `[T][128]`.
 pub fn latent_frames(model: &MusicGen, samples: &[f32]) -> Result<Vec<Vec<f32>>> {
     let t = Tensor::from_slice(samples, (1, 1, samples.len()), model.device())?;
-    let lat = model.codec.encode_latents(&t)?; // [1, D, T]
+    let lat = model.codec()?.encode_latents(&t)?; // [1, D, T]
     let lat = lat.squeeze(0)?.t()?.to_dtype(DType::F32)?.contiguous()?;
     Ok(lat.to_vec2::<f32>()?)
 }

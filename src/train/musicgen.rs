@@ -132,6 +132,10 @@ impl MusicgenLearner {
             tracing::warn!("{} segments failed to encode", report.failed.len());
         }
         let data = TokenData::load(&cfg.dataset, &codec_fingerprint(&model)?)?;
+        if cfg.preview_prompt.is_none() {
+            // Nothing in this run turns codes into audio.
+            model.release_codec();
+        }
         Ok(Built {
             learner: Box::new(Self {
                 model,

@@ -1,12 +1,18 @@
 //! Optimisation pieces candle lacks: an AdamW whose moments can be saved and restored (resume),
 //! global-norm gradient clipping (as `torch.nn.utils.clip_grad_norm_`), an EMA of the weights,
 //! and audiocraft's AdamW defaults.
+//!
+//! On the CPU the update, the clipping scale, the gradient norm and the EMA run in place, one
+//! parallel pass per array: the composed tensor arithmetic made a dozen single-threaded passes
+//! over every weight and allocated as many temporaries (3–4 s of a full fine-tuning step on
+//! musicgen-small, 0.6 s fused). Elsewhere (CUDA) the same arithmetic runs as tensor ops.
 
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use candle_nn::ParamsAdamW;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -75,11 +81,13 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(vars: Vec<(String, Var)>, params: ParamsAdamW) -> Result<Self> {
-        let m = vars
-            .iter()
-            .map(|(_, v)| v.as_tensor().zeros_like())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let v = m.clone();
+        // Every moment owns its storage: the update writes them in place.
+        let zeros = || {
+            vars.iter()
+                .map(|(_, v)| v.as_tensor().zeros_like())
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
+        let (m, v) = (zeros()?, zeros()?);
         Ok(Self {
             params,
             vars,
@@ -97,7 +105,14 @@ impl AdamW {
         self.vars.iter()
     }
 
+    /// One update with the gradients as they are.
     pub fn step(&mut self, grads: &impl GradSource) -> Result<()> {
+        self.step_scaled(grads, 1.0)
+    }
+
+    /// One update with every gradient multiplied by `grad_scale` first (the clipping
+    /// coefficient from [`clip_coefficient`]), without materialising the scaled gradients.
+    pub fn step_scaled(&mut self, grads: &impl GradSource, grad_scale: f64) -> Result<()> {
         self.t += 1;
         let p = &self.params;
         let bc1 = 1.0 - p.beta1.powi(self.t as i32);
@@ -106,9 +121,46 @@ impl AdamW {
             let Some(g) = grads.grad(var.as_tensor()) else {
                 continue;
             };
-            let m = ((&self.m[i] * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+            let w = var.as_tensor();
+            if in_place_f32([w, &self.m[i], &self.v[i], g]) {
+                let g = g.contiguous()?;
+                let grad_scale = grad_scale as f32;
+                self.m[i].inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: p.beta1 as f32,
+                        grad_scale,
+                        square: false,
+                    },
+                )?;
+                self.v[i].inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: p.beta2 as f32,
+                        grad_scale,
+                        square: true,
+                    },
+                )?;
+                w.inplace_op3(
+                    &self.m[i],
+                    &self.v[i],
+                    &Update {
+                        decay: (1.0 - p.lr * p.weight_decay) as f32,
+                        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+                        eps: p.eps as f32,
+                        step: (p.lr / bc1) as f32,
+                    },
+                )?;
+                continue;
+            }
+            let g = if grad_scale == 1.0 {
+                g.clone()
+            } else {
+                (g * grad_scale)?
+            };
+            let m = ((&self.m[i] * p.beta1)? + (&g * (1.0 - p.beta1))?)?;
             let v = ((&self.v[i] * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
-            let decayed = (var.as_tensor() * (1.0 - p.lr * p.weight_decay))?;
+            let decayed = (w * (1.0 - p.lr * p.weight_decay))?;
             let denom = ((v.sqrt()? / bc2.sqrt())? + p.eps)?;
             let update = ((&m / denom)? * (p.lr / bc1))?;
             var.set(&(decayed - update)?)?;
@@ -169,6 +221,15 @@ impl Ema {
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
         for (name, var) in vars {
             if let Some(e) = self.weights.get_mut(name) {
+                if in_place_f32([e, var.as_tensor()]) {
+                    e.inplace_op2(
+                        &var.as_tensor().contiguous()?,
+                        &Lerp {
+                            keep: self.decay as f32,
+                        },
+                    )?;
+                    continue;
+                }
                 *e = ((&*e * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?;
             }
         }
@@ -179,12 +240,23 @@ impl Ema {
 /// Are all values of the tensors finite?
 pub fn all_finite<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<bool> {
     for t in tensors {
-        let s = t
-            .to_dtype(candle_core::DType::F32)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
-        if !s.is_finite() {
+        let finite = if in_place_f32([t]) {
+            let t = t.contiguous()?;
+            let (storage, layout) = t.storage_and_layout();
+            match &*storage {
+                candle_core::Storage::Cpu(s) => f32s(s, layout)?
+                    .par_chunks(CHUNK)
+                    .all(|c| c.iter().all(|v| v.is_finite())),
+                _ => false,
+            }
+        } else {
+            t.to_dtype(DType::F32)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?
+                .is_finite()
+        };
+        if !finite {
             return Ok(false);
         }
     }
@@ -207,21 +279,24 @@ pub fn grad_norm(grads: &impl GradSource, vars: &[Var]) -> Result<f64> {
     let mut sq = 0f64;
     for v in vars {
         if let Some(g) = grads.grad(v.as_tensor()) {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
+            sq += sum_of_squares(g)?;
         }
     }
     Ok(sq.sqrt())
 }
 
+/// torch's clipping coefficient for gradients of global norm `norm`: `max_norm / (norm + 1e-6)`
+/// when that is below 1, else 1.
+pub fn clip_coefficient(norm: f64, max_norm: f64) -> f64 {
+    (max_norm / (norm + 1e-6)).min(1.0)
+}
+
 /// Scales gradients so their global norm is at most `max_norm`; returns the norm before
 /// clipping. Same arithmetic as torch: `coef = max_norm / (norm + 1e-6)`, applied when < 1.
+/// (The training loop passes the coefficient to [`AdamW::step_scaled`] instead.)
 pub fn clip_grad_norm(grads: &mut impl GradSource, vars: &[Var], max_norm: f64) -> Result<f64> {
     let norm = grad_norm(grads, vars)?;
-    let coef = max_norm / (norm + 1e-6);
+    let coef = clip_coefficient(norm, max_norm);
     if coef < 1.0 {
         for v in vars {
             if let Some(g) = grads.grad(v.as_tensor()) {
@@ -231,6 +306,161 @@ pub fn clip_grad_norm(grads: &mut impl GradSource, vars: &[Var], max_norm: f64) 
         }
     }
     Ok(norm)
+}
+
+/// Σ x² of a tensor, accumulated in f64.
+fn sum_of_squares(t: &Tensor) -> Result<f64> {
+    if in_place_f32([t]) {
+        let t = t.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        if let candle_core::Storage::Cpu(s) = &*storage {
+            let x = f32s(s, layout)?;
+            return Ok(x
+                .par_chunks(CHUNK)
+                .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                .sum());
+        }
+    }
+    Ok(t.to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?)
+}
+
+/// Elements per parallel task of the in-place passes.
+const CHUNK: usize = 1 << 15;
+
+/// Can these tensors take the in-place CPU path (all f32 on the CPU)?
+fn in_place_f32<const N: usize>(tensors: [&Tensor; N]) -> bool {
+    tensors
+        .iter()
+        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+}
+
+/// The f32 values a contiguous layout covers.
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("expected contiguous f32 values"),
+    }
+}
+
+fn f32s_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("expected contiguous f32 values"),
+    }
+}
+
+fn same_len(a: usize, b: usize, what: &str) -> candle_core::Result<()> {
+    if a != b {
+        candle_core::bail!("{what}: {a} values against {b}")
+    }
+    Ok(())
+}
+
+/// `m ← β·m + (1 − β)·(s·g)`, or with `square` `v ← β·v + (1 − β)·(s·g)²`: one AdamW moment.
+struct Moment {
+    beta: f32,
+    grad_scale: f32,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (m, g) = (f32s_mut(s1, l1)?, f32s(s2, l2)?);
+        same_len(m.len(), g.len(), "adamw moment")?;
+        let (beta, rest, scale, square) =
+            (self.beta, 1.0 - self.beta, self.grad_scale, self.square);
+        m.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(m, g)| {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    let g = g * scale;
+                    let g = if square { g * g } else { g };
+                    *m = *m * beta + g * rest;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `w ← w·(1 − lr·wd) − lr/bc1 · m / (√v/√bc2 + ε)`: AdamW's decoupled decay and step.
+struct Update {
+    decay: f32,
+    inv_sqrt_bc2: f32,
+    eps: f32,
+    step: f32,
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        let (w, m, v) = (f32s_mut(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
+        same_len(w.len(), m.len(), "adamw update")?;
+        same_len(w.len(), v.len(), "adamw update")?;
+        w.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(w, (m, v))| {
+                for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                    let denom = v.sqrt() * self.inv_sqrt_bc2 + self.eps;
+                    *w = *w * self.decay - m / denom * self.step;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `e ← keep·e + (1 − keep)·w`: one EMA update.
+struct Lerp {
+    keep: f32,
+}
+
+impl InplaceOp2 for Lerp {
+    fn name(&self) -> &'static str {
+        "ema-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (e, w) = (f32s_mut(s1, l1)?, f32s(s2, l2)?);
+        same_len(e.len(), w.len(), "ema update")?;
+        let (keep, rest) = (self.keep, 1.0 - self.keep);
+        e.par_chunks_mut(CHUNK)
+            .zip(w.par_chunks(CHUNK))
+            .for_each(|(e, w)| {
+                for (e, &w) in e.iter_mut().zip(w) {
+                    *e = *e * keep + w * rest;
+                }
+            });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +514,60 @@ mod tests {
         for (a, b) in plain.iter().zip(&want) {
             assert!((a - b).abs() < 1e-6, "{plain:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn the_in_place_update_equals_the_tensor_arithmetic() {
+        // f32 on the CPU takes the fused in-place path; f64 the composed tensor ops. Both with
+        // a clipping coefficient, over more values than one parallel chunk, and a transposed
+        // (non-contiguous) gradient.
+        let dev = Device::Cpu;
+        let n = CHUNK + 77;
+        let w0 = Tensor::randn(0f32, 1., (n, 3), &dev).unwrap();
+        let targets: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn(0f32, 1., (3, n), &dev).unwrap())
+            .collect();
+        let run = |dtype: DType| -> (Vec<f32>, Vec<f32>) {
+            let w = Var::from_tensor(&w0.to_dtype(dtype).unwrap()).unwrap();
+            let mut opt = AdamW::new(vec![("w".into(), w.clone())], adamw_params(0.01)).unwrap();
+            let mut ema = Ema::new(0.9, &[("w".to_string(), w.clone())]).unwrap();
+            for s in 0..3 {
+                let target = targets[s].to_dtype(dtype).unwrap().t().unwrap();
+                let loss = ((w.as_tensor() - &target).unwrap().sqr().unwrap().sum_all())
+                    .unwrap()
+                    .affine(0.5 + s as f64, 0.)
+                    .unwrap();
+                let g = loss.backward().unwrap();
+                let norm = grad_norm(&g, std::slice::from_ref(&w)).unwrap();
+                let coef = clip_coefficient(norm, 1.0);
+                assert!(coef < 1.0, "{norm}");
+                opt.step_scaled(&g, coef).unwrap();
+                ema.update(&[("w".to_string(), w.clone())]).unwrap();
+            }
+            let flat = |t: &Tensor| {
+                let t = t.to_dtype(DType::F32).unwrap();
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            (flat(w.as_tensor()), flat(&ema.weights["w"]))
+        };
+        let (fused, fused_ema) = run(DType::F32);
+        let (composed, composed_ema) = run(DType::F64);
+        let w0 = w0.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut moved = 0;
+        for i in 0..fused.len() {
+            assert!(
+                (fused[i] - composed[i]).abs() < 1e-5,
+                "{i}: {} vs {}",
+                fused[i],
+                composed[i]
+            );
+            assert!((fused_ema[i] - composed_ema[i]).abs() < 1e-5, "ema {i}");
+            moved += usize::from((fused[i] - w0[i]).abs() > 1e-3);
+        }
+        assert!(moved > fused.len() / 2, "{moved} of {} moved", fused.len());
+        assert!(all_finite([&Tensor::new(&[1f32, 2.], &dev).unwrap()]).unwrap());
+        assert!(!all_finite([&Tensor::new(&[1f32, f32::NAN], &dev).unwrap()]).unwrap());
+        assert!(!all_finite([&Tensor::new(&[f32::INFINITY], &dev).unwrap()]).unwrap());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::train::config::{lr_at, Family, TrainConfig};
 use crate::train::learner::{Built, Learner};
 use crate::train::midi::MidiLearner;
 use crate::train::musicgen::MusicgenLearner;
-use crate::train::optim::{all_finite, clip_grad_norm, AdamW, Ema, Grads};
+use crate::train::optim::{all_finite, clip_coefficient, grad_norm, AdamW, Ema, Grads};
 use crate::util::{append_line, atomic_write};
 
 /// One optimizer step's numbers (a `metrics.jsonl` line of kind `train`).
@@ -407,12 +407,13 @@ impl Trainer {
             self.state.bad_in_row += 1;
             return Ok(Err(format!("non-finite loss ({loss})")));
         }
-        let grad_norm = clip_grad_norm(&mut grads, &vars, cfg.clip_grad_norm)?;
+        let grad_norm = grad_norm(&grads, &vars)?;
         if !grad_norm.is_finite() {
             self.state.bad_in_row += 1;
             return Ok(Err(format!("non-finite gradient norm ({grad_norm})")));
         }
-        self.opt.step(&grads)?;
+        self.opt
+            .step_scaled(&grads, clip_coefficient(grad_norm, cfg.clip_grad_norm))?;
         self.state.optimizer_steps = self.opt.t;
         self.state.bad_in_row = 0;
         if let (Some(ema), Some(e)) = (self.ema.as_mut(), cfg.ema.as_ref()) {

@@ -10,3 +10,4 @@ pub mod music_transformer;
 pub mod musicgen;
 pub mod nn;
 pub mod t5;
+pub mod vmath;

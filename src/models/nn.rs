@@ -302,15 +302,26 @@ struct FusedLayerNorm {
 const LN_ROWS: usize = 16;
 
 /// `(mean, 1 / sqrt(var + eps))` of one row.
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f64) -> (f32, f32) {
     let n = x.len().max(1) as f64;
-    let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = x
-        .iter()
-        .map(|&v| (f64::from(v) - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let mean = lane_sum_f64(x, f64::from) / n;
+    let var = lane_sum_f64(x, |v| (f64::from(v) - mean).powi(2)) / n;
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+/// `Σ f(x)` in eight independent f64 lanes (one running sum is a serial chain the compiler
+/// keeps scalar).
+#[inline(always)]
+fn lane_sum_f64(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let (chunks, tail) = x.as_chunks::<8>();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail.iter().map(|&v| f(v)).sum::<f64>()
 }
 
 /// The f32 elements of a contiguous CPU tensor in a custom op (`what` names it in errors).
@@ -348,12 +359,14 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
         out.par_chunks_mut(h * LN_ROWS)
             .zip(x.par_chunks(h * LN_ROWS))
             .for_each(|(o, x)| {
-                for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
-                        *o = (x - mean) * rstd * w + b;
+                wide(|| {
+                    for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
+                        let (mean, rstd) = row_stats(x, self.eps);
+                        for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                            *o = (x - mean) * rstd * w + b;
+                        }
                     }
-                }
+                })
             });
         Ok((candle_core::CpuStorage::F32(out), lx.shape().clone()))
     }
@@ -377,26 +390,30 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
             .par_chunks_mut(h * LN_ROWS)
             .zip(xv.par_chunks(h * LN_ROWS).zip(gv.par_chunks(h * LN_ROWS)))
             .map(|(dx, (x, g))| {
-                let mut dw = vec![0f32; h];
-                let mut db = vec![0f32; h];
-                for ((dx, x), g) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    let (mut s1, mut s2) = (0f64, 0f64);
-                    for ((&x, &g), &w) in x.iter().zip(g).zip(&wv) {
-                        let xh = (x - mean) * rstd;
-                        let gw = f64::from(g * w);
-                        s1 += gw;
-                        s2 += gw * f64::from(xh);
+                wide(|| {
+                    let mut dw = vec![0f32; h];
+                    let mut db = vec![0f32; h];
+                    for ((dx, x), g) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
+                        let (mean, rstd) = row_stats(x, self.eps);
+                        // Σ g·w and Σ g·w·x̂ in eight f64 lanes each.
+                        let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
+                        for (i, ((&x, &g), &w)) in x.iter().zip(g).zip(&wv).enumerate() {
+                            let xh = (x - mean) * rstd;
+                            let gw = f64::from(g * w);
+                            s1[i % 8] += gw;
+                            s2[i % 8] += gw * f64::from(xh);
+                        }
+                        let (s1, s2) = (s1.iter().sum::<f64>(), s2.iter().sum::<f64>());
+                        let (m1, m2) = ((s1 / h as f64) as f32, (s2 / h as f64) as f32);
+                        for (i, ((dx, &x), &g)) in dx.iter_mut().zip(x).zip(g).enumerate() {
+                            let xh = (x - mean) * rstd;
+                            *dx = rstd * (g * wv[i] - m1 - xh * m2);
+                            dw[i] += g * xh;
+                            db[i] += g;
+                        }
                     }
-                    let (m1, m2) = ((s1 / h as f64) as f32, (s2 / h as f64) as f32);
-                    for (i, ((dx, &x), &g)) in dx.iter_mut().zip(x).zip(g).enumerate() {
-                        let xh = (x - mean) * rstd;
-                        *dx = rstd * (g * wv[i] - m1 - xh * m2);
-                        dw[i] += g * xh;
-                        db[i] += g;
-                    }
-                }
-                [dw, db]
+                    [dw, db]
+                })
             })
             .collect();
         let sum = |which: usize| -> Vec<f32> {
@@ -490,11 +507,11 @@ struct Gelu;
 impl Pointwise for Gelu {
     const NAME: &'static str = "fused-gelu-erf";
     fn f(x: f32) -> f32 {
-        x * normal_cdf_pdf(x).0
+        x * super::vmath::normal_cdf_pdf(x).0
     }
     /// d/dx x·Φ(x) = Φ(x) + x·φ(x)
     fn df(x: f32) -> f32 {
-        let (cdf, pdf) = normal_cdf_pdf(x);
+        let (cdf, pdf) = super::vmath::normal_cdf_pdf(x);
         cdf + x * pdf
     }
 }
@@ -519,14 +536,6 @@ impl Pointwise for Elu {
     }
 }
 
-/// `(Φ(x), φ(x))`: the standard normal CDF and density, with candle's `erf` (libm).
-#[inline]
-fn normal_cdf_pdf(x: f32) -> (f32, f32) {
-    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-    let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
-    (cdf, pdf)
-}
-
 /// Applies `f` element-wise over equal-length slices in parallel chunks.
 fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     use rayon::prelude::*;
@@ -534,9 +543,11 @@ fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32
     out.par_chunks_mut(1 << 14)
         .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
         .for_each(|(o, (a, b))| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(*a, *b);
-            }
+            wide(|| {
+                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                    *o = f(*a, *b);
+                }
+            })
         });
     out
 }
@@ -562,9 +573,17 @@ impl<P: Pointwise> candle_core::CustomOp1 for Fused<P> {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let x = arg.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let dx = par_map2(&x, &g, |x, g| g * P::df(x));
+        let (arg_c, grad_c) = (arg.contiguous()?, grad.contiguous()?);
+        let (xs, xl) = arg_c.storage_and_layout();
+        let (gs, gl) = grad_c.storage_and_layout();
+        let dx = match (&*xs, &*gs) {
+            (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(gs)) => {
+                let x = contiguous_f32(xs, xl, P::NAME)?;
+                let g = contiguous_f32(gs, gl, "gradient")?;
+                par_map2(x, g, |x, g| g * P::df(x))
+            }
+            _ => candle_core::bail!("{}: expected CPU tensors", P::NAME),
+        };
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }
@@ -582,6 +601,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = at.iter().zip(bt).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a` in 16 independent lanes (vectorised, as [`dot`]).
+fn lane_sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (chunks, tail) = a.as_chunks::<16>();
+    for x in chunks {
+        for i in 0..16 {
+            acc[i] += x[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
 
 /// Attention of one query position over `L` keys: `softmax(q·kᵀ + mask)·v` for `q`
@@ -682,24 +713,24 @@ fn softmax_rows(x: &[f32], out: &mut [f32], t: usize, mask: impl Fn(usize, usize
         .zip(x.par_chunks(t))
         .enumerate()
         .for_each(|(row, (o, xs))| {
-            let mut max = f32::NEG_INFINITY;
-            for (j, (o, v)) in o.iter_mut().zip(xs).enumerate() {
-                *o = v + mask(row, j);
-                max = max.max(*o);
-            }
-            if max == f32::NEG_INFINITY {
-                o.fill(0.0);
-                return;
-            }
-            let mut sum = 0f32;
-            for o in o.iter_mut() {
-                *o = (*o - max).exp();
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            for o in o.iter_mut() {
-                *o *= inv;
-            }
+            wide(|| {
+                let mut max = f32::NEG_INFINITY;
+                for (j, (o, v)) in o.iter_mut().zip(xs).enumerate() {
+                    *o = v + mask(row, j);
+                    max = max.max(*o);
+                }
+                if max == f32::NEG_INFINITY {
+                    o.fill(0.0);
+                    return;
+                }
+                for o in o.iter_mut() {
+                    *o = super::vmath::exp(*o - max);
+                }
+                let inv = 1.0 / lane_sum(o);
+                for o in o.iter_mut() {
+                    *o *= inv;
+                }
+            })
         });
 }
 
@@ -738,8 +769,37 @@ impl candle_core::CustomOp1 for FusedSoftmax {
 }
 
 fn softmax_bwd(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
-    let dot = (g * y)?.sum_keepdim(D::Minus1)?;
-    g.broadcast_sub(&dot)? * y
+    use rayon::prelude::*;
+    let (yc, gc) = (y.contiguous()?, g.contiguous()?);
+    let (ys, yl) = yc.storage_and_layout();
+    let (gs, gl) = gc.storage_and_layout();
+    let (candle_core::Storage::Cpu(ys), candle_core::Storage::Cpu(gs)) = (&*ys, &*gs) else {
+        let dot = (g * y)?.sum_keepdim(D::Minus1)?;
+        return g.broadcast_sub(&dot)? * y;
+    };
+    let yv = contiguous_f32(ys, yl, "softmax output")?;
+    let gv = contiguous_f32(gs, gl, "softmax gradient")?;
+    let t = yl.dims().last().copied().unwrap_or(1).max(1);
+    let mut dx = vec![0f32; yv.len()];
+    dx.par_chunks_mut(t)
+        .zip(yv.par_chunks(t).zip(gv.par_chunks(t)))
+        .for_each(|(dx, (y, g))| {
+            wide(|| {
+                let d = dot(g, y);
+                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                    *dx = y * (g - d);
+                }
+            })
+        });
+    Tensor::from_vec(dx, y.shape(), y.device())
+}
+
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX2 + FMA through
+/// `pulp`; the build targets baseline x86-64, whose 4-wide SSE the compiler otherwise uses for
+/// the element-wise loops inlined into `f`).
+#[inline(always)]
+fn wide<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
 }
 
 impl candle_core::CustomOp2 for FusedSoftmax {

@@ -15,6 +15,7 @@ use candle_nn::ParamsAdamW;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::models::nn::contiguous_f32;
 
 /// Where gradients are looked up: candle's `GradStore` or tunelab's accumulated [`Grads`].
 pub trait GradSource {
@@ -244,7 +245,7 @@ pub fn all_finite<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<b
             let t = t.contiguous()?;
             let (storage, layout) = t.storage_and_layout();
             match &*storage {
-                candle_core::Storage::Cpu(s) => f32s(s, layout)?
+                candle_core::Storage::Cpu(s) => contiguous_f32(s, layout, "optimizer input")?
                     .par_chunks(CHUNK)
                     .all(|c| c.iter().all(|v| v.is_finite())),
                 _ => false,
@@ -314,7 +315,7 @@ fn sum_of_squares(t: &Tensor) -> Result<f64> {
         let t = t.contiguous()?;
         let (storage, layout) = t.storage_and_layout();
         if let candle_core::Storage::Cpu(s) = &*storage {
-            let x = f32s(s, layout)?;
+            let x = contiguous_f32(s, layout, "optimizer input")?;
             return Ok(x
                 .par_chunks(CHUNK)
                 .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
@@ -337,14 +338,7 @@ fn in_place_f32<const N: usize>(tensors: [&Tensor; N]) -> bool {
         .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
 }
 
-/// The f32 values a contiguous layout covers.
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("expected contiguous f32 values"),
-    }
-}
-
+/// The f32 values a contiguous layout covers, writable.
 fn f32s_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
@@ -378,7 +372,10 @@ impl InplaceOp2 for Moment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (m, g) = (f32s_mut(s1, l1)?, f32s(s2, l2)?);
+        let (m, g) = (
+            f32s_mut(s1, l1)?,
+            contiguous_f32(s2, l2, "optimizer input")?,
+        );
         same_len(m.len(), g.len(), "adamw moment")?;
         let (beta, rest, scale, square) =
             (self.beta, 1.0 - self.beta, self.grad_scale, self.square);
@@ -417,7 +414,11 @@ impl InplaceOp3 for Update {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let (w, m, v) = (f32s_mut(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
+        let (w, m, v) = (
+            f32s_mut(s1, l1)?,
+            contiguous_f32(s2, l2, "optimizer input")?,
+            contiguous_f32(s3, l3, "optimizer input")?,
+        );
         same_len(w.len(), m.len(), "adamw update")?;
         same_len(w.len(), v.len(), "adamw update")?;
         w.par_chunks_mut(CHUNK)
@@ -449,7 +450,10 @@ impl InplaceOp2 for Lerp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (e, w) = (f32s_mut(s1, l1)?, f32s(s2, l2)?);
+        let (e, w) = (
+            f32s_mut(s1, l1)?,
+            contiguous_f32(s2, l2, "optimizer input")?,
+        );
         same_len(e.len(), w.len(), "ema update")?;
         let (keep, rest) = (self.keep, 1.0 - self.keep);
         e.par_chunks_mut(CHUNK)
@@ -531,8 +535,8 @@ mod tests {
             let w = Var::from_tensor(&w0.to_dtype(dtype).unwrap()).unwrap();
             let mut opt = AdamW::new(vec![("w".into(), w.clone())], adamw_params(0.01)).unwrap();
             let mut ema = Ema::new(0.9, &[("w".to_string(), w.clone())]).unwrap();
-            for s in 0..3 {
-                let target = targets[s].to_dtype(dtype).unwrap().t().unwrap();
+            for (s, target) in targets.iter().enumerate() {
+                let target = target.to_dtype(dtype).unwrap().t().unwrap();
                 let loss = ((w.as_tensor() - &target).unwrap().sqr().unwrap().sum_all())
                     .unwrap()
                     .affine(0.5 + s as f64, 0.)

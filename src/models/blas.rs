@@ -14,7 +14,8 @@
 //!
 //! OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back to its slowest
 //! generic kernels (≈ 35 GFLOP/s here); before loading it we name the core type from the CPU's
-//! own feature flags unless the user set `OPENBLAS_CORETYPE`.
+//! own feature flags unless the user set `OPENBLAS_CORETYPE`. Its idle threads go to sleep at
+//! once after a product (`OPENBLAS_THREAD_TIMEOUT`, unless set) instead of spinning.
 //!
 //! This is the crate's only `unsafe` code (the FFI calls, each with its SAFETY argument).
 
@@ -83,6 +84,13 @@ fn load() -> Option<Blas> {
             // `dlopen`. This runs once, from whichever thread first multiplies matrices.
             std::env::set_var("OPENBLAS_CORETYPE", core);
         }
+    }
+    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
+        // OpenBLAS's idle threads spin on `sched_yield` for 2²⁸ cycles (≈ 0.1 s) after every
+        // product before they sleep; between products the training step's own element-wise
+        // work needs those cores. 2⁴ cycles (its minimum): LoRA step 19.0 → 17.6 s (mean of
+        // three alternated runs each; `tunelab bench train`).
+        std::env::set_var("OPENBLAS_THREAD_TIMEOUT", "4");
     }
     for file in ["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"] {
         // SAFETY: loading OpenBLAS runs its initialisers, which only set up its thread pool

@@ -359,14 +359,17 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
         out.par_chunks_mut(h * LN_ROWS)
             .zip(x.par_chunks(h * LN_ROWS))
             .for_each(|(o, x)| {
-                wide(|| {
-                    for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
-                        let (mean, rstd) = row_stats(x, self.eps);
-                        for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
-                            *o = (x - mean) * rstd * w + b;
+                wide(
+                    #[inline(always)]
+                    || {
+                        for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
+                            let (mean, rstd) = row_stats(x, self.eps);
+                            for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                                *o = (x - mean) * rstd * w + b;
+                            }
                         }
-                    }
-                })
+                    },
+                )
             });
         Ok((candle_core::CpuStorage::F32(out), lx.shape().clone()))
     }
@@ -390,30 +393,33 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
             .par_chunks_mut(h * LN_ROWS)
             .zip(xv.par_chunks(h * LN_ROWS).zip(gv.par_chunks(h * LN_ROWS)))
             .map(|(dx, (x, g))| {
-                wide(|| {
-                    let mut dw = vec![0f32; h];
-                    let mut db = vec![0f32; h];
-                    for ((dx, x), g) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
-                        let (mean, rstd) = row_stats(x, self.eps);
-                        // Σ g·w and Σ g·w·x̂ in eight f64 lanes each.
-                        let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
-                        for (i, ((&x, &g), &w)) in x.iter().zip(g).zip(&wv).enumerate() {
-                            let xh = (x - mean) * rstd;
-                            let gw = f64::from(g * w);
-                            s1[i % 8] += gw;
-                            s2[i % 8] += gw * f64::from(xh);
+                wide(
+                    #[inline(always)]
+                    || {
+                        let mut dw = vec![0f32; h];
+                        let mut db = vec![0f32; h];
+                        for ((dx, x), g) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
+                            let (mean, rstd) = row_stats(x, self.eps);
+                            // Σ g·w and Σ g·w·x̂ in eight f64 lanes each.
+                            let (mut s1, mut s2) = ([0f64; 8], [0f64; 8]);
+                            for (i, ((&x, &g), &w)) in x.iter().zip(g).zip(&wv).enumerate() {
+                                let xh = (x - mean) * rstd;
+                                let gw = f64::from(g * w);
+                                s1[i % 8] += gw;
+                                s2[i % 8] += gw * f64::from(xh);
+                            }
+                            let (s1, s2) = (s1.iter().sum::<f64>(), s2.iter().sum::<f64>());
+                            let (m1, m2) = ((s1 / h as f64) as f32, (s2 / h as f64) as f32);
+                            for (i, ((dx, &x), &g)) in dx.iter_mut().zip(x).zip(g).enumerate() {
+                                let xh = (x - mean) * rstd;
+                                *dx = rstd * (g * wv[i] - m1 - xh * m2);
+                                dw[i] += g * xh;
+                                db[i] += g;
+                            }
                         }
-                        let (s1, s2) = (s1.iter().sum::<f64>(), s2.iter().sum::<f64>());
-                        let (m1, m2) = ((s1 / h as f64) as f32, (s2 / h as f64) as f32);
-                        for (i, ((dx, &x), &g)) in dx.iter_mut().zip(x).zip(g).enumerate() {
-                            let xh = (x - mean) * rstd;
-                            *dx = rstd * (g * wv[i] - m1 - xh * m2);
-                            dw[i] += g * xh;
-                            db[i] += g;
-                        }
-                    }
-                    [dw, db]
-                })
+                        [dw, db]
+                    },
+                )
             })
             .collect();
         let sum = |which: usize| -> Vec<f32> {
@@ -461,7 +467,11 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> 
     let scores = scores.contiguous()?;
     match mask {
         Some(m) => {
-            let m = m.to_dtype(DType::F32)?.broadcast_as(scores.shape())?;
+            let mut m = m.to_dtype(DType::F32)?.broadcast_as(scores.shape())?;
+            if m.stride().last() != Some(&1) {
+                // The op reads each row's mask as a slice.
+                m = m.contiguous()?;
+            }
             Ok(scores.apply_op2(&m, FusedSoftmax)?)
         }
         None => Ok(scores.apply_op1(FusedSoftmax)?),
@@ -543,11 +553,14 @@ fn par_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32
     out.par_chunks_mut(1 << 14)
         .zip(a.par_chunks(1 << 14).zip(b.par_chunks(1 << 14)))
         .for_each(|(o, (a, b))| {
-            wide(|| {
-                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(*a, *b);
-                }
-            })
+            wide(
+                #[inline(always)]
+                || {
+                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                        *o = f(*a, *b);
+                    }
+                },
+            )
         });
     out
 }
@@ -707,31 +720,63 @@ pub fn single_query_attention(
 /// The fused softmax (see [`masked_softmax`]).
 struct FusedSoftmax;
 
-fn softmax_rows(x: &[f32], out: &mut [f32], t: usize, mask: impl Fn(usize, usize) -> f32 + Sync) {
+/// Softmax of each row of `t` values, plus the row's additive mask where `mask_row` gives one.
+fn softmax_rows<'m>(
+    x: &[f32],
+    out: &mut [f32],
+    t: usize,
+    mask_row: impl Fn(usize) -> Option<&'m [f32]> + Sync,
+) {
     use rayon::prelude::*;
     out.par_chunks_mut(t)
         .zip(x.par_chunks(t))
         .enumerate()
         .for_each(|(row, (o, xs))| {
-            wide(|| {
-                let mut max = f32::NEG_INFINITY;
-                for (j, (o, v)) in o.iter_mut().zip(xs).enumerate() {
-                    *o = v + mask(row, j);
-                    max = max.max(*o);
-                }
-                if max == f32::NEG_INFINITY {
-                    o.fill(0.0);
-                    return;
-                }
-                for o in o.iter_mut() {
-                    *o = super::vmath::exp(*o - max);
-                }
-                let inv = 1.0 / lane_sum(o);
-                for o in o.iter_mut() {
-                    *o *= inv;
-                }
-            })
+            let mask = mask_row(row);
+            wide(
+                #[inline(always)]
+                || {
+                    match mask {
+                        Some(m) => {
+                            for ((o, &v), &m) in o.iter_mut().zip(xs).zip(m) {
+                                *o = v + m;
+                            }
+                        }
+                        None => o.copy_from_slice(xs),
+                    }
+                    let max = lane_max(o);
+                    if max == f32::NEG_INFINITY {
+                        o.fill(0.0);
+                        return;
+                    }
+                    for o in o.iter_mut() {
+                        *o = super::vmath::exp(*o - max);
+                    }
+                    let inv = 1.0 / lane_sum(o);
+                    for o in o.iter_mut() {
+                        *o *= inv;
+                    }
+                },
+            )
         });
+}
+
+/// The largest value, in 16 lanes (`f32::max` ignores NaN and stays scalar; a NaN here makes
+/// the row NaN through `exp` anyway).
+#[inline(always)]
+fn lane_max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let (chunks, tail) = a.as_chunks::<16>();
+    for x in chunks {
+        for i in 0..16 {
+            acc[i] = if x[i] > acc[i] { x[i] } else { acc[i] };
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in acc.iter().chain(tail) {
+        max = if v > max { v } else { max };
+    }
+    max
 }
 
 fn cpu_f32<'a>(s: &'a candle_core::CpuStorage, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -754,7 +799,7 @@ impl candle_core::CustomOp1 for FusedSoftmax {
         let x = contiguous_f32(s, l, "softmax input")?;
         let t = l.dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; x.len()];
-        softmax_rows(x, &mut out, t, |_, _| 0.0);
+        softmax_rows(x, &mut out, t, |_| None);
         Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -784,19 +829,22 @@ fn softmax_bwd(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     dx.par_chunks_mut(t)
         .zip(yv.par_chunks(t).zip(gv.par_chunks(t)))
         .for_each(|(dx, (y, g))| {
-            wide(|| {
-                let d = dot(g, y);
-                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                    *dx = y * (g - d);
-                }
-            })
+            wide(
+                #[inline(always)]
+                || {
+                    let d = dot(g, y);
+                    for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                        *dx = y * (g - d);
+                    }
+                },
+            )
         });
     Tensor::from_vec(dx, y.shape(), y.device())
 }
 
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX2 + FMA through
 /// `pulp`; the build targets baseline x86-64, whose 4-wide SSE the compiler otherwise uses for
-/// the element-wise loops inlined into `f`).
+/// the element-wise loops of `f`, which must be `#[inline(always)]` to be compiled inside).
 #[inline(always)]
 fn wide<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
@@ -825,11 +873,22 @@ impl candle_core::CustomOp2 for FusedSoftmax {
         let (hh, ss, t) = (dims[1], dims[2], dims[3]);
         let st = l2.stride();
         let off = l2.start_offset();
+        if dims.contains(&0) {
+            return Ok((candle_core::CpuStorage::F32(Vec::new()), l1.shape().clone()));
+        }
+        // Each row's mask is read as a slice: unit last stride, every row inside the storage.
+        let last_row = off + (dims[0] - 1) * st[0] + (hh - 1) * st[1] + (ss - 1) * st[2];
+        if st[3] != 1 || last_row + t > m.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "fused softmax: mask layout {st:?} + {off} does not cover scores {dims:?}"
+            )));
+        }
         let mut out = vec![0f32; x.len()];
-        softmax_rows(x, &mut out, t, |row, j| {
+        softmax_rows(x, &mut out, t, |row| {
             let (bi, rest) = (row / (hh * ss), row % (hh * ss));
             let (hi, si) = (rest / ss, rest % ss);
-            m[off + bi * st[0] + hi * st[1] + si * st[2] + j * st[3]]
+            let base = off + bi * st[0] + hi * st[1] + si * st[2];
+            m.get(base..base + t)
         });
         Ok((candle_core::CpuStorage::F32(out), l1.shape().clone()))
     }

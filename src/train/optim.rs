@@ -125,23 +125,16 @@ impl AdamW {
             let w = var.as_tensor();
             if in_place_f32([w, &self.m[i], &self.v[i], g]) {
                 let g = g.contiguous()?;
-                let grad_scale = grad_scale as f32;
-                self.m[i].inplace_op2(
-                    &g,
-                    &Moment {
-                        beta: p.beta1 as f32,
-                        grad_scale,
-                        square: false,
-                    },
-                )?;
-                self.v[i].inplace_op2(
-                    &g,
-                    &Moment {
-                        beta: p.beta2 as f32,
-                        grad_scale,
-                        square: true,
-                    },
-                )?;
+                for (moment, beta, square) in
+                    [(&self.m[i], p.beta1, false), (&self.v[i], p.beta2, true)]
+                {
+                    let blend = Blend {
+                        beta: beta as f32,
+                        scale: grad_scale as f32,
+                        square,
+                    };
+                    moment.inplace_op2(&g, &blend)?;
+                }
                 w.inplace_op3(
                     &self.m[i],
                     &self.v[i],
@@ -225,8 +218,10 @@ impl Ema {
                 if in_place_f32([e, var.as_tensor()]) {
                     e.inplace_op2(
                         &var.as_tensor().contiguous()?,
-                        &Lerp {
-                            keep: self.decay as f32,
+                        &Blend {
+                            beta: self.decay as f32,
+                            scale: 1.0,
+                            square: false,
                         },
                     )?;
                     continue;
@@ -353,16 +348,17 @@ fn same_len(a: usize, b: usize, what: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// `m ← β·m + (1 − β)·(s·g)`, or with `square` `v ← β·v + (1 − β)·(s·g)²`: one AdamW moment.
-struct Moment {
+/// `a ← β·a + (1 − β)·(s·x)`, or with `square` `a ← β·a + (1 − β)·(s·x)²`: an AdamW moment
+/// (`x` the gradient, `s` the clipping scale) or an EMA step (`x` the weights).
+struct Blend {
     beta: f32,
-    grad_scale: f32,
+    scale: f32,
     square: bool,
 }
 
-impl InplaceOp2 for Moment {
+impl InplaceOp2 for Blend {
     fn name(&self) -> &'static str {
-        "adamw-moment"
+        "blend"
     }
 
     fn cpu_fwd(
@@ -372,20 +368,19 @@ impl InplaceOp2 for Moment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (m, g) = (
+        let (a, x) = (
             f32s_mut(s1, l1)?,
             contiguous_f32(s2, l2, "optimizer input")?,
         );
-        same_len(m.len(), g.len(), "adamw moment")?;
-        let (beta, rest, scale, square) =
-            (self.beta, 1.0 - self.beta, self.grad_scale, self.square);
-        m.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(m, g)| {
-                for (m, &g) in m.iter_mut().zip(g) {
-                    let g = g * scale;
-                    let g = if square { g * g } else { g };
-                    *m = *m * beta + g * rest;
+        same_len(a.len(), x.len(), "blend")?;
+        let (beta, rest, scale, square) = (self.beta, 1.0 - self.beta, self.scale, self.square);
+        a.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(a, x)| {
+                for (a, &x) in a.iter_mut().zip(x) {
+                    let x = x * scale;
+                    let x = if square { x * x } else { x };
+                    *a = *a * beta + x * rest;
                 }
             });
         Ok(())
@@ -427,40 +422,6 @@ impl InplaceOp3 for Update {
                 for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
                     let denom = v.sqrt() * self.inv_sqrt_bc2 + self.eps;
                     *w = *w * self.decay - m / denom * self.step;
-                }
-            });
-        Ok(())
-    }
-}
-
-/// `e ← keep·e + (1 − keep)·w`: one EMA update.
-struct Lerp {
-    keep: f32,
-}
-
-impl InplaceOp2 for Lerp {
-    fn name(&self) -> &'static str {
-        "ema-update"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (e, w) = (
-            f32s_mut(s1, l1)?,
-            contiguous_f32(s2, l2, "optimizer input")?,
-        );
-        same_len(e.len(), w.len(), "ema update")?;
-        let (keep, rest) = (self.keep, 1.0 - self.keep);
-        e.par_chunks_mut(CHUNK)
-            .zip(w.par_chunks(CHUNK))
-            .for_each(|(e, w)| {
-                for (e, &w) in e.iter_mut().zip(w) {
-                    *e = *e * keep + w * rest;
                 }
             });
         Ok(())

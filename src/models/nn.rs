@@ -336,6 +336,34 @@ pub(crate) fn contiguous_f32<'a>(
     Ok(&cpu_f32(s, what)?[a..b])
 }
 
+/// Runs `f` on the values of an f32 CPU tensor (made contiguous first); `None` for other
+/// devices and dtypes.
+pub(crate) fn on_cpu_f32<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> R,
+) -> candle_core::Result<Option<R>> {
+    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(s) => Ok(Some(f(contiguous_f32(s, layout, "tensor")?))),
+        _ => Ok(None),
+    }
+}
+
+/// [`on_cpu_f32`] for two tensors at once.
+fn on_cpu_f32_pair<R>(
+    a: &Tensor,
+    b: &Tensor,
+    f: impl FnOnce(&[f32], &[f32]) -> R,
+) -> candle_core::Result<Option<R>> {
+    Ok(on_cpu_f32(a, |a| on_cpu_f32(b, |b| f(a, b)))?
+        .transpose()?
+        .flatten())
+}
+
 impl candle_core::CustomOp3 for FusedLayerNorm {
     fn name(&self) -> &'static str {
         "fused-layer-norm"
@@ -586,16 +614,9 @@ impl<P: Pointwise> candle_core::CustomOp1 for Fused<P> {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let (arg_c, grad_c) = (arg.contiguous()?, grad.contiguous()?);
-        let (xs, xl) = arg_c.storage_and_layout();
-        let (gs, gl) = grad_c.storage_and_layout();
-        let dx = match (&*xs, &*gs) {
-            (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(gs)) => {
-                let x = contiguous_f32(xs, xl, P::NAME)?;
-                let g = contiguous_f32(gs, gl, "gradient")?;
-                par_map2(x, g, |x, g| g * P::df(x))
-            }
-            _ => candle_core::bail!("{}: expected CPU tensors", P::NAME),
+        let Some(dx) = on_cpu_f32_pair(arg, grad, |x, g| par_map2(x, g, |x, g| g * P::df(x)))?
+        else {
+            candle_core::bail!("{}: expected f32 CPU tensors", P::NAME)
         };
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
@@ -815,31 +836,31 @@ impl candle_core::CustomOp1 for FusedSoftmax {
 
 fn softmax_bwd(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     use rayon::prelude::*;
-    let (yc, gc) = (y.contiguous()?, g.contiguous()?);
-    let (ys, yl) = yc.storage_and_layout();
-    let (gs, gl) = gc.storage_and_layout();
-    let (candle_core::Storage::Cpu(ys), candle_core::Storage::Cpu(gs)) = (&*ys, &*gs) else {
-        let dot = (g * y)?.sum_keepdim(D::Minus1)?;
-        return g.broadcast_sub(&dot)? * y;
-    };
-    let yv = contiguous_f32(ys, yl, "softmax output")?;
-    let gv = contiguous_f32(gs, gl, "softmax gradient")?;
-    let t = yl.dims().last().copied().unwrap_or(1).max(1);
-    let mut dx = vec![0f32; yv.len()];
-    dx.par_chunks_mut(t)
-        .zip(yv.par_chunks(t).zip(gv.par_chunks(t)))
-        .for_each(|(dx, (y, g))| {
-            wide(
-                #[inline(always)]
-                || {
-                    let d = dot(g, y);
-                    for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                        *dx = y * (g - d);
-                    }
-                },
-            )
-        });
-    Tensor::from_vec(dx, y.shape(), y.device())
+    let t = y.dims().last().copied().unwrap_or(1).max(1);
+    let fused = on_cpu_f32_pair(y, g, |yv, gv| {
+        let mut dx = vec![0f32; yv.len()];
+        dx.par_chunks_mut(t)
+            .zip(yv.par_chunks(t).zip(gv.par_chunks(t)))
+            .for_each(|(dx, (y, g))| {
+                wide(
+                    #[inline(always)]
+                    || {
+                        let d = dot(g, y);
+                        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                            *dx = y * (g - d);
+                        }
+                    },
+                )
+            });
+        dx
+    })?;
+    match fused {
+        Some(dx) => Tensor::from_vec(dx, y.shape(), y.device()),
+        None => {
+            let dot = (g * y)?.sum_keepdim(D::Minus1)?;
+            g.broadcast_sub(&dot)? * y
+        }
+    }
 }
 
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX2 + FMA through
@@ -847,7 +868,9 @@ fn softmax_bwd(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
 /// the element-wise loops of `f`, which must be `#[inline(always)]` to be compiled inside).
 #[inline(always)]
 fn wide<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+    // Detected once (it is called per row).
+    static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
+    ARCH.dispatch(f)
 }
 
 impl candle_core::CustomOp2 for FusedSoftmax {

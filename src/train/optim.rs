@@ -15,7 +15,7 @@ use candle_nn::ParamsAdamW;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::models::nn::contiguous_f32;
+use crate::models::nn::{contiguous_f32, on_cpu_f32};
 
 /// Where gradients are looked up: candle's `GradStore` or tunelab's accumulated [`Grads`].
 pub trait GradSource {
@@ -236,21 +236,17 @@ impl Ema {
 /// Are all values of the tensors finite?
 pub fn all_finite<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<bool> {
     for t in tensors {
-        let finite = if in_place_f32([t]) {
-            let t = t.contiguous()?;
-            let (storage, layout) = t.storage_and_layout();
-            match &*storage {
-                candle_core::Storage::Cpu(s) => contiguous_f32(s, layout, "optimizer input")?
-                    .par_chunks(CHUNK)
-                    .all(|c| c.iter().all(|v| v.is_finite())),
-                _ => false,
-            }
-        } else {
-            t.to_dtype(DType::F32)?
+        let in_place = on_cpu_f32(t, |x| {
+            x.par_chunks(CHUNK).all(|c| c.iter().all(|v| v.is_finite()))
+        })?;
+        let finite = match in_place {
+            Some(finite) => finite,
+            None => t
+                .to_dtype(DType::F32)?
                 .abs()?
                 .max_all()?
                 .to_scalar::<f32>()?
-                .is_finite()
+                .is_finite(),
         };
         if !finite {
             return Ok(false);
@@ -306,16 +302,13 @@ pub fn clip_grad_norm(grads: &mut impl GradSource, vars: &[Var], max_norm: f64) 
 
 /// Σ x² of a tensor, accumulated in f64.
 fn sum_of_squares(t: &Tensor) -> Result<f64> {
-    if in_place_f32([t]) {
-        let t = t.contiguous()?;
-        let (storage, layout) = t.storage_and_layout();
-        if let candle_core::Storage::Cpu(s) = &*storage {
-            let x = contiguous_f32(s, layout, "optimizer input")?;
-            return Ok(x
-                .par_chunks(CHUNK)
-                .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
-                .sum());
-        }
+    let in_place = on_cpu_f32(t, |x| {
+        x.par_chunks(CHUNK)
+            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+            .sum()
+    })?;
+    if let Some(sum) = in_place {
+        return Ok(sum);
     }
     Ok(t.to_dtype(DType::F64)?
         .sqr()?

@@ -22,7 +22,10 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, CStr};
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
@@ -63,6 +66,20 @@ struct Blas {
 }
 
 static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
+
+/// Wall time (ns) and floating-point operations of every product OpenBLAS has computed in this
+/// process, for the benchmarks' account of where a step's time goes ([`product_totals`]).
+static PRODUCT_NANOS: AtomicU64 = AtomicU64::new(0);
+static PRODUCT_FLOP: AtomicU64 = AtomicU64::new(0);
+
+/// Seconds spent in, and floating-point operations done by, OpenBLAS products so far in this
+/// process (`2·m·n·k` per product): a benchmark reads it before and after a step.
+pub fn product_totals() -> (f64, f64) {
+    (
+        PRODUCT_NANOS.load(Ordering::Relaxed) as f64 * 1e-9,
+        PRODUCT_FLOP.load(Ordering::Relaxed) as f64,
+    )
+}
 
 fn blas() -> Option<&'static Blas> {
     BLAS.get_or_init(load).as_ref()
@@ -179,19 +196,31 @@ pub fn gemm(
         trans: tb,
         ld: ldb,
     };
-    let beta = if accumulate { 1.0 } else { 0.0 };
-    Ok(sgemm((m, n, k), a, b, beta, c)?)
+    let c = if accumulate {
+        Dest::Add(c)
+    } else {
+        Dest::Overwrite(c)
+    };
+    Ok(sgemm((m, n, k), a, b, c)?)
 }
 
-/// `c[m, n] = op(a)[m, k] · op(b)[k, n] + beta · c` through OpenBLAS; `false` when it is not
-/// loaded. The slices are checked against the shapes, so a wrong call is an error, never a bad
-/// read.
+/// Where a product goes: added to `c` (`beta = 1`), or stored into `c` without reading it
+/// (`beta = 0`), where a fresh destination may be uninitialised memory.
+enum Dest<'a> {
+    Add(&'a mut [f32]),
+    Overwrite(&'a mut [f32]),
+    Fresh(&'a mut [MaybeUninit<f32>]),
+}
+
+/// `c[m, n] = op(a)[m, k] · op(b)[k, n]` (`+ c` for [`Dest::Add`]) through OpenBLAS; `false`
+/// when it is not loaded, and then `c` is untouched. The slices are checked against the shapes,
+/// so a wrong call is an error, never a bad read. Otherwise all `m · n` elements are stored:
+/// for `beta = 0` OpenBLAS writes `C` without reading it (tested on NaN-filled memory).
 fn sgemm(
     (m, n, k): (usize, usize, usize),
     a: Operand,
     b: Operand,
-    beta: f32,
-    c: &mut [f32],
+    c: Dest,
 ) -> candle_core::Result<bool> {
     let Some(blas) = blas() else {
         return Ok(false);
@@ -201,7 +230,12 @@ fn sgemm(
         let (sr, sc) = if o.trans { (cols, rows) } else { (rows, cols) };
         sr == 0 || sc == 0 || (o.ld >= sc && o.data.len() >= (sr - 1) * o.ld + sc)
     };
-    if !needs(a, m, k) || !needs(b, k, n) || c.len() < m * n {
+    let (c_len, beta) = match &c {
+        Dest::Add(c) => (c.len(), 1.0),
+        Dest::Overwrite(c) => (c.len(), 0.0),
+        Dest::Fresh(c) => (c.len(), 0.0),
+    };
+    if !needs(a, m, k) || !needs(b, k, n) || c_len < m * n {
         return Err(candle_core::Error::Msg(format!(
             "sgemm: operands do not hold a {m}×{k} · {k}×{n} product"
         )));
@@ -214,19 +248,27 @@ fn sgemm(
         return Ok(true);
     }
     if k == 0 {
-        match beta {
-            0.0 => c[..m * n].fill(0.0),
-            _ => c[..m * n].iter_mut().for_each(|v| *v *= beta),
+        // An empty sum: `c` stays as it is, or becomes zero.
+        match c {
+            Dest::Add(_) => {}
+            Dest::Overwrite(c) => c[..m * n].fill(0.0),
+            Dest::Fresh(c) => c[..m * n].fill(MaybeUninit::new(0.0)),
         }
         return Ok(true);
     }
+    let c_ptr = match c {
+        Dest::Add(c) | Dest::Overwrite(c) => c.as_mut_ptr(),
+        Dest::Fresh(c) => c.as_mut_ptr().cast::<f32>(),
+    };
     let t = |x: bool| if x { TRANS } else { NO_TRANS };
     let (m_, n_, k_) = (dim(m)?, dim(n)?, dim(k)?);
     let (lda, ldb, ldc) = (dim(a.ld.max(1))?, dim(b.ld.max(1))?, dim(n.max(1))?);
     // Nothing panics while it is held, so a poisoned lock can only come from elsewhere.
     let _one_at_a_time = blas.calls.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
     // SAFETY: the operand lengths were checked above against (m, n, k) and the leading
-    // dimensions, so OpenBLAS reads and writes only inside the slices.
+    // dimensions, so OpenBLAS reads and writes only inside the slices (and with beta = 0 reads
+    // nothing of `c`, which may then be uninitialised).
     unsafe {
         (blas.sgemm)(
             ROW_MAJOR,
@@ -241,10 +283,13 @@ fn sgemm(
             b.data.as_ptr(),
             ldb,
             beta,
-            c.as_mut_ptr(),
+            c_ptr,
             ldc,
         );
     }
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    PRODUCT_NANOS.fetch_add(nanos, Ordering::Relaxed);
+    PRODUCT_FLOP.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
     Ok(true)
 }
 
@@ -328,7 +373,10 @@ fn batched(
     let (db, (_, br, bc), tb) = b;
     let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
     let n = if tb { br } else { bc };
-    let mut out = vec![0f32; n_batch * m * n];
+    // Not zeroed first: each product stores all of its elements.
+    let len = n_batch * m * n;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
     for i in 0..n_batch {
         let done = sgemm(
             (m, n, k),
@@ -342,8 +390,7 @@ fn batched(
                 trans: tb,
                 ld: bc,
             },
-            0.0,
-            &mut out[i * m * n..(i + 1) * m * n],
+            Dest::Fresh(&mut spare[i * m * n..(i + 1) * m * n]),
         )?;
         if !done {
             return Err(candle_core::Error::Msg(
@@ -351,6 +398,9 @@ fn batched(
             ));
         }
     }
+    // SAFETY: the n_batch products above each stored all m·n elements of their part of the
+    // first `len` spare elements (`sgemm` with `Dest::Fresh`; an error returned before this).
+    unsafe { out.set_len(len) };
     Ok((out, m, n))
 }
 
@@ -521,6 +571,55 @@ mod tests {
             }
         }
         let _ = dev;
+    }
+
+    /// `batched` leaves its output unzeroed, which is sound only if OpenBLAS never reads `C` for
+    /// `beta = 0`: here `C` starts as NaN, which would survive any read (`NaN · 0 = NaN`), on
+    /// shapes that take OpenBLAS's small-matrix, single-thread and threaded paths.
+    #[test]
+    fn a_stored_product_does_not_read_its_destination() {
+        if backend().is_none() {
+            return;
+        }
+        for (m, n, k) in [
+            (3, 5, 7),
+            (1, 64, 33),
+            (64, 1, 9),
+            (300, 200, 150),
+            (513, 257, 64),
+        ] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32) - 6.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32) - 5.0).collect();
+                let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+                let at = |i: usize, p: usize| if ta { a[p * lda + i] } else { a[i * lda + p] };
+                let bt = |p: usize, j: usize| if tb { b[j * ldb + p] } else { b[p * ldb + j] };
+                let mut c = vec![f32::NAN; m * n];
+                let stored = sgemm(
+                    (m, n, k),
+                    Operand {
+                        data: &a,
+                        trans: ta,
+                        ld: lda,
+                    },
+                    Operand {
+                        data: &b,
+                        trans: tb,
+                        ld: ldb,
+                    },
+                    Dest::Overwrite(&mut c),
+                )
+                .unwrap();
+                assert!(stored);
+                for i in 0..m {
+                    for j in 0..n {
+                        // Small integers: the exact sum is representable.
+                        let want: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+                        assert_eq!(c[i * n + j], want, "{m}×{n}×{k} {ta} {tb} at ({i}, {j})");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -59,6 +59,12 @@ struct ModeReport {
     pytorch_source: String,
     time_ratio: f64,
     memory_ratio: f64,
+    /// Seconds per step in OpenBLAS products (0 without OpenBLAS) and their work, so a report
+    /// says how much of a step is matrix products and how fast this CPU ran them.
+    #[serde(default)]
+    product_seconds_per_step: f64,
+    #[serde(default)]
+    product_gflop_per_step: f64,
 }
 
 /// PyTorch 2.15 / transformers 5.23 on this machine class (shared/FACTS.md §7).
@@ -124,6 +130,15 @@ impl BenchTrainArgs {
                 r.time_ratio,
                 r.memory_ratio
             );
+            if r.product_seconds_per_step > 0.0 {
+                println!(
+                    "      matrix products (OpenBLAS): {:.2} s/step ({:.0} % of the step), {:.0} GFLOP at {:.0} GFLOP/s",
+                    r.product_seconds_per_step,
+                    100.0 * r.product_seconds_per_step / r.seconds_per_step,
+                    r.product_gflop_per_step,
+                    r.product_gflop_per_step / r.product_seconds_per_step
+                );
+            }
         }
         Ok(())
     }
@@ -158,10 +173,21 @@ impl BenchTrainArgs {
         };
         let mut trainer = Trainer::create(cfg, &run, &Device::Cpu, &mut |_| {})?;
         let mut steps = Vec::new();
+        let mut products = crate::models::blas::product_totals();
         trainer.run(&mut |e: &TrainEvent| {
             if let TrainEvent::Step(m) = e {
-                eprintln!("step {}: {:.2} s", m.step, m.seconds);
-                steps.push((m.seconds, m.tokens_per_s));
+                let now = crate::models::blas::product_totals();
+                let (secs, flop) = (now.0 - products.0, now.1 - products.1);
+                products = now;
+                eprintln!(
+                    "step {}: {:.2} s, of which products {:.2} s ({:.0} GFLOP at {:.0} GFLOP/s)",
+                    m.step,
+                    m.seconds,
+                    secs,
+                    flop / 1e9,
+                    flop / 1e9 / secs.max(1e-9)
+                );
+                steps.push((m.seconds, m.tokens_per_s, secs, flop));
             }
         })?;
         let peak = peak_rss_bytes().unwrap_or(0) as f64 / 1e6;
@@ -173,8 +199,11 @@ impl BenchTrainArgs {
         } else {
             &steps[..]
         };
-        let sps = timed.iter().map(|s| s.0).sum::<f64>() / timed.len().max(1) as f64;
-        let tps = timed.iter().map(|s| s.1).sum::<f64>() / timed.len().max(1) as f64;
+        let mean = |f: fn(&(f64, f64, f64, f64)) -> f64| {
+            timed.iter().map(f).sum::<f64>() / timed.len().max(1) as f64
+        };
+        let (sps, tps) = (mean(|s| s.0), mean(|s| s.1));
+        let (product_s, product_gflop) = (mean(|s| s.2), mean(|s| s.3) / 1e9);
         let (pt_s, pt_mb, source) = if self.pytorch {
             // PyTorch settles over its first steps (measured 13.5, 8.4, 6.8, 7.6, 6.6 s for LoRA).
             let steps = self.steps.max(4).to_string();
@@ -211,6 +240,8 @@ impl BenchTrainArgs {
             pytorch_source: source,
             time_ratio: sps / pt_s,
             memory_ratio: peak / pt_mb,
+            product_seconds_per_step: product_s,
+            product_gflop_per_step: product_gflop,
         })
     }
 }

@@ -8,7 +8,7 @@
 //! memory kept for reuse, the same step takes 18.9 s at the same peak RSS (`tunelab bench
 //! train`). Blocks above that ceiling (a `[2, 16, 503, 503]` attention tensor is 32.4 MB) still
 //! went to `mmap`, about 27 000 page faults a second in a full step (`perf stat`); with `mmap`
-//! off (`M_MMAP_MAX = 0`) they come from the heap too: no faults, LoRA steps 5–7 % faster in
+//! off (`M_MMAP_MAX = 0`) they come from the heap too: no faults, LoRA steps 5–8 % faster in
 //! two alternated pairs of runs, peak RSS +27 MB. [`release`] gives the kept memory back when a
 //! long job ends.
 

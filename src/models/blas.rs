@@ -365,7 +365,7 @@ struct Bmm {
 }
 
 /// The batched product of two contiguous row-major operands: `(batch, rows, cols)` as stored.
-fn batched(
+pub(crate) fn batched(
     a: (&[f32], (usize, usize, usize), bool),
     b: (&[f32], (usize, usize, usize), bool),
 ) -> candle_core::Result<(Vec<f32>, usize, usize)> {
@@ -411,7 +411,7 @@ fn folded(dims: &[usize]) -> (usize, usize, usize) {
 }
 
 /// `op(a) · op(b)` of two CPU tensors with equal leading dimensions, not recorded for backward.
-fn product(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> candle_core::Result<Tensor> {
+pub(crate) fn product(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> candle_core::Result<Tensor> {
     let a = a.contiguous()?;
     let b = b.contiguous()?;
     let (out, m, n) = {

@@ -21,9 +21,8 @@ use candle_nn::VarBuilder;
 
 use super::config::DecoderConfig;
 use crate::error::Result;
-use crate::models::blas;
 use crate::models::nn::{
-    gelu_erf, masked_softmax, single_query_attention, LayerNorm, Linear, WeightMode,
+    attention, gelu_erf, single_query_attention, LayerNorm, Linear, WeightMode,
 };
 
 const LN_EPS: f64 = 1e-5;
@@ -153,11 +152,7 @@ impl Attention {
         };
         let out = match fused {
             Some(out) => out,
-            None => {
-                let scores = blas::matmul(&q, false, k, true)?;
-                let probs = masked_softmax(&scores, mask)?;
-                blas::matmul(&probs, false, v, false)?
-            }
+            None => attention(&q, k, v, mask)?,
         };
         let out = out.transpose(1, 2)?.reshape((b, s, h))?;
         self.out_proj.forward(&out)

@@ -494,16 +494,20 @@ pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> 
     }
     let scores = scores.contiguous()?;
     match mask {
-        Some(m) => {
-            let mut m = m.to_dtype(DType::F32)?.broadcast_as(scores.shape())?;
-            if m.stride().last() != Some(&1) {
-                // The op reads each row's mask as a slice.
-                m = m.contiguous()?;
-            }
-            Ok(scores.apply_op2(&m, FusedSoftmax)?)
-        }
+        Some(m) => Ok(scores.apply_op2(&row_mask(m, scores.shape())?, FusedSoftmax)?),
         None => Ok(scores.apply_op1(FusedSoftmax)?),
     }
+}
+
+/// `mask` in f32 broadcast to `shape`, with a unit last stride: the fused ops read each row's
+/// mask as a slice, in place.
+fn row_mask(mask: &Tensor, shape: impl Into<candle_core::Shape>) -> Result<Tensor> {
+    let m = mask.to_dtype(DType::F32)?.broadcast_as(shape)?;
+    Ok(if m.stride().last() == Some(&1) {
+        m
+    } else {
+        m.contiguous()?
+    })
 }
 
 /// GELU with the exact erf (PyTorch `nn.GELU()`, HF `"gelu"`): `x · Φ(x)`. On the CPU in f32
@@ -932,16 +936,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     }
     let (b, h, t, _) = q.dims4()?;
     let s = k.dim(2)?;
-    let mask = match mask {
-        Some(m) => {
-            let mut m = m.to_dtype(DType::F32)?.broadcast_as((b, h, t, s))?;
-            if m.stride().last() != Some(&1) {
-                m = m.contiguous()?;
-            }
-            Some(m)
-        }
-        None => None,
-    };
+    let mask = mask.map(|m| row_mask(m, (b, h, t, s))).transpose()?;
     let op = FusedAttention {
         mask,
         probs: std::sync::Mutex::new(None),

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::dataset::{import_dir, ImportOptions};
+use crate::data::dataset::ImportOptions;
+use crate::data::import::import_dir;
 use crate::data::midi_dataset::is_midi_dataset;
 use crate::error::{Error, Result};
 

@@ -7,12 +7,16 @@ pub mod audio;
 pub mod cli;
 pub mod data;
 pub mod demo;
+pub mod dsp;
 pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod memory;
 pub mod models;
+pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod train;
 pub mod util;
 

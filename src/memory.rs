@@ -1,4 +1,5 @@
-//! The C allocator's settings for tensor work (glibc on Linux; elsewhere these do nothing).
+//! The C allocator's settings for tensor work (glibc on Linux; elsewhere these do nothing), and
+//! the process's peak memory as the benchmarks report it.
 //!
 //! candle allocates a fresh buffer for every op's result. glibc serves anything above 128 KB
 //! (raised as big blocks are freed, but reset by other settings) straight from `mmap` and hands
@@ -42,4 +43,12 @@ pub fn release() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -100,7 +100,7 @@ fn worker_loads_generates_with_progress_and_cancels() {
         if let Event::GenerateStep { job: 4, .. } =
             rx.recv_timeout(Duration::from_secs(60)).unwrap()
         {
-            engine.cancel();
+            engine.cancel(4);
             break;
         }
     }
@@ -276,7 +276,8 @@ fn flatten_generation_steps_once_per_codebook_and_frame() {
 fn a_runs_checkpoint_loads_by_name() {
     use tunelab::data::midi::{write_midi, Note};
     use tunelab::models::music_transformer::{save, MusicTransformerConfig};
-    use tunelab::train::config::{Family, Mode, TrainConfig};
+    use tunelab::models::Family;
+    use tunelab::store::run_config::{Mode, TrainConfig};
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("mt");
     let cfg = MusicTransformerConfig::preset("tiny").unwrap();
@@ -294,7 +295,7 @@ fn a_runs_checkpoint_loads_by_name() {
         write_midi(&songs.join(format!("s{k}.mid")), &notes, 0).unwrap();
     }
     let ds = tmp.path().join("ds");
-    tunelab::data::dataset::import_dir(&songs, &ds, &Default::default()).unwrap();
+    tunelab::data::import::import_dir(&songs, &ds, &Default::default()).unwrap();
     let (tx, rx) = mpsc::channel();
     let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
     let mut config = TrainConfig {
@@ -334,4 +335,110 @@ fn a_runs_checkpoint_loads_by_name() {
     assert!(load(4, &model, "best")
         .unwrap_err()
         .contains("not a training run"));
+}
+
+/// A cancel names its job: sent in the same frame as a new command it still stops the running
+/// job (it used to be cleared by the send), and a queued job cancelled before it starts never
+/// runs, while the others run.
+#[test]
+fn a_cancel_stops_only_its_own_job() {
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
+    engine.send(Command::LoadModel {
+        job: 1,
+        spec: tiny_dir().display().to_string(),
+        weights: Default::default(),
+        adapter: None,
+        checkpoint: None,
+    });
+    recv_done(&rx, 1).1.unwrap();
+    let gen = |job, duration| Command::Generate {
+        job,
+        params: GenerateParams {
+            prompt: "x".into(),
+            duration,
+            ..Default::default()
+        },
+    };
+    engine.send(gen(2, 25.0));
+    loop {
+        if let Event::GenerateStep { job: 2, .. } =
+            rx.recv_timeout(Duration::from_secs(60)).unwrap()
+        {
+            // One frame: cancel the running job, queue two more, cancel the second of them.
+            engine.cancel(2);
+            engine.send(gen(3, 0.2));
+            engine.send(gen(4, 0.2));
+            engine.cancel(4);
+            break;
+        }
+    }
+    let (events, r) = recv_done(&rx, 2);
+    assert_eq!(r.unwrap_err(), "cancelled");
+    assert!(events.len() < 1250 + 3, "job 2 stopped early");
+    let (_, r) = recv_done(&rx, 3);
+    assert!(matches!(r, Ok(JobOutput::Clip(_))), "job 3 ran: {r:?}");
+    let (events, r) = recv_done(&rx, 4);
+    assert_eq!(r.unwrap_err(), "cancelled");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::GenerateStep { job: 4, .. })),
+        "job 4 never started"
+    );
+}
+
+/// The parameter count shown for a model is summed over its real tensors: for a MusicGen the
+/// LM (decoder, heads, text projection), for a Music Transformer every tensor.
+#[test]
+fn a_loaded_model_counts_its_real_tensors() {
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
+    engine.send(Command::LoadModel {
+        job: 1,
+        spec: tiny_dir().display().to_string(),
+        weights: Default::default(),
+        adapter: None,
+        checkpoint: None,
+    });
+    let JobOutput::ModelLoaded(info) = recv_done(&rx, 1).1.unwrap() else {
+        panic!("expected a model")
+    };
+    let file = load("tiny-musicgen/model.safetensors");
+    let lm: usize = file
+        .iter()
+        .filter(|(k, _)| k.starts_with("decoder.") || k.starts_with("enc_to_dec_proj."))
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    assert_eq!(info.parameters, lm);
+    // The same with 8-bit weights: counted before quantisation.
+    engine.send(Command::LoadModel {
+        job: 2,
+        spec: tiny_dir().display().to_string(),
+        weights: tunelab::models::nn::WeightMode::Q8,
+        adapter: None,
+        checkpoint: None,
+    });
+    let JobOutput::ModelLoaded(info) = recv_done(&rx, 2).1.unwrap() else {
+        panic!("expected a model")
+    };
+    assert_eq!(info.parameters, lm);
+
+    let midi = tunelab::demo::model_dir();
+    engine.send(Command::LoadModel {
+        job: 3,
+        spec: midi.display().to_string(),
+        weights: Default::default(),
+        adapter: None,
+        checkpoint: None,
+    });
+    let JobOutput::ModelLoaded(info) = recv_done(&rx, 3).1.unwrap() else {
+        panic!("expected a model")
+    };
+    let tensors =
+        candle_core::safetensors::load(midi.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(
+        info.parameters,
+        tensors.values().map(|t| t.elem_count()).sum::<usize>()
+    );
 }

@@ -84,6 +84,16 @@ fn serve(root: PathBuf) -> (String, Arc<AtomicBool>, Arc<AtomicUsize>) {
     (addr, stop, hits)
 }
 
+/// A Hub id the way every caller resolves one: `ModelSpec`, then its folder.
+fn hub_dir(
+    id: &str,
+    progress: &mut dyn FnMut(&hub::DownloadProgress),
+) -> tunelab::Result<std::path::PathBuf> {
+    let spec = tunelab::store::ModelSpec::resolve(id)?;
+    assert_eq!(spec, tunelab::store::ModelSpec::Hub(id.into()));
+    spec.musicgen_dir(progress)
+}
+
 #[test]
 fn downloads_by_repo_id_into_the_hf_cache_and_reuses_it_offline() {
     let home = tempfile::tempdir().unwrap();
@@ -93,7 +103,7 @@ fn downloads_by_repo_id_into_the_hf_cache_and_reuses_it_offline() {
     std::env::set_var("HF_ENDPOINT", &addr);
 
     let mut reports = Vec::new();
-    let dir = hub::resolve_model("acme/tiny-musicgen", &mut |p| reports.push(p.clone())).unwrap();
+    let dir = hub_dir("acme/tiny-musicgen", &mut |p| reports.push(p.clone())).unwrap();
     assert!(
         dir.starts_with(
             home.path()
@@ -123,14 +133,14 @@ fn downloads_by_repo_id_into_the_hf_cache_and_reuses_it_offline() {
     stop.store(true, Ordering::SeqCst);
     let before = hits.load(Ordering::SeqCst);
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let again = hub::resolve_model("acme/tiny-musicgen", &mut |_| {}).unwrap();
+    let again = hub_dir("acme/tiny-musicgen", &mut |_| {}).unwrap();
     assert_eq!(again, dir);
     assert_eq!(hits.load(Ordering::SeqCst), before);
 
     // An unknown repo is a download error naming the repo and the file.
     let (addr, _stop, _) = serve(common::tiny_dir());
     std::env::set_var("HF_ENDPOINT", &addr);
-    let e = hub::resolve_model("acme/nothing-here", &mut |_| {})
+    let e = hub_dir("acme/nothing-here", &mut |_| {})
         .unwrap_err()
         .to_string();
     assert!(

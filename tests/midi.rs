@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use tunelab::data::dataset::ImportOptions;
-use tunelab::data::midi::{midi_bytes, read_midi, Note, EVENTS};
+use tunelab::data::midi::{midi_bytes, read_midi, Note};
 use tunelab::data::midi_dataset::{is_midi_dataset, read_pieces};
 use tunelab::generate::midi::{generate_events, prime_from_midi, MidiGenerateParams};
-use tunelab::train::config::{Family, Mode, TrainConfig};
-use tunelab::train::midi::resolve_run;
-use tunelab::train::trainer::{Control, Observer, TrainEvent, Trainer};
+use tunelab::models::music_transformer::vocab::EVENTS;
+use tunelab::models::Family;
+use tunelab::store::run_config::{Mode, TrainConfig};
+use tunelab::store::ModelSpec;
+use tunelab::train::events::{Control, Observer, TrainEvent};
+use tunelab::train::trainer::Trainer;
 
 /// A scale-and-arpeggio piece in `key` (semitones above C), `bars` bars long: regular enough
 /// that a tiny model learns it in a few steps.
@@ -60,7 +63,7 @@ fn midi_dataset(root: &Path) -> PathBuf {
         valid: 0.3,
         ..Default::default()
     };
-    let report = tunelab::data::dataset::import_dir(&src, &out, &opts).unwrap();
+    let report = tunelab::data::import::import_dir(&src, &out, &opts).unwrap();
     assert_eq!(report.imported.len(), 12, "{report:?}");
     assert_eq!(report.failed.len(), 2, "{report:?}");
     assert!(report
@@ -87,8 +90,8 @@ fn config(ds: &Path, mode: Mode, model: &str, steps: usize) -> TrainConfig {
     cfg.midi.preset = "tiny".into();
     cfg.midi.max_events = Some(64);
     cfg.lora.targets = vec![
-        tunelab::train::lora::LoraTarget::SelfAttn,
-        tunelab::train::lora::LoraTarget::Ffn,
+        tunelab::models::lora::LoraTarget::SelfAttn,
+        tunelab::models::lora::LoraTarget::Ffn,
     ];
     cfg
 }
@@ -119,6 +122,18 @@ fn valid_ce(events: &[TrainEvent]) -> f64 {
             _ => None,
         })
         .unwrap()
+}
+
+/// A MIDI run's model config and complete tensors, as every caller gets them.
+fn resolve_run(
+    run: &std::path::Path,
+    checkpoint: Option<&str>,
+    device: &Device,
+) -> tunelab::Result<(
+    tunelab::models::music_transformer::MusicTransformerConfig,
+    std::collections::HashMap<String, candle_core::Tensor>,
+)> {
+    ModelSpec::MidiRun(run.to_path_buf()).midi_tensors(checkpoint, device)
 }
 
 #[test]
@@ -557,9 +572,9 @@ fn the_shipped_demo_is_ready_offline() {
     let folk = read_pieces(&dir.path().join("datasets/folk")).unwrap();
     assert_eq!((classical.len(), folk.len()), (250, 500));
     let model_dir = tunelab::demo::model_dir();
-    let (cfg, tensors) =
-        tunelab::train::midi::resolve_model(&model_dir.display().to_string(), &Device::Cpu)
-            .unwrap();
+    let (cfg, tensors) = ModelSpec::resolve(&model_dir.display().to_string())
+        .and_then(|s| s.midi_tensors(None, &Device::Cpu))
+        .unwrap();
     let model = tunelab::models::music_transformer::MusicTransformer::new(
         &cfg,
         candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu),
@@ -576,7 +591,7 @@ fn the_shipped_demo_is_ready_offline() {
     let (ce_c, _) =
         tunelab::train::midi::cross_entropy(&model, &some(&classical), 256, 4, 2).unwrap();
     let (ce_f, _) = tunelab::train::midi::cross_entropy(&model, &some(&folk), 256, 4, 2).unwrap();
-    let uniform = (tunelab::data::midi::VOCAB as f64).ln();
+    let uniform = (tunelab::models::music_transformer::vocab::VOCAB as f64).ln();
     assert!(ce_c < 3.0, "chorales CE {ce_c:.3} (uniform {uniform:.3})");
     assert!(
         ce_f > ce_c + 1.0,

@@ -8,8 +8,9 @@ mod common;
 use candle_core::Device;
 use common::*;
 use tunelab::data::audio::write_wav;
-use tunelab::data::dataset::{import_dir, ImportOptions};
-use tunelab::data::token_cache::{cached_codes, codec_fingerprint, encode_dataset};
+use tunelab::data::dataset::ImportOptions;
+use tunelab::data::import::import_dir;
+use tunelab::data::token_cache::{codec_fingerprint, encode_dataset, read_codes, read_index};
 use tunelab::models::musicgen::config::MusicgenConfig;
 use tunelab::models::musicgen::MusicGen;
 
@@ -39,8 +40,10 @@ fn segments_are_encoded_once_and_again_only_when_something_changed() {
     // The cached codes are the codec's codes of that segment.
     let b = tunelab::data::audio::load_mono(&src.path().join("b.wav"), 32_000).unwrap();
     let fp = codec_fingerprint(&model).unwrap();
+    let index = read_index(ds.path(), &fp).unwrap();
+    let entry = index.iter().find(|e| e.segment == "b.wav#0").unwrap();
     assert_eq!(
-        cached_codes(ds.path(), &b, &fp).unwrap().unwrap(),
+        read_codes(ds.path(), entry).unwrap(),
         model.encode_audio(&b).unwrap()
     );
 

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use common::*;
-use tunelab::train::config::{Mode, TrainConfig};
-use tunelab::train::trainer::{load_checkpoint, weights_of, Trainer};
+use tunelab::store::run::{load_checkpoint, weights_of};
+use tunelab::store::run_config::{Mode, TrainConfig};
+use tunelab::train::events::TrainEvent;
+use tunelab::train::trainer::Trainer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tunelab");
 
@@ -231,7 +233,7 @@ fn non_finite_steps_are_skipped_and_stop_the_run_without_a_bad_checkpoint() {
     let mut events = Vec::new();
     // Two good steps, then poison a trained weight.
     t.cfg.steps = 2;
-    t.run(&mut |e: &tunelab::train::trainer::TrainEvent| events.push(e.clone()))
+    t.run(&mut |e: &tunelab::train::events::TrainEvent| events.push(e.clone()))
         .unwrap();
     let good = load_checkpoint(&run.join("checkpoints/last.safetensors"))
         .unwrap()
@@ -245,7 +247,7 @@ fn non_finite_steps_are_skipped_and_stop_the_run_without_a_bad_checkpoint() {
     let poisoned = (var.as_tensor().ones_like().unwrap() * f64::NAN).unwrap();
     var.set(&poisoned).unwrap();
     let err = t
-        .run(&mut |e: &tunelab::train::trainer::TrainEvent| events.push(e.clone()))
+        .run(&mut |e: &tunelab::train::events::TrainEvent| events.push(e.clone()))
         .unwrap_err()
         .to_string();
     assert!(
@@ -254,7 +256,7 @@ fn non_finite_steps_are_skipped_and_stop_the_run_without_a_bad_checkpoint() {
     );
     let skips = events
         .iter()
-        .filter(|e| matches!(e, tunelab::train::trainer::TrainEvent::Skipped { .. }))
+        .filter(|e| matches!(e, tunelab::train::events::TrainEvent::Skipped { .. }))
         .count();
     assert_eq!(skips, 3);
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -273,7 +275,12 @@ fn non_finite_steps_are_skipped_and_stop_the_run_without_a_bad_checkpoint() {
 fn exports_and_adapters_give_the_trained_model() {
     use tunelab::models::musicgen::MusicGen;
     use tunelab::models::nn::WeightMode;
-    use tunelab::train::export::{apply_adapter, export_run, load_run_model, ExportFormat};
+    use tunelab::store::load::attach_adapter;
+    use tunelab::store::ModelSpec;
+    use tunelab::train::export::{export_run, ExportFormat};
+    let apply_adapter = |m: &mut MusicGen, dir: &std::path::Path| {
+        attach_adapter(m, &ModelSpec::resolve(&dir.display().to_string())?)
+    };
     let tmp = tempfile::tempdir().unwrap();
     let ds = dataset(tmp.path());
     let run = tmp.path().join("lora");
@@ -319,7 +326,11 @@ fn exports_and_adapters_give_the_trained_model() {
     let mut unmerged = MusicGen::load(&tiny_dir(), &Device::Cpu, WeightMode::F32).unwrap();
     apply_adapter(&mut unmerged, &peft).unwrap();
     let unmerged_logits = logits(&mut unmerged);
-    let mut as_run = load_run_model(&run, None, &Device::Cpu, WeightMode::F32).unwrap();
+    let run_spec = ModelSpec::resolve(&run.display().to_string()).unwrap();
+    let mut as_run = run_spec
+        .load(&Device::Cpu, Default::default(), &mut |_| {})
+        .and_then(|m| m.into_musicgen(&run_spec))
+        .unwrap();
     let run_logits = logits(&mut as_run);
     assert!(max_abs_diff(&merged_logits, &unmerged_logits) < 1e-4);
     assert!(max_abs_diff(&run_logits, &unmerged_logits) < 1e-5);
@@ -356,7 +367,7 @@ fn the_engine_streams_pauses_resumes_and_stops_training() {
     use std::sync::mpsc;
     use std::sync::Arc;
     use tunelab::engine::{Command as C, EngineHandle, Event, JobOutput};
-    use tunelab::train::trainer::TrainEvent;
+    use tunelab::train::events::TrainEvent;
     let tmp = tempfile::tempdir().unwrap();
     let ds = dataset(tmp.path());
     let run = tmp.path().join("run");
@@ -546,5 +557,158 @@ fn a_scratch_lm_with_the_flatten_pattern_trains_and_generates() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("flatten") && err.contains("scratch"), "{err}");
+    }
+}
+
+/// Poisons one trained weight with NaN, so every later step is skipped.
+fn poison(t: &Trainer) {
+    let (_, var) = t.trainable().next().unwrap();
+    let nan = (var.as_tensor().ones_like().unwrap() * f64::NAN).unwrap();
+    var.set(&nan).unwrap();
+}
+
+/// Stops the run at the first `control` after a skipped step.
+#[derive(Default)]
+struct StopAfterSkip {
+    events: Vec<TrainEvent>,
+}
+
+impl tunelab::train::events::Observer for StopAfterSkip {
+    fn event(&mut self, e: &TrainEvent) {
+        self.events.push(e.clone());
+    }
+    fn control(&mut self) -> tunelab::train::events::Control {
+        if self
+            .events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Skipped { .. }))
+        {
+            tunelab::train::events::Control::Stop
+        } else {
+            tunelab::train::events::Control::Continue
+        }
+    }
+}
+
+#[test]
+fn stop_is_honoured_while_steps_are_skipped_and_the_last_step_always_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let cfg = |steps| TrainConfig {
+        dataset: ds.clone(),
+        model: tiny_dir().display().to_string(),
+        mode: Mode::Head,
+        steps,
+        save_every: 100,
+        max_bad_steps: 5,
+        eval_every: 1,
+        ..Default::default()
+    };
+    // Stop during skipped steps: the run ends at once (it used to skip on to "diverged"),
+    // refusing to overwrite `last` with non-finite weights.
+    let run = tmp.path().join("stop");
+    let mut t = Trainer::create(cfg(20), &run, &Device::Cpu, &mut |_| {}).unwrap();
+    t.cfg.steps = 2;
+    t.run(&mut |_: &TrainEvent| {}).unwrap();
+    let good = load_checkpoint(&run.join("checkpoints/last.safetensors"))
+        .unwrap()
+        .0;
+    t.cfg.steps = 20;
+    poison(&t);
+    let mut obs = StopAfterSkip::default();
+    let err = t.run(&mut obs).unwrap_err().to_string();
+    assert!(err.contains("non-finite") && err.contains("last"), "{err}");
+    let skips = obs
+        .events
+        .iter()
+        .filter(|e| matches!(e, TrainEvent::Skipped { .. }))
+        .count();
+    assert_eq!(skips, 1, "the stop came after the first skipped step");
+    let after = load_checkpoint(&run.join("checkpoints/last.safetensors"))
+        .unwrap()
+        .0;
+    for (k, v) in &good {
+        assert_eq!(max_abs_diff(v, &after[k]), 0.0, "{k}");
+    }
+
+    // A run whose last step is skipped still validates and tries to save `last`: it reports
+    // the non-finite weights instead of ending as if finished.
+    let run = tmp.path().join("end");
+    let mut t = Trainer::create(cfg(3), &run, &Device::Cpu, &mut |_| {}).unwrap();
+    t.cfg.steps = 2;
+    t.run(&mut |_: &TrainEvent| {}).unwrap();
+    t.cfg.steps = 3;
+    poison(&t);
+    let mut events = Vec::new();
+    let err = t
+        .run(&mut |e: &TrainEvent| events.push(e.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("non-finite"), "{err}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Valid(v) if v.step == 3)),
+        "the final validation ran: {events:?}"
+    );
+    // Only the first (good) part of the run ended; the poisoned one did not claim to.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"kind\":\"end\"").count(), 1, "{metrics}");
+}
+
+#[test]
+fn the_training_path_takes_pad_and_bos_from_the_model_config() {
+    use tunelab::models::musicgen::config::MusicgenConfig;
+    use tunelab::models::musicgen::MusicGen;
+    // A MusicGen whose codebooks have 1024 entries: its config says pad = BOS = 1024 (id 2048
+    // does not exist in its embeddings).
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = MusicgenConfig::from_file(&tiny_dir().join("config.json")).unwrap();
+    cfg.audio_encoder.codebook_size = 1024;
+    cfg.decoder.vocab_size = 1024;
+    cfg.decoder.pad_token_id = 1024;
+    cfg.decoder.bos_token_id = 1024;
+    let model = tmp.path().join("model-1024");
+    let (_, tensors) = MusicGen::random(cfg.clone(), 5, &Device::Cpu).unwrap();
+    tunelab::models::checkpoint::save_tensors(&tensors, &model.join("model.safetensors")).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        tiny_dir().join("tokenizer.json"),
+        model.join("tokenizer.json"),
+    )
+    .unwrap();
+    let ds = dataset(tmp.path());
+    for checkpointing in [true, false] {
+        let run = tmp.path().join(format!("run-{checkpointing}"));
+        let cfg = TrainConfig {
+            dataset: ds.clone(),
+            model: model.display().to_string(),
+            mode: Mode::Head,
+            steps: 2,
+            eval_every: 2,
+            activation_checkpointing: checkpointing,
+            ..Default::default()
+        };
+        let mut t = Trainer::create(cfg, &run, &Device::Cpu, &mut |_| {}).unwrap();
+        let mut events = Vec::new();
+        t.run(&mut |e: &TrainEvent| events.push(e.clone())).unwrap();
+        let steps: Vec<f64> = events
+            .iter()
+            .filter_map(|e| match e {
+                TrainEvent::Step(m) => Some(m.ce),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps.len(), 2);
+        // Cross-entropy over 1024 codes starts near ln(1024) ≈ 6.9, not ln(2048).
+        assert!(
+            steps.iter().all(|ce| ce.is_finite() && *ce < 7.5),
+            "{steps:?}"
+        );
+        assert!(events.iter().any(|e| matches!(e, TrainEvent::Valid(_))));
     }
 }

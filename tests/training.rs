@@ -12,7 +12,6 @@ use tunelab::models::checkpoint::{load_tensors, ModelFiles};
 use tunelab::models::musicgen::config::MusicgenConfig;
 use tunelab::models::musicgen::patterns::delay;
 use tunelab::train::loss::{codebook_cross_entropy, shift_right};
-use tunelab::train::trainable::trainable_lm;
 
 fn tiny_parts() -> (MusicgenConfig, std::collections::HashMap<String, Tensor>) {
     let files = ModelFiles::in_dir(&tiny_dir()).unwrap();
@@ -40,7 +39,7 @@ fn delayed_labels(codes: &[Vec<Vec<u32>>]) -> Tensor {
 #[test]
 fn every_trainable_tensor_gets_a_finite_nonzero_gradient() {
     let (cfg, tensors) = tiny_parts();
-    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu).unwrap();
+    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu);
     let mut frozen = tiny();
     let (states, mask) = frozen
         .text
@@ -82,9 +81,8 @@ fn every_trainable_tensor_gets_a_finite_nonzero_gradient() {
 
 // ---- parity with PyTorch (tests/fixtures/grad_ref.*, written by tools/make_grad_fixtures.py) ----
 
-use candle_nn::Optimizer;
-use tunelab::train::lora::{attach_lora, LoraConfig, LoraTarget};
-use tunelab::train::optim::{clip_grad_norm, grad_norm};
+use tunelab::models::lora::{attach_lora, LoraConfig, LoraTarget};
+use tunelab::train::optim::grad_norm;
 
 struct GradRef {
     t: std::collections::HashMap<String, Tensor>,
@@ -141,7 +139,7 @@ fn tensor_norm(t: &Tensor) -> f64 {
 fn full_finetune_step_matches_pytorch() {
     let r = grad_ref();
     let (cfg, tensors) = tiny_parts();
-    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu).unwrap();
+    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu);
     let (cond, labels) = fixture_batch(&r, &lm);
     let inputs = shift_right(&labels, 2048).unwrap();
     assert_eq!(
@@ -163,7 +161,7 @@ fn full_finetune_step_matches_pytorch() {
         );
     }
 
-    let mut grads = out.loss.backward().unwrap();
+    let grads = out.loss.backward().unwrap();
     let data = varmap.data().lock().unwrap();
     let norms = r.j["grad_norms"].as_object().unwrap();
     assert_eq!(norms.len(), data.len(), "same trainable tensors as PyTorch");
@@ -194,12 +192,13 @@ fn full_finetune_step_matches_pytorch() {
     drop(data);
     let total = grad_norm(&grads, &vars).unwrap();
     assert!(rel(total, r.j["grad_norm_total"].as_f64().unwrap()) < 1e-4);
-    clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
-    // tunelab's AdamW (the one runs use, with saved moments) against torch.optim.AdamW.
+    // The trainer's own update (norm, clipping folded into tunelab's AdamW, the one runs use,
+    // with saved moments) against clip_grad_norm_ + torch.optim.AdamW.
     let mut opt =
         tunelab::train::optim::AdamW::new(named, tunelab::train::optim::adamw_params(1e-3))
             .unwrap();
-    opt.step(&grads).unwrap();
+    let norm = opt.clipped_step(&grads, 1.0).unwrap();
+    assert!(rel(norm, r.j["grad_norm_total"].as_f64().unwrap()) < 1e-4);
     let data = varmap.data().lock().unwrap();
     for name in r.j["saved_params"].as_array().unwrap() {
         let name = name.as_str().unwrap();
@@ -264,7 +263,7 @@ fn lora_step_matches_peft() {
         ) < 1e-5,
         "lora loss {loss}"
     );
-    let mut grads = out.loss.backward().unwrap();
+    let grads = out.loss.backward().unwrap();
     let mut vars = Vec::new();
     for a in &adapters {
         let (na, nb) = a.peft_names();
@@ -278,17 +277,17 @@ fn lora_step_matches_peft() {
     }
     // Frozen base weights get no gradient buffers.
     assert!(grads.get(lm.layers[0].fc1.weight().unwrap()).is_none());
-    let total = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
-    assert!(rel(total, r.j["lora"]["grad_norm_total"].as_f64().unwrap()) < 1e-4);
     let named: Vec<(String, candle_core::Var)> = vars
         .iter()
         .enumerate()
         .map(|(i, v)| (i.to_string(), v.clone()))
         .collect();
+    // The trainer's own update: norm, clipping folded into AdamW.
     let mut opt =
         tunelab::train::optim::AdamW::new(named, tunelab::train::optim::adamw_params(2e-3))
             .unwrap();
-    opt.step(&grads).unwrap();
+    let total = opt.clipped_step(&grads, 1.0).unwrap();
+    assert!(rel(total, r.j["lora"]["grad_norm_total"].as_f64().unwrap()) < 1e-4);
     for a in &adapters {
         let (na, nb) = a.peft_names();
         for (n, v) in [(na, &a.a), (nb, &a.b)] {
@@ -310,7 +309,7 @@ fn loss_falls_on_two_short_clips() {
     // Two 1 s clips (a 220 Hz tone, a noise burst pattern) encoded by the fixture's EnCodec, then
     // 40 full fine-tuning steps on them: the loss must fall below half its starting value.
     let (cfg, tensors) = tiny_parts();
-    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu).unwrap();
+    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu);
     let mut frozen = tiny();
     let tone: Vec<f32> = (0..32_000)
         .map(|i| 0.4 * (2.0 * std::f32::consts::PI * 220.0 * i as f32 / 32_000.0).sin())
@@ -334,18 +333,24 @@ fn loss_falls_on_two_short_clips() {
         .text
         .encode(&["a pure sine tone".into(), "bursts of noise".into()])
         .unwrap();
-    let vars: Vec<candle_core::Var> = varmap.all_vars();
+    let named: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
     let mut opt =
-        candle_nn::AdamW::new(vars.clone(), tunelab::train::optim::adamw_params(1e-3)).unwrap();
+        tunelab::train::optim::AdamW::new(named, tunelab::train::optim::adamw_params(1e-3))
+            .unwrap();
     let mut losses = Vec::new();
     for _ in 0..40 {
         let cond = lm.condition(&states, &mask).unwrap();
         let out = codebook_cross_entropy(&lm.forward(&inputs, &cond, None).unwrap(), &labels, 2048)
             .unwrap();
         losses.push(out.loss.to_scalar::<f32>().unwrap());
-        let mut grads = out.loss.backward().unwrap();
-        clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
-        opt.step(&grads).unwrap();
+        let grads = out.loss.backward().unwrap();
+        opt.clipped_step(&grads, 1.0).unwrap();
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
     println!("loss {first:.3} → {last:.3} in 40 steps");
@@ -396,7 +401,7 @@ fn activation_checkpointing_gives_the_plain_gradients() {
                 a.b.set(&(a.b.as_tensor().ones_like().unwrap() * 0.01).unwrap())
                     .unwrap();
             }
-            tunelab::train::lora::set_dropout_seed(&mut lm, &lcfg, Some(11));
+            tunelab::models::lora::set_dropout_seed(&mut lm, &lcfg, Some(11));
             vars = adapters
                 .into_iter()
                 .flat_map(|a| [("a".to_string(), a.a), ("b".to_string(), a.b)])

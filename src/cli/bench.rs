@@ -7,8 +7,9 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::peak_rss_bytes;
+use super::reference::run_python_json;
 use crate::generate::generate_codes;
+use crate::memory::peak_rss_bytes;
 use crate::models::musicgen::config::{MusicgenConfig, Preset};
 use crate::models::musicgen::sampling::{Sampler, SamplingParams};
 use crate::models::musicgen::MusicGen;
@@ -203,34 +204,4 @@ impl BenchGenerateArgs {
 /// Runs the PyTorch reference benchmark and returns its JSON report.
 fn run_pytorch(seconds: f64) -> anyhow::Result<serde_json::Value> {
     run_python_json("bench_pytorch.py", &["--seconds", &seconds.to_string()])
-}
-
-/// Runs `tools/<script> --json <args…>` with python3 and returns the JSON object it prints last.
-pub(crate) fn run_python_json(script: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tools")
-        .join(script);
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg("--json")
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .with_context(|| format!("{} printed no JSON", script.display()))?;
-    Ok(serde_json::from_str(line)?)
 }

@@ -14,9 +14,9 @@ use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 
-use super::peak_rss_bytes;
 use crate::data::dataset::SAMPLE_RATE;
 use crate::eval::report::{score_generated, EvalOptions, GeneratedClip, References, ScoreTimings};
+use crate::memory::peak_rss_bytes;
 use crate::models::musicgen::config::{MusicgenConfig, Preset};
 use crate::models::musicgen::MusicGen;
 

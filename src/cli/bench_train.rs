@@ -13,16 +13,18 @@ use candle_core::Device;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::peak_rss_bytes;
 use crate::data::audio::write_wav;
-use crate::data::dataset::{import_dir, ImportOptions};
+use crate::data::dataset::ImportOptions;
+use crate::data::import::import_dir;
 use crate::data::token_cache::encode_dataset;
+use crate::memory::peak_rss_bytes;
 use crate::models::checkpoint::save_tensors;
+use crate::models::lora::{LoraConfig, LoraTarget};
 use crate::models::musicgen::config::{MusicgenConfig, Preset};
 use crate::models::musicgen::MusicGen;
-use crate::train::config::{Mode, TrainConfig};
-use crate::train::lora::{LoraConfig, LoraTarget};
-use crate::train::trainer::{TrainEvent, Trainer};
+use crate::store::run_config::{Mode, TrainConfig};
+use crate::train::events::TrainEvent;
+use crate::train::trainer::Trainer;
 
 #[derive(Debug, Args)]
 pub struct BenchTrainArgs {
@@ -38,12 +40,12 @@ pub struct BenchTrainArgs {
     #[arg(long)]
     pub json: bool,
     /// Also run `tools/bench_train_pytorch.py` (python3 with torch, transformers and peft) for
-    /// each mode right after ours, and compare against those numbers instead of the recorded ones.
+    /// each mode right after ours, and compare against it (without it, no comparison is made).
     #[arg(long)]
     pub pytorch: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ModeReport {
     mode: String,
     threads: usize,
@@ -53,22 +55,59 @@ struct ModeReport {
     seconds_per_step: f64,
     tokens_per_second: f64,
     peak_rss_mb: f64,
-    pytorch_seconds_per_step: f64,
-    pytorch_peak_rss_mb: f64,
-    /// "measured in this run" (`--pytorch`) or where the recorded numbers come from.
-    pytorch_source: String,
-    time_ratio: f64,
-    memory_ratio: f64,
     /// Seconds per step in OpenBLAS products (0 without OpenBLAS) and their work, so a report
     /// says how much of a step is matrix products and how fast this CPU ran them.
     #[serde(default)]
     product_seconds_per_step: f64,
     #[serde(default)]
     product_gflop_per_step: f64,
+    /// PyTorch on the same batch, measured in this run (`--pytorch`); absent otherwise, and
+    /// then the report makes no comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pytorch: Option<Reference>,
 }
 
-/// PyTorch 2.15 / transformers 5.23 on this machine class (shared/FACTS.md §7).
-const PYTORCH: [(&str, f64, f64); 2] = [("full", 10.7, 10_200.0), ("lora", 7.3, 6_800.0)];
+/// PyTorch's numbers from the same run, and ours relative to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Reference {
+    seconds_per_step: f64,
+    peak_rss_mb: f64,
+    time_ratio: f64,
+    memory_ratio: f64,
+}
+
+impl ModeReport {
+    /// The report's line(s) as printed.
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "{:5} {} · {} trainable · {:.2} s/step (first {:.2}) · {:.0} tok/s · peak {:.0} MB",
+            self.mode,
+            self.batch,
+            self.trainable_parameters,
+            self.seconds_per_step,
+            self.first_step_seconds,
+            self.tokens_per_second,
+            self.peak_rss_mb,
+        );
+        match &self.pytorch {
+            Some(p) => s.push_str(&format!(
+                " · PyTorch in this run {:.2} s, {:.0} MB → time {:.2}×, memory {:.2}×",
+                p.seconds_per_step, p.peak_rss_mb, p.time_ratio, p.memory_ratio
+            )),
+            None => s.push_str(" · (--pytorch measures PyTorch beside it)"),
+        }
+        if self.product_seconds_per_step > 0.0 {
+            s.push_str(&format!(
+                "\n      matrix products (OpenBLAS): {:.2} s/step ({:.0} % of the step), {:.0} GFLOP at {:.0} GFLOP/s",
+                self.product_seconds_per_step,
+                100.0 * self.product_seconds_per_step / self.seconds_per_step,
+                self.product_gflop_per_step,
+                self.product_gflop_per_step / self.product_seconds_per_step
+            ));
+        }
+        s
+    }
+}
 
 impl BenchTrainArgs {
     pub fn run(&self) -> anyhow::Result<()> {
@@ -115,30 +154,7 @@ impl BenchTrainArgs {
             import.audio_seconds, import.seconds, import.audio_per_second
         );
         for r in &reports {
-            println!(
-                "{:5} {} · {} trainable · {:.2} s/step (first {:.2}) · {:.0} tok/s · peak {:.0} MB · vs PyTorch {:.2} s, {:.0} MB ({}) → time {:.2}×, memory {:.2}×",
-                r.mode,
-                r.batch,
-                r.trainable_parameters,
-                r.seconds_per_step,
-                r.first_step_seconds,
-                r.tokens_per_second,
-                r.peak_rss_mb,
-                r.pytorch_seconds_per_step,
-                r.pytorch_peak_rss_mb,
-                r.pytorch_source,
-                r.time_ratio,
-                r.memory_ratio
-            );
-            if r.product_seconds_per_step > 0.0 {
-                println!(
-                    "      matrix products (OpenBLAS): {:.2} s/step ({:.0} % of the step), {:.0} GFLOP at {:.0} GFLOP/s",
-                    r.product_seconds_per_step,
-                    100.0 * r.product_seconds_per_step / r.seconds_per_step,
-                    r.product_gflop_per_step,
-                    r.product_gflop_per_step / r.product_seconds_per_step
-                );
-            }
+            println!("{}", r.describe());
         }
         Ok(())
     }
@@ -204,27 +220,23 @@ impl BenchTrainArgs {
         };
         let (sps, tps) = (mean(|s| s.0), mean(|s| s.1));
         let (product_s, product_gflop) = (mean(|s| s.2), mean(|s| s.3) / 1e9);
-        let (pt_s, pt_mb, source) = if self.pytorch {
+        let pytorch = if self.pytorch {
             // PyTorch settles over its first steps (measured 13.5, 8.4, 6.8, 7.6, 6.6 s for LoRA).
             let steps = self.steps.max(4).to_string();
-            let v = super::bench::run_python_json(
+            let v = super::reference::run_python_json(
                 "bench_train_pytorch.py",
                 &["--mode", mode, "--steps", &steps],
             )?;
             let num = |k: &str| v[k].as_f64().context(format!("PyTorch report lacks {k}"));
-            (
-                num("seconds_per_step")?,
-                num("peak_rss_mb")?,
-                "measured in this run".to_string(),
-            )
+            let (s, mb) = (num("seconds_per_step")?, num("peak_rss_mb")?);
+            Some(Reference {
+                seconds_per_step: s,
+                peak_rss_mb: mb,
+                time_ratio: sps / s,
+                memory_ratio: peak / mb,
+            })
         } else {
-            let (_, s, mb) =
-                PYTORCH
-                    .iter()
-                    .copied()
-                    .find(|p| p.0 == mode)
-                    .unwrap_or(("", f64::NAN, f64::NAN));
-            (s, mb, "recorded, shared/FACTS.md".to_string())
+            None
         };
         Ok(ModeReport {
             mode: mode.into(),
@@ -235,13 +247,9 @@ impl BenchTrainArgs {
             seconds_per_step: sps,
             tokens_per_second: tps,
             peak_rss_mb: peak,
-            pytorch_seconds_per_step: pt_s,
-            pytorch_peak_rss_mb: pt_mb,
-            pytorch_source: source,
-            time_ratio: sps / pt_s,
-            memory_ratio: peak / pt_mb,
             product_seconds_per_step: product_s,
             product_gflop_per_step: product_gflop,
+            pytorch,
         })
     }
 }
@@ -300,4 +308,49 @@ fn prepare(work: &Path) -> anyhow::Result<(PathBuf, PathBuf, ImportReport)> {
         audio_per_second: r.seconds / seconds,
     };
     Ok((model_dir, dataset, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(pytorch: Option<Reference>) -> ModeReport {
+        ModeReport {
+            mode: "lora".into(),
+            threads: 2,
+            batch: "2 × 10 s".into(),
+            trainable_parameters: 3_145_728,
+            first_step_seconds: 20.0,
+            seconds_per_step: 16.0,
+            tokens_per_second: 125.0,
+            peak_rss_mb: 3000.0,
+            product_seconds_per_step: 11.0,
+            product_gflop_per_step: 2385.0,
+            pytorch,
+        }
+    }
+
+    #[test]
+    fn no_comparison_without_a_reference_measured_in_the_same_run() {
+        let alone = report(None);
+        let text = alone.describe();
+        assert!(
+            !text.contains("time ") && !text.contains("PyTorch in this run"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&alone).unwrap();
+        assert!(json.get("pytorch").is_none(), "{json}");
+        assert!(!json.to_string().contains("ratio"), "{json}");
+        let measured = report(Some(Reference {
+            seconds_per_step: 8.0,
+            peak_rss_mb: 6000.0,
+            time_ratio: 2.0,
+            memory_ratio: 0.5,
+        }));
+        let text = measured.describe();
+        assert!(text.contains("time 2.00×, memory 0.50×"), "{text}");
+        let back: ModeReport =
+            serde_json::from_value(serde_json::to_value(&measured).unwrap()).unwrap();
+        assert_eq!(back, measured);
+    }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::data::dataset::{import_dir, ImportOptions};
+use crate::data::dataset::ImportOptions;
+use crate::data::import::import_dir;
 
 #[derive(Debug, Subcommand)]
 pub enum DatasetCommand {
@@ -72,14 +73,12 @@ impl DatasetCommand {
                 Ok(())
             }
             Self::Encode(a) => {
-                let dir = crate::models::hub::resolve_model(&a.model, &mut |_| {})
+                let spec = crate::store::ModelSpec::resolve(&a.model)
                     .with_context(|| format!("finding model {}", a.model))?;
-                let model = crate::models::musicgen::MusicGen::load(
-                    &dir,
-                    &candle_core::Device::Cpu,
-                    crate::models::nn::WeightMode::F32,
-                )
-                .with_context(|| format!("loading {}", dir.display()))?;
+                let model = spec
+                    .load(&candle_core::Device::Cpu, Default::default(), &mut |_| {})
+                    .and_then(|m| m.into_musicgen(&spec))
+                    .with_context(|| format!("loading {spec}"))?;
                 let t = std::time::Instant::now();
                 let r = crate::data::token_cache::encode_dataset(&a.dataset, &model)
                     .with_context(|| format!("encoding {}", a.dataset.display()))?;

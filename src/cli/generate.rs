@@ -16,7 +16,7 @@ use crate::generate::midi::{prime_from_midi, MidiGenerateParams};
 use crate::generate::GenerateParams;
 use crate::models::musicgen::sampling::SamplingParams;
 use crate::models::nn::WeightMode;
-use crate::train::config::Family;
+use crate::models::Family;
 use crate::util::atomic_write;
 
 #[derive(Debug, Args)]

@@ -134,12 +134,14 @@ impl NewArgs {
                 &self.model_a,
                 self.prime_seconds,
                 self.soundfont.clone(),
+                &candle_core::Device::Cpu,
             )?,
             contender(
                 "B",
                 &self.model_b,
                 self.prime_seconds,
                 self.soundfont.clone(),
+                &candle_core::Device::Cpu,
             )?,
             &mut |s| eprintln!("{s}"),
         )?;

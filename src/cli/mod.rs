@@ -10,6 +10,7 @@ pub mod export;
 pub mod generate;
 pub mod listen;
 pub mod models;
+pub mod reference;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -69,12 +70,4 @@ impl Commands {
             Self::Demo(a) => a.run(),
         }
     }
-}
-
-/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

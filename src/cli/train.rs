@@ -9,9 +9,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::train::config::{EmaConfig, Family, Mode, TrainConfig};
-use crate::train::lora::LoraTarget;
-use crate::train::trainer::{Control, Observer, TrainEvent, Trainer};
+use crate::models::lora::LoraTarget;
+use crate::models::Family;
+use crate::store::run_config::{EmaConfig, Mode, TrainConfig};
+use crate::train::events::{Control, Observer, TrainEvent};
+use crate::train::trainer::Trainer;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use crate::data::dataset::{AudioMeta, Info, Segment, SAMPLE_RATE};
 use crate::data::midi::Note;
+use crate::dsp::mel::{log_mel_spectrogram, LogMel};
 use crate::error::{Error, Result};
-use crate::eval::metrics::mel::{log_mel_spectrogram, LogMel};
 use crate::util::atomic_write;
 
 /// A segment as the browser shows it.
@@ -23,7 +23,7 @@ pub struct SegmentAudio {
 /// Decodes `seg`'s file and cuts the segment out, with its log-mel spectrogram.
 pub fn segment_audio(seg: &Segment) -> Result<SegmentAudio> {
     let all = crate::data::audio::load_mono(&seg.path, SAMPLE_RATE)?;
-    let samples = crate::data::token_cache::segment_slice(&all, seg).to_vec();
+    let samples = crate::data::dataset::segment_slice(&all, seg).to_vec();
     let mel = log_mel_spectrogram(&samples, SAMPLE_RATE)?;
     Ok(SegmentAudio {
         samples,
@@ -48,7 +48,7 @@ pub fn piece_notes(dataset: &Path, id: &str) -> Result<Vec<Note>> {
 /// source files are never modified. Writes are atomic. Returns the updated segments.
 pub fn edit_info(dataset: &Path, id: &str, info: &Info) -> Result<Vec<Segment>> {
     let seg_path = dataset.join("segments.jsonl");
-    let mut segments: Vec<Segment> = crate::data::token_cache::read_jsonl(&seg_path)?;
+    let mut segments: Vec<Segment> = crate::data::dataset::read_jsonl(&seg_path)?;
     let track = segments
         .iter()
         .find(|s| s.id == id)
@@ -67,7 +67,7 @@ pub fn edit_info(dataset: &Path, id: &str, info: &Info) -> Result<Vec<Segment>> 
     }
     let manifest = dataset.join("data.jsonl");
     if manifest.is_file() {
-        let metas: Vec<AudioMeta> = crate::data::token_cache::read_jsonl(&manifest)?;
+        let metas: Vec<AudioMeta> = crate::data::dataset::read_jsonl(&manifest)?;
         if let Some(p) = metas
             .iter()
             .find(|m| m.path == track)
@@ -90,7 +90,8 @@ pub fn edit_info(dataset: &Path, id: &str, info: &Info) -> Result<Vec<Segment>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::dataset::{import_dir, ImportOptions};
+    use crate::data::dataset::ImportOptions;
+    use crate::data::import::import_dir;
 
     #[test]
     fn a_segment_decodes_with_its_spectrogram_and_edits_reach_sidecar_and_manifest() {
@@ -109,7 +110,7 @@ mod tests {
             ..Default::default()
         };
         import_dir(&src, &ds, &opts).unwrap();
-        let segs = crate::data::token_cache::read_segments(&ds).unwrap();
+        let segs = crate::data::dataset::read_segments(&ds).unwrap();
         assert_eq!(segs.len(), 2);
         let a = segment_audio(&segs[1]).unwrap();
         assert_eq!(a.samples.len(), (segs[1].duration * 32_000.0) as usize);
@@ -130,10 +131,10 @@ mod tests {
         assert!(updated
             .iter()
             .all(|s| s.caption == "a pure sine at concert pitch"));
-        let on_disk = crate::data::token_cache::read_segments(&ds).unwrap();
+        let on_disk = crate::data::dataset::read_segments(&ds).unwrap();
         assert_eq!(on_disk, updated);
         let metas: Vec<AudioMeta> =
-            crate::data::token_cache::read_jsonl(&ds.join("data.jsonl")).unwrap();
+            crate::data::dataset::read_jsonl(&ds.join("data.jsonl")).unwrap();
         let sidecar: Info = serde_json::from_str(
             &std::fs::read_to_string(metas[0].info_path.as_ref().unwrap()).unwrap(),
         )

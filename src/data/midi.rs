@@ -1,7 +1,8 @@
 //! MIDI files ↔ the event vocabulary of the Music Transformer (Huang et al. 2018), which is the
 //! performance encoding of Oore et al. 2018 ("This Time with Feeling"): 128 `NOTE_ON`, 128
 //! `NOTE_OFF`, 100 `TIME_SHIFT` (10 ms to 1 s) and 32 `SET_VELOCITY` events, followed by the three
-//! control tokens `PAD`, `BOS` and `EOS` that the model adds.
+//! control tokens `PAD`, `BOS` and `EOS` that the model adds. The ids themselves are the model's
+//! (`models::music_transformer::vocab`); this file turns MIDI into them and back.
 //!
 //! As in the paper the model plays one instrument: every channel except the drum channel is merged
 //! into one note stream, and the sustain pedal is folded into note durations (a note released
@@ -15,32 +16,14 @@ use midly::num::{u15, u24, u28, u4, u7};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 
 use crate::error::{Error, Result};
+use crate::models::music_transformer::vocab::{
+    BOS, EOS, EVENTS, NOTE_OFF, NOTE_ON, PAD, SET_VELOCITY, TIME_SHIFT, TIME_SHIFT_STEPS,
+    VELOCITY_BINS,
+};
 
-/// First `NOTE_ON(pitch)` id; ids `0..128`.
-pub const NOTE_ON: u32 = 0;
-/// First `NOTE_OFF(pitch)` id; ids `128..256`.
-pub const NOTE_OFF: u32 = 128;
-/// First `TIME_SHIFT(k)` id; ids `256..356`, advancing time by `(k + 1) * 10 ms`.
-pub const TIME_SHIFT: u32 = 256;
-/// First `SET_VELOCITY(bin)` id; ids `356..388`, 32 bins over MIDI velocity 1..=127.
-pub const SET_VELOCITY: u32 = 356;
-/// Number of performance events (every id below this is an event).
-pub const EVENTS: u32 = 388;
-/// Padding token.
-pub const PAD: u32 = 388;
-/// Beginning-of-sequence token.
-pub const BOS: u32 = 389;
-/// End-of-sequence token.
-pub const EOS: u32 = 390;
-/// Vocabulary size: the events plus `PAD`, `BOS`, `EOS`.
-pub const VOCAB: usize = 391;
 /// Length of one time step (the smallest `TIME_SHIFT`).
 pub const STEP_SECONDS: f64 = 0.01;
 
-/// Number of `TIME_SHIFT` events; the longest shift is this many steps (1 s).
-pub const TIME_SHIFT_STEPS: u32 = 100;
-/// Number of velocity bins.
-pub const VELOCITY_BINS: u32 = 32;
 /// Velocity of notes decoded before any `SET_VELOCITY` (a model may omit it): mezzo-forte, and
 /// what its bin decodes to, so decoded velocities are always bin representatives.
 pub const DEFAULT_VELOCITY: u8 = 61;
@@ -693,6 +676,7 @@ pub fn write_midi(path: &Path, notes: &[Note], program: u8) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::music_transformer::vocab::VOCAB;
     use midly::Fps;
     use rand::{Rng, SeedableRng};
 

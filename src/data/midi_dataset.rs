@@ -173,5 +173,5 @@ pub fn read_pieces(dataset: &Path) -> Result<Vec<Piece>> {
             what: "MIDI events of the dataset (import a folder of .mid files)".into(),
         });
     }
-    crate::data::token_cache::read_jsonl(&path)
+    crate::data::dataset::read_jsonl(&path)
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::audio;
-use crate::data::dataset::{Info, Segment, Split, SAMPLE_RATE};
+use crate::data::dataset::{read_jsonl, read_segments, segment_slice, Info, Split, SAMPLE_RATE};
 use crate::error::{Error, Result};
 use crate::models::musicgen::MusicGen;
 use crate::util::atomic_write;
@@ -61,18 +61,6 @@ pub fn read_index(dataset: &Path, fingerprint: &str) -> Result<Vec<IndexEntry>> 
     read_jsonl(&index_path(dataset, fingerprint))
 }
 
-/// One JSON value per non-empty line; a bad line is reported with the file and line number.
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::bad_file(p, format!("line {}: {e}", i + 1)))
-        })
-        .collect()
-}
-
 /// Codes `[K][T]` of an index entry.
 pub fn read_codes(dataset: &Path, entry: &IndexEntry) -> Result<Vec<Vec<u32>>> {
     let p = dataset.join("cache").join(&entry.file);
@@ -86,18 +74,6 @@ pub fn read_codes(dataset: &Path, entry: &IndexEntry) -> Result<Vec<Vec<u32>>> {
 struct Entry {
     segment: String,
     codes: Vec<Vec<u32>>,
-}
-
-/// The dataset's segments (`segments.jsonl`).
-pub fn read_segments(dataset: &Path) -> Result<Vec<Segment>> {
-    read_jsonl(&dataset.join("segments.jsonl"))
-}
-
-/// The samples of `seg` within its whole file's samples.
-pub fn segment_slice<'a>(samples: &'a [f32], seg: &Segment) -> &'a [f32] {
-    let a = ((seg.start * SAMPLE_RATE as f64) as usize).min(samples.len());
-    let b = (a + (seg.duration * SAMPLE_RATE as f64) as usize).min(samples.len());
-    &samples[a..b]
 }
 
 /// The cache file of a segment's samples under a codec.
@@ -183,20 +159,4 @@ fn cached_frames(p: &Path) -> Result<usize> {
     let e: Entry = serde_json::from_str(&text)
         .map_err(|e| Error::bad_file(p, format!("corrupt cache entry: {e}")))?;
     Ok(e.codes.first().map(|c| c.len()).unwrap_or(0))
-}
-
-/// Cached codes `[K][T]` of a segment, if present.
-pub fn cached_codes(
-    dataset: &Path,
-    samples: &[f32],
-    fingerprint: &str,
-) -> Result<Option<Vec<Vec<u32>>>> {
-    let p = cache_path(dataset, samples, fingerprint);
-    if !p.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    let e: Entry = serde_json::from_str(&text)
-        .map_err(|e| Error::bad_file(&p, format!("corrupt cache entry: {e}")))?;
-    Ok(Some(e.codes))
 }

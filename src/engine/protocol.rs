@@ -9,8 +9,9 @@ use crate::eval::report::{EvalOptions, EvalReport};
 use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{Clip, GenerateParams};
 use crate::models::nn::WeightMode;
-use crate::train::config::{Family, TrainConfig};
-use crate::train::trainer::{RunSummary, TrainEvent};
+use crate::models::Family;
+use crate::store::run_config::TrainConfig;
+use crate::train::events::{RunSummary, TrainEvent};
 
 /// Identifies a job so its events can be matched to the request.
 pub type JobId = u64;
@@ -94,6 +95,26 @@ pub enum Command {
     Shutdown,
 }
 
+impl Command {
+    /// The job this command starts (`None` for the controls of a running training and
+    /// `Shutdown`).
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Self::LoadModel { job, .. }
+            | Self::LoadRandom { job, .. }
+            | Self::Generate { job, .. }
+            | Self::GenerateMidi { job, .. }
+            | Self::Train { job, .. }
+            | Self::ImportDataset { job, .. }
+            | Self::Evaluate { job, .. }
+            | Self::PrepareSession { job, .. } => Some(*job),
+            Self::PauseTraining | Self::ResumeTraining | Self::StopTraining | Self::Shutdown => {
+                None
+            }
+        }
+    }
+}
+
 /// What a finished job produced.
 #[derive(Debug, Clone)]
 pub enum JobOutput {
@@ -115,6 +136,8 @@ pub struct ModelInfo {
     pub description: String,
     pub sample_rate: u32,
     pub codebooks: usize,
+    /// The language model's parameters, summed over its real tensors (see
+    /// `store::LoadedModel::parameters`).
     pub parameters: usize,
 }
 

@@ -1,11 +1,11 @@
-//! The engine thread. Jobs run one at a time; a shared flag cancels the running one between
-//! steps; dropping the handle stops and joins the thread.
+//! The engine thread. Jobs run one at a time; a job cancelled by its id stops at its next step
+//! (or never starts, if it was still queued); dropping the handle stops and joins the thread.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,22 +17,51 @@ use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::report::{evaluate_spec, EvalOptions, EvalReport, LATENT_CAVEAT};
 use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{self, GenerateParams};
-use crate::models::hub;
-use crate::models::music_transformer::{is_model_dir, MusicTransformer};
 use crate::models::musicgen::config::MusicgenConfig;
 use crate::models::musicgen::MusicGen;
 use crate::models::nn::WeightMode;
-use crate::train::config::{Family, TrainConfig};
-use crate::train::export;
-use crate::train::trainer::{Control, Observer, RunSummary, TrainEvent, Trainer};
+use crate::models::Family;
+use crate::store::run_config::TrainConfig;
+use crate::store::{LoadOptions, LoadedModel, Model, ModelSpec};
+use crate::train::events::{Control, Observer, RunSummary, TrainEvent};
+use crate::train::trainer::Trainer;
 
 /// Called after every event is sent (the studio passes `ctx.request_repaint`).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
+/// Which jobs were cancelled, by id; shared by the handle and the worker. Cancelling names the
+/// job, so a cancel and a new command sent in the same frame cannot undo each other.
+#[derive(Default)]
+struct Cancels {
+    jobs: Mutex<HashSet<JobId>>,
+    /// Everything is cancelled: the handle was dropped.
+    all: AtomicBool,
+}
+
+impl Cancels {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashSet<JobId>> {
+        // A set of ids stays valid even if a holder panicked.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cancel(&self, job: JobId) {
+        self.jobs().insert(job);
+    }
+
+    fn is_cancelled(&self, job: JobId) -> bool {
+        self.all.load(Ordering::SeqCst) || self.jobs().contains(&job)
+    }
+
+    /// The job is over: its id will not be used again.
+    fn forget(&self, job: JobId) {
+        self.jobs().remove(&job);
+    }
+}
+
 /// The UI's side of the engine.
 pub struct EngineHandle {
     commands: Sender<Command>,
-    cancel: Arc<AtomicBool>,
+    cancels: Arc<Cancels>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,8 +69,8 @@ impl EngineHandle {
     /// Starts the worker; events go to `events`, each followed by a call to `wake`.
     pub fn spawn(events: Sender<Event>, wake: Waker) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
+        let cancels = Arc::new(Cancels::default());
+        let shared = cancels.clone();
         let thread = std::thread::Builder::new()
             .name("tunelab-engine".into())
             .spawn(move || {
@@ -50,35 +79,33 @@ impl EngineHandle {
                     model: None,
                     events,
                     wake,
-                    cancel: flag,
+                    cancels: shared,
                     device: Device::Cpu,
                 };
                 w.run(rx)
             })?;
         Ok(Self {
             commands: tx,
-            cancel,
+            cancels,
             thread: Some(thread),
         })
     }
 
     /// Queues a command. Returns false if the engine has stopped.
     pub fn send(&self, cmd: Command) -> bool {
-        if !matches!(cmd, Command::Shutdown) {
-            self.cancel.store(false, Ordering::SeqCst);
-        }
         self.commands.send(cmd).is_ok()
     }
 
-    /// Asks the running job to stop at its next step.
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
+    /// Asks job `job` to stop at its next step; a job still queued ends as cancelled without
+    /// starting. Other jobs are not affected.
+    pub fn cancel(&self, job: JobId) {
+        self.cancels.cancel(job);
     }
 }
 
 impl Drop for EngineHandle {
     fn drop(&mut self) {
-        self.cancel.store(true, Ordering::SeqCst);
+        self.cancels.all.store(true, Ordering::SeqCst);
         let _ = self.commands.send(Command::Shutdown);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -86,19 +113,13 @@ impl Drop for EngineHandle {
     }
 }
 
-/// The loaded model, of either family.
-enum Loaded {
-    Musicgen(Box<MusicGen>),
-    Midi(Box<MusicTransformer>),
-}
-
 struct Worker {
     /// Commands received while a training ran, to run next.
     queue: VecDeque<Command>,
-    model: Option<Loaded>,
+    model: Option<Model>,
     events: Sender<Event>,
     wake: Waker,
-    cancel: Arc<AtomicBool>,
+    cancels: Arc<Cancels>,
     device: Device,
 }
 
@@ -106,6 +127,10 @@ impl Worker {
     fn run(&mut self, rx: Receiver<Command>) {
         crate::memory::tune();
         while let Some(cmd) = self.next(&rx) {
+            if let Some(job) = cmd.job().filter(|&j| self.cancels.is_cancelled(j)) {
+                self.done(job, Err(Error::Cancelled));
+                continue;
+            }
             match cmd {
                 Command::Shutdown => break,
                 Command::LoadModel {
@@ -121,8 +146,13 @@ impl Worker {
                 Command::LoadRandom { job, preset, seed } => {
                     let r = MusicGen::random(MusicgenConfig::preset(preset), seed, &self.device)
                         .map(|(m, _)| {
-                            let info = model_info(&m);
-                            self.model = Some(Loaded::Musicgen(Box::new(m)));
+                            let parameters = m.lm.tensors().values().map(|t| t.elem_count()).sum();
+                            let loaded = LoadedModel {
+                                model: Model::Musicgen(Box::new(m)),
+                                parameters,
+                            };
+                            let info = model_info(&loaded, None);
+                            self.model = Some(loaded.model);
                             info
                         });
                     self.done(job, r.map(JobOutput::ModelLoaded));
@@ -162,7 +192,7 @@ impl Worker {
                     out,
                     options,
                 } => {
-                    let r = crate::data::dataset::import_dir(&src, &out, &options);
+                    let r = crate::data::import::import_dir(&src, &out, &options);
                     self.done(job, r.map(JobOutput::Imported));
                 }
                 Command::Evaluate {
@@ -222,7 +252,7 @@ impl Worker {
                 }
             })?;
             out.push(r);
-            if self.cancel.load(Ordering::SeqCst) {
+            if self.cancels.is_cancelled(job) {
                 return Err(Error::Cancelled);
             }
         }
@@ -252,7 +282,7 @@ impl Worker {
             job,
             events: &self.events,
             wake: &self.wake,
-            cancel: &self.cancel,
+            cancels: &self.cancels,
             rx,
             pending,
             batch: Vec::new(),
@@ -273,6 +303,7 @@ impl Worker {
     fn done(&self, job: JobId, r: Result<JobOutput>) {
         // A finished job's transient tensors go back to the system, not just to the heap.
         crate::memory::release();
+        self.cancels.forget(job);
         self.emit(Event::Done {
             job,
             result: r.map_err(|e| e.to_string()),
@@ -283,74 +314,44 @@ impl Worker {
         &mut self,
         job: JobId,
         spec: &str,
-        weights: crate::models::nn::WeightMode,
+        weights: WeightMode,
         adapter: Option<&Path>,
         checkpoint: Option<String>,
     ) -> Result<ModelInfo> {
-        let local = Path::new(spec);
-        if checkpoint.is_some() && !export::is_run_dir(local) {
-            return Err(Error::InvalidRequest(format!(
-                "{spec} is not a training run: only a run has checkpoints to choose from"
-            )));
-        }
-        if is_model_dir(local) || crate::train::midi::is_midi_run(local) {
-            if adapter.is_some() {
-                return Err(Error::InvalidRequest(
-                    "a Music Transformer takes no separate adapter: load its LoRA run instead"
-                        .into(),
-                ));
-            }
-            self.model = None;
-            let m = match &checkpoint {
-                Some(c) => crate::train::midi::load_run_checkpoint(local, c, &self.device)?,
-                None => crate::train::midi::load_model(spec, &self.device)?,
-            };
-            let cfg = m.config().clone();
-            let parameters = m.tensors().values().map(|t| t.elem_count()).sum();
-            let info = ModelInfo {
-                family: Family::Midi,
-                source: Some(local.to_path_buf()),
-                description: format!(
-                    "Music Transformer · {} layers × {} · window {} events",
-                    cfg.num_hidden_layers, cfg.hidden_size, cfg.max_position_embeddings
-                ),
-                sample_rate: crate::generate::midi::RENDER_RATE,
-                codebooks: 1,
-                parameters,
-            };
-            self.model = Some(Loaded::Midi(Box::new(m)));
-            return Ok(info);
-        }
+        let model = ModelSpec::resolve(spec)?;
+        let adapter = adapter
+            .map(|a| ModelSpec::resolve(&a.display().to_string()))
+            .transpose()?;
         let events = self.events.clone();
         let wake = self.wake.clone();
-        let dir = hub::resolve_model(spec, &mut |p| {
-            if events
-                .send(Event::Download {
-                    job,
-                    file: p.file.clone(),
-                    done: p.done,
-                    total: p.total,
-                })
-                .is_ok()
-            {
+        let mut progress = |p: &crate::models::hub::DownloadProgress| {
+            let e = Event::Download {
+                job,
+                file: p.file.clone(),
+                done: p.done,
+                total: p.total,
+            };
+            if events.send(e).is_ok() {
                 wake();
             }
-        })?;
-        if self.cancel.load(Ordering::SeqCst) {
+        };
+        // A Hub id is downloaded first, so a cancel during the download keeps the old model.
+        let model = match model {
+            ModelSpec::Hub(_) => ModelSpec::MusicgenDir(model.musicgen_dir(&mut progress)?),
+            other => other,
+        };
+        if self.cancels.is_cancelled(job) {
             return Err(Error::Cancelled);
         }
         self.model = None; // free the old one before loading the new
-        let mut m = if export::is_run_dir(&dir) {
-            export::load_run_model(&dir, checkpoint.as_deref(), &self.device, WeightMode::F32)?
-        } else {
-            MusicGen::load(&dir, &self.device, WeightMode::F32)?
+        let opts = LoadOptions {
+            weights,
+            adapter: adapter.as_ref(),
+            checkpoint: checkpoint.as_deref(),
         };
-        if let Some(a) = adapter {
-            export::apply_adapter(&mut m, a)?;
-        }
-        m.set_weight_mode(weights)?;
-        let info = model_info(&m);
-        self.model = Some(Loaded::Musicgen(Box::new(m)));
+        let loaded = model.load(&self.device, opts, &mut progress)?;
+        let info = model_info(&loaded, model.local_dir());
+        self.model = Some(loaded.model);
         Ok(info)
     }
 
@@ -374,8 +375,8 @@ impl Worker {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         );
-        let a = contender("A", model_a, prime_seconds, None)?;
-        let b = contender("B", model_b, prime_seconds, None)?;
+        let a = contender("A", model_a, prime_seconds, None, &self.device)?;
+        let b = contender("B", model_b, prime_seconds, None, &self.device)?;
         let events = self.events.clone();
         let wake = self.wake.clone();
         prepare_session(dir, &id, plan, a, b, &mut |s| {
@@ -398,7 +399,7 @@ impl Worker {
         out: &Path,
         soundfont: Option<&Path>,
     ) -> Result<Piece> {
-        let Some(Loaded::Midi(model)) = self.model.as_ref() else {
+        let Some(Model::Midi(model)) = self.model.as_ref() else {
             return Err(Error::InvalidRequest(
                 "the loaded model is not a Music Transformer".into(),
             ));
@@ -411,8 +412,8 @@ impl Worker {
     fn generate(&mut self, job: JobId, params: &GenerateParams) -> Result<generate::Clip> {
         let mut report = self.step_reporter(job);
         let model = match self.model.as_mut() {
-            Some(Loaded::Musicgen(m)) => m,
-            Some(Loaded::Midi(_)) => {
+            Some(Model::Musicgen(m)) => m,
+            Some(Model::Midi(_)) => {
                 return Err(Error::InvalidRequest(
                     "the loaded model is a Music Transformer: generate a MIDI piece".into(),
                 ))
@@ -426,7 +427,7 @@ impl Worker {
     fn step_reporter(&self, job: JobId) -> impl FnMut(generate::StepProgress) -> bool {
         let events = self.events.clone();
         let wake = self.wake.clone();
-        let cancel = self.cancel.clone();
+        let cancels = self.cancels.clone();
         move |p| {
             if events
                 .send(Event::GenerateStep {
@@ -438,7 +439,7 @@ impl Worker {
             {
                 wake();
             }
-            !cancel.load(Ordering::SeqCst)
+            !cancels.is_cancelled(job)
         }
     }
 }
@@ -449,7 +450,7 @@ struct EngineObserver<'a> {
     job: JobId,
     events: &'a Sender<Event>,
     wake: &'a Waker,
-    cancel: &'a AtomicBool,
+    cancels: &'a Cancels,
     rx: &'a Receiver<Command>,
     pending: &'a mut VecDeque<Command>,
     batch: Vec<TrainEvent>,
@@ -506,7 +507,7 @@ impl Observer for EngineObserver<'_> {
 
     fn control(&mut self) -> Control {
         loop {
-            if self.cancel.load(Ordering::SeqCst) {
+            if self.cancels.is_cancelled(self.job) {
                 return Control::Stop;
             }
             let cmd = if self.paused {
@@ -531,20 +532,30 @@ impl Observer for EngineObserver<'_> {
     }
 }
 
-pub fn model_info(m: &MusicGen) -> ModelInfo {
-    let d = &m.config.decoder;
-    let h = d.hidden_size;
-    let per_layer = 8 * h * h + 2 * h * d.ffn_dim + 6 * h;
-    let parameters = d.num_hidden_layers * per_layer
-        + d.num_codebooks * ((d.vocab_size + 1) * h + d.vocab_size * h)
-        + m.text.hidden_size() * h
-        + h;
-    ModelInfo {
-        family: Family::Musicgen,
-        source: m.source.clone(),
-        description: m.describe(),
-        sample_rate: m.sample_rate(),
-        codebooks: d.num_codebooks,
-        parameters,
+/// What the UI shows of a loaded model; `source` is where it was loaded from.
+fn model_info(loaded: &LoadedModel, source: Option<&Path>) -> ModelInfo {
+    match &loaded.model {
+        Model::Musicgen(m) => ModelInfo {
+            family: Family::Musicgen,
+            source: source.map(Path::to_path_buf).or_else(|| m.source.clone()),
+            description: m.describe(),
+            sample_rate: m.sample_rate(),
+            codebooks: m.config.decoder.num_codebooks,
+            parameters: loaded.parameters,
+        },
+        Model::Midi(m) => {
+            let cfg = m.config();
+            ModelInfo {
+                family: Family::Midi,
+                source: source.map(Path::to_path_buf),
+                description: format!(
+                    "Music Transformer · {} layers × {} · window {} events",
+                    cfg.num_hidden_layers, cfg.hidden_size, cfg.max_position_embeddings
+                ),
+                sample_rate: crate::generate::midi::RENDER_RATE,
+                codebooks: 1,
+                parameters: loaded.parameters,
+            }
+        }
     }
 }

@@ -14,15 +14,19 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::audio;
+use crate::data::dataset::{read_segments, segment_slice};
 use crate::data::dataset::{Segment, Split, SAMPLE_RATE};
-use crate::data::token_cache::{codec_fingerprint, encode_dataset, read_segments, segment_slice};
+use crate::data::token_cache::{codec_fingerprint, encode_dataset};
+use crate::dsp::mel::log_mel_mse;
 use crate::error::{Error, Result};
 use crate::eval::metrics::fad::{bootstrap_ci, fad_inf, ConfidenceInterval, FadInf};
 use crate::eval::metrics::kad::{kad_bootstrap, KadBootstrap, KadConfig};
-use crate::eval::metrics::mel::log_mel_mse;
 use crate::eval::metrics::memorise::{flag_copies, frame_keys, mean_latent, nearest, CopyFlag};
 use crate::generate::{generate, GenerateParams};
 use crate::models::musicgen::MusicGen;
+use crate::models::Family;
+use crate::store::spec::weights_sha256;
+use crate::store::{LoadOptions, ModelSpec};
 use crate::train::data::{make_batch, Example, TokenData};
 use crate::train::loss::{codebook_cross_entropy, shift_right};
 
@@ -465,11 +469,8 @@ pub fn evaluate_spec(
     device: &candle_core::Device,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ModelEval> {
-    use crate::models::nn::WeightMode;
-    use crate::train::export::{apply_adapter, is_run_dir, load_run_model};
-    let local = Path::new(spec);
-    let midi_model = crate::models::music_transformer::is_model_dir(local)
-        || crate::train::midi::is_midi_run(local);
+    let model = ModelSpec::resolve(spec)?;
+    let midi_model = model.family() == Family::Midi;
     if crate::data::midi_dataset::is_midi_dataset(dataset) != midi_model {
         return Err(Error::InvalidRequest(format!(
             "{spec} is a {} model but {} is a{} dataset",
@@ -478,28 +479,38 @@ pub fn evaluate_spec(
             if midi_model { "n audio" } else { " MIDI" },
         )));
     }
+    let adapter = adapter
+        .map(|a| ModelSpec::resolve(&a.display().to_string()))
+        .transpose()?;
     if midi_model {
         progress("held-out cross-entropy");
-        let model = crate::train::midi::load_model(spec, device)?;
-        let mut r = evaluate_midi(&model, spec, dataset, opts.split)?;
-        r.weights_sha256 = crate::eval::listen::prepare::weights_hash(local);
+        let load = LoadOptions {
+            adapter: adapter.as_ref(),
+            ..Default::default()
+        };
+        let m = model.load(device, load, &mut |_| {})?.into_midi(&model)?;
+        let mut r = evaluate_midi(&m, spec, dataset, opts.split)?;
+        r.weights_sha256 = model.local_dir().map(weights_sha256).unwrap_or_default();
         return Ok(r);
     }
-    let dir = crate::models::hub::resolve_model(spec, &mut |_| {})?;
-    let mut m = if is_run_dir(&dir) {
-        load_run_model(&dir, None, device, WeightMode::F32)?
-    } else {
-        MusicGen::load(&dir, device, WeightMode::F32)?
+    // A Hub id is hashed in the snapshot it was downloaded to.
+    let dir = match &model {
+        ModelSpec::Hub(_) => model.musicgen_dir(&mut |_| {})?,
+        other => other.local_dir().map(Path::to_path_buf).unwrap_or_default(),
     };
-    let mut label = spec.to_string();
-    let mut hash_dir = dir.clone();
-    if let Some(a) = adapter {
-        apply_adapter(&mut m, a)?;
-        label = format!("{spec} + {}", a.display());
-        hash_dir = a.to_path_buf();
-    }
+    let load = LoadOptions {
+        adapter: adapter.as_ref(),
+        ..Default::default()
+    };
+    let mut m = model
+        .load(device, load, &mut |_| {})?
+        .into_musicgen(&model)?;
+    let (label, hash_dir) = match adapter.as_ref().and_then(ModelSpec::local_dir) {
+        Some(a) => (format!("{spec} + {}", a.display()), a.to_path_buf()),
+        None => (spec.to_string(), dir),
+    };
     let mut r = evaluate(&mut m, &label, dataset, opts, progress)?;
-    r.weights_sha256 = crate::eval::listen::prepare::weights_hash(&hash_dir);
+    r.weights_sha256 = weights_sha256(&hash_dir);
     Ok(r)
 }
 
@@ -514,18 +525,19 @@ pub fn held_out_ce(
     let mut ce_sum = vec![0f64; k];
     let mut tok = vec![0usize; k];
     for ex in examples {
+        let pad = model.config.decoder.pad_token_id;
         let batch = make_batch(
             &[(ex, ex.caption.clone())],
             max_frames,
-            2048,
+            pad,
             model.config.decoder.codebook_pattern,
             None,
             model.device(),
         )?;
         let cond = model.condition(&batch.captions)?;
-        let inputs = shift_right(&batch.labels, 2048)?;
+        let inputs = shift_right(&batch.labels, model.config.decoder.bos_token_id)?;
         let logits = model.lm.forward(&inputs, &cond, None)?;
-        let out = codebook_cross_entropy(&logits.detach(), &batch.labels, 2048)?;
+        let out = codebook_cross_entropy(&logits.detach(), &batch.labels, pad)?;
         for q in 0..k {
             ce_sum[q] += out.ce[q] as f64 * out.tokens[q] as f64;
             tok[q] += out.tokens[q];

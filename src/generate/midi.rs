@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::data::midi::{decode, duration_of, encode, read_midi, write_midi, Note, BOS, EOS, PAD};
+use crate::data::midi::{decode, duration_of, encode, read_midi, write_midi, Note};
 use crate::error::{Error, Result};
 use crate::generate::StepProgress;
+use crate::models::music_transformer::vocab::{BOS, EOS, EVENTS, PAD};
 use crate::models::music_transformer::{Cache, MusicTransformer};
 use crate::models::musicgen::sampling::{Sampler, SamplingParams};
 
@@ -106,7 +107,7 @@ pub fn generate_events(
             .min((s * 400.0).ceil() as usize + 64),
         (None, Some(e)) => e,
     };
-    if params.prime.iter().any(|&t| t >= crate::data::midi::EVENTS) {
+    if params.prime.iter().any(|&t| t >= EVENTS) {
         return Err(Error::InvalidRequest(
             "the prime holds tokens that are not events".into(),
         ));

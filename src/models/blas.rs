@@ -494,7 +494,7 @@ impl CustomOp2 for Bmm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::clap::tests::max_abs_diff;
+    use crate::testing::max_abs_diff;
     use candle_core::{Device, Var};
 
     fn seeded(seed: u64, shape: (usize, usize)) -> Tensor {

@@ -78,22 +78,6 @@ impl Reporter<'_> {
     }
 }
 
-/// A local directory as is, or a repo id downloaded (or found) in the HF cache.
-pub fn resolve_model(spec: &str, progress: &mut dyn FnMut(&DownloadProgress)) -> Result<PathBuf> {
-    let p = Path::new(spec);
-    if p.is_dir() {
-        return Ok(p.to_path_buf());
-    }
-    if is_repo_id(spec) && !p.exists() {
-        return download_model(spec, progress);
-    }
-    Err(Error::MissingFile {
-        path: p.into(),
-        what: "model: neither a directory nor a Hugging Face repo id like facebook/musicgen-small"
-            .into(),
-    })
-}
-
 /// Fetches `config.json`, `generation_config.json`, `tokenizer.json` and the safetensors weights
 /// of `repo_id` into the HF cache (files already there are not downloaded again) and returns the
 /// snapshot directory.

@@ -1,4 +1,6 @@
-//! Models, candle only (no GUI, no audio device): MusicGen (T5 → LM → EnCodec) and shared layers.
+//! The models, candle maths only (no datasets, no run folders, no UI): MusicGen (T5 → LM →
+//! EnCodec), the Music Transformer, CLAP, the layers and CPU kernels they share, LoRA adapters
+//! with PEFT's naming, and reading checkpoints from files or the Hugging Face Hub.
 
 pub mod blas;
 pub mod checkpoint;
@@ -6,8 +8,38 @@ pub mod clap;
 pub mod encodec;
 pub mod gemv;
 pub mod hub;
+pub mod lora;
 pub mod music_transformer;
 pub mod musicgen;
 pub mod nn;
+pub mod peft;
 pub mod t5;
 pub mod vmath;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The model families tunelab runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// MusicGen: text → EnCodec tokens → audio.
+    #[default]
+    Musicgen,
+    /// Music Transformer: MIDI performance events.
+    Midi,
+}
+
+impl std::str::FromStr for Family {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "musicgen" | "audio" => Ok(Self::Musicgen),
+            "midi" | "music-transformer" | "music_transformer" => Ok(Self::Midi),
+            other => Err(Error::InvalidRequest(format!(
+                "unknown model family {other:?} (musicgen, midi)"
+            ))),
+        }
+    }
+}

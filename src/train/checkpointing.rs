@@ -45,7 +45,7 @@ pub fn loss_and_grads(
     // Head and loss, with the last hidden state as a leaf.
     let top = Var::from_tensor(&xs)?;
     drop(xs);
-    let out = codebook_cross_entropy(&lm.head(top.as_tensor())?, labels, 2048)?;
+    let out = codebook_cross_entropy(&lm.head(top.as_tensor())?, labels, lm.config().pad_token_id)?;
     let g = (&out.loss * scale)?.backward()?;
     grads.add_from(&g, vars)?;
     let mut g_x = take(&g, top.as_tensor(), "the last hidden state")?;

@@ -1,7 +1,7 @@
 //! Training batches from a dataset's token cache: a deterministic order (a fresh permutation
 //! per epoch, derived from the run seed), random crops of long segments, delayed labels padded
-//! with 2048 (ignored by the loss), and audiocraft's caption augmentation (field merging, word
-//! dropout, condition dropout). Every random choice comes from a generator seeded by
+//! with the model's pad id (2048 in every MusicGen; ignored by the loss), and audiocraft's
+//! caption augmentation (field merging, word dropout, condition dropout). Every random choice comes from a generator seeded by
 //! `(run seed, sample position)`, so a resumed run draws exactly what an uninterrupted one would.
 
 use std::path::Path;
@@ -132,7 +132,7 @@ pub fn training_caption(ex: &Example, aug: Augment, rng: &mut impl Rng) -> Strin
 /// A batch ready for the LM.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Labels laid out in the model's codebook pattern `[B, K, S]` (u32; 2048 = ignored).
+    /// Labels laid out in the model's codebook pattern `[B, K, S]` (u32; the pad id = ignored).
     pub labels: Tensor,
     pub captions: Vec<String>,
     /// Positions that count in the loss, summed over codebooks.
@@ -215,6 +215,7 @@ pub fn train_batch(
     batch: usize,
     max_frames: usize,
     aug: Augment,
+    pad: u32,
     pattern: CodebookPattern,
     device: &Device,
 ) -> Result<Batch> {
@@ -226,7 +227,7 @@ pub fn train_batch(
         picked.push((ex, caption));
     }
     let mut crop = rng_for(seed, PURPOSE_CROP, position);
-    make_batch(&picked, max_frames, 2048, pattern, Some(&mut crop), device)
+    make_batch(&picked, max_frames, pad, pattern, Some(&mut crop), device)
 }
 
 #[cfg(test)]

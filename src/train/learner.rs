@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Var;
 
 use crate::error::Result;
-use crate::train::config::TrainConfig;
+use crate::store::run_config::TrainConfig;
 use crate::train::optim::Grads;
 
 /// The numbers of one micro-batch.

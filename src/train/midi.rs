@@ -15,19 +15,18 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::data::dataset::Split;
-use crate::data::midi::{BOS, EOS, NOTE_OFF, NOTE_ON, PAD};
 use crate::data::midi_dataset::{read_pieces, Piece};
 use crate::error::{Error, Result};
-use crate::models::music_transformer::{
-    is_head_key, is_model_dir, MusicTransformer, MusicTransformerConfig,
-};
-use crate::train::config::{Family, Mode, TrainConfig};
+use crate::models::lora::{attach_lora_to, LoraConfig, LoraTarget};
+use crate::models::music_transformer::vocab::{BOS, EOS, NOTE_OFF, NOTE_ON, PAD};
+use crate::models::music_transformer::{is_head_key, MusicTransformer, MusicTransformerConfig};
+use crate::models::peft;
+use crate::store::run_config::{Mode, TrainConfig};
+use crate::store::ModelSpec;
 use crate::train::data::{rng_for, sample_index};
 use crate::train::learner::{Built, Learner, MicroBatch};
-use crate::train::lora::{adapter_vars, attach_lora_to, LoraConfig, LoraTarget};
 use crate::train::loss::codebook_cross_entropy;
 use crate::train::optim::Grads;
-use crate::train::trainer::{peft_live_name, read_run_config, run_weights};
 
 const PURPOSE_CROP: u64 = 2;
 const PURPOSE_TRANSPOSE: u64 = 5;
@@ -37,104 +36,6 @@ pub struct MidiLearner {
     train: Vec<Piece>,
     valid: Vec<Piece>,
     lora: Option<LoraConfig>,
-}
-
-/// The Music Transformer named by `spec` (see [`resolve_model`]), ready for inference.
-pub fn load_model(spec: &str, device: &Device) -> Result<MusicTransformer> {
-    let (cfg, tensors) = resolve_model(spec, device)?;
-    MusicTransformer::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device))
-}
-
-/// A MIDI run's model at one of its checkpoints (`best`, `last`, `step-000200`).
-pub fn load_run_checkpoint(
-    run_dir: &Path,
-    checkpoint: &str,
-    device: &Device,
-) -> Result<MusicTransformer> {
-    let (cfg, tensors) = resolve_run(run_dir, Some(checkpoint), device)?;
-    MusicTransformer::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device))
-}
-
-/// A Music Transformer's config and complete tensors from `spec`: a model folder, or a run
-/// directory (its final weights; a head run's on top of its base, a LoRA run's adapters merged).
-pub fn resolve_model(
-    spec: &str,
-    device: &Device,
-) -> Result<(MusicTransformerConfig, HashMap<String, Tensor>)> {
-    let dir = PathBuf::from(spec);
-    if is_model_dir(&dir) {
-        let m = crate::models::music_transformer::load(&dir, device)?;
-        return Ok((m.config().clone(), m.tensors()));
-    }
-    if crate::train::export::is_run_dir(&dir) {
-        return resolve_run(&dir, None, device);
-    }
-    Err(Error::MissingFile {
-        path: dir,
-        what: "Music Transformer to start from (a model folder with config.json and \
-               model.safetensors, or a MIDI training run)"
-            .into(),
-    })
-}
-
-/// A MIDI run's model at `checkpoint` (default `last`; EMA weights when the run kept them).
-pub fn resolve_run(
-    run_dir: &Path,
-    checkpoint: Option<&str>,
-    device: &Device,
-) -> Result<(MusicTransformerConfig, HashMap<String, Tensor>)> {
-    let (cfg, weights) = run_weights(run_dir, checkpoint)?;
-    if cfg.family != Family::Midi {
-        return Err(Error::bad_file(
-            run_dir.join("config.json"),
-            "a MusicGen run, not a MIDI one",
-        ));
-    }
-    let model_cfg = MusicTransformerConfig::from_file(&run_dir.join("model").join("config.json"))?;
-    let to_dev = |t: &Tensor| t.to_device(device);
-    let mut tensors = match cfg.mode {
-        Mode::Scratch | Mode::Full => HashMap::new(),
-        Mode::Head | Mode::Lora => resolve_model(&cfg.model, device)?.1,
-    };
-    match cfg.mode {
-        Mode::Lora => merge_lora(&mut tensors, &weights, &cfg.lora, device)?,
-        _ => {
-            for (k, v) in &weights {
-                tensors.insert(k.clone(), to_dev(v)?);
-            }
-        }
-    }
-    Ok((model_cfg, tensors))
-}
-
-/// `W += (alpha / r) · B · A` for every adapter in `adapters` (PEFT file names).
-fn merge_lora(
-    tensors: &mut HashMap<String, Tensor>,
-    adapters: &HashMap<String, Tensor>,
-    cfg: &LoraConfig,
-    device: &Device,
-) -> Result<()> {
-    let scale = cfg.alpha / cfg.r.max(1) as f64;
-    for (name, a) in adapters {
-        let Some(module) = name
-            .strip_prefix("base_model.model.")
-            .and_then(|n| n.strip_suffix(".lora_A.weight"))
-        else {
-            continue;
-        };
-        let b_name = format!("base_model.model.{module}.lora_B.weight");
-        let b = adapters
-            .get(&b_name)
-            .ok_or_else(|| Error::InvalidRequest(format!("adapter {module} has A but no B")))?;
-        let key = format!("{module}.weight");
-        let w = tensors.get(&key).ok_or_else(|| {
-            Error::InvalidRequest(format!("adapter {module} fits no weight of the base model"))
-        })?;
-        let delta = (b.to_device(device)?.matmul(&a.to_device(device)?)? * scale)?;
-        let merged = (w + delta)?;
-        tensors.insert(key, merged);
-    }
-    Ok(())
 }
 
 impl MidiLearner {
@@ -151,11 +52,14 @@ impl MidiLearner {
             let t = c.init_tensors(cfg.scratch.init_seed, device)?;
             (c, t)
         } else {
-            resolve_model(&cfg.model, device)?
+            ModelSpec::resolve(&cfg.model)?.midi_tensors(None, device)?
         };
         let json = serde_json::to_vec_pretty(&model_cfg)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        crate::util::atomic_write(&run_dir.join("model").join("config.json"), &json)?;
+        crate::util::atomic_write(
+            &crate::store::run::model_dir(run_dir).join("config.json"),
+            &json,
+        )?;
 
         let total = model_cfg.num_hidden_layers;
         let trainable = |n: &str| match cfg.mode {
@@ -193,7 +97,7 @@ impl MidiLearner {
             }
             let init: HashMap<String, Tensor> = saved
                 .iter()
-                .map(|(k, v)| (peft_live_name(k), v.clone()))
+                .map(|(k, v)| (peft::live_name(k), v.clone()))
                 .collect();
             let targets = model.lora_targets(
                 t.contains(&LoraTarget::SelfAttn),
@@ -201,7 +105,7 @@ impl MidiLearner {
                 t.contains(&LoraTarget::LmHeads),
             );
             let adapters = attach_lora_to(targets, l, &init, cfg.seed, device)?;
-            vars = adapter_vars(adapters);
+            vars = peft::adapter_vars(adapters);
         }
 
         progress("reading the MIDI dataset");
@@ -422,9 +326,4 @@ pub fn cross_entropy(
         tokens += out.tokens[0];
     }
     Ok((sum / tokens.max(1) as f64, tokens))
-}
-
-/// Reads a MIDI run's resolved config (for callers that only hold the run folder).
-pub fn is_midi_run(run_dir: &Path) -> bool {
-    read_run_config(run_dir).is_ok_and(|c| c.family == Family::Midi)
 }

@@ -12,18 +12,20 @@ use crate::data::token_cache::{codec_fingerprint, encode_dataset};
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateParams};
 use crate::models::checkpoint::{load_tensors, ModelFiles};
+use crate::models::lora::{attach_lora, set_dropout_seed, LoraConfig};
 use crate::models::musicgen::config::{GenerationConfig, MusicgenConfig};
 use crate::models::musicgen::decoder::Conditioning;
+use crate::models::musicgen::is_lm_key;
 use crate::models::musicgen::MusicGen;
+use crate::models::peft;
+use crate::store::run_config::{Mode, TrainConfig};
+use crate::store::{run, ModelSpec};
 use crate::train::checkpointing::loss_and_grads;
-use crate::train::config::{Mode, TrainConfig};
 use crate::train::data::{make_batch, train_batch, Augment, Batch, Example, TokenData};
 use crate::train::learner::{Built, Learner, MicroBatch};
-use crate::train::lora::{adapter_vars, attach_lora, set_dropout_seed};
 use crate::train::loss::{codebook_cross_entropy, shift_right, LossOutput};
 use crate::train::optim::Grads;
 use crate::train::trainable::{build_lm, is_head_key, scratch_lm_tensors};
-use crate::train::trainer::peft_live_name;
 use crate::util::atomic_write;
 
 /// T5 states kept per caption before the cache is emptied.
@@ -35,7 +37,7 @@ pub struct MusicgenLearner {
     data: TokenData,
     text_cache: HashMap<String, Tensor>,
     mode: Mode,
-    lora: crate::train::lora::LoraConfig,
+    lora: LoraConfig,
 }
 
 impl MusicgenLearner {
@@ -49,7 +51,7 @@ impl MusicgenLearner {
         saved: &HashMap<String, Tensor>,
     ) -> Result<Built> {
         progress("resolving the base model");
-        let base = crate::models::hub::resolve_model(&cfg.model, &mut |_| {})?;
+        let base = ModelSpec::resolve(&cfg.model)?.musicgen_dir(&mut |_| {})?;
         progress("loading the base model");
         let files = ModelFiles::in_dir(&base)?;
         let mut config = MusicgenConfig::from_file(&files.config)?;
@@ -72,7 +74,7 @@ impl MusicgenLearner {
                 .decoder
                 .max_position_embeddings
                 .max(s.pattern.len(frames, k));
-            tensors.retain(|k, _| !crate::train::trainable::is_lm_key(k));
+            tensors.retain(|k, _| !is_lm_key(k));
             tensors.extend(scratch_lm_tensors(
                 &config.decoder,
                 config.t5_hidden_size(),
@@ -81,7 +83,7 @@ impl MusicgenLearner {
             )?);
         }
         // The run's own copy of the model's description (a scratch run has its own decoder).
-        let model_dir = run_dir.join("model");
+        let model_dir = run::model_dir(run_dir);
         let config_json =
             serde_json::to_vec_pretty(&config).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         atomic_write(&model_dir.join("config.json"), &config_json)?;
@@ -120,10 +122,10 @@ impl MusicgenLearner {
         if cfg.mode == Mode::Lora {
             let init: HashMap<String, Tensor> = saved
                 .iter()
-                .map(|(k, v)| (peft_live_name(k), v.clone()))
+                .map(|(k, v)| (peft::live_name(k), v.clone()))
                 .collect();
             let adapters = attach_lora(&mut model.lm, &cfg.lora, &init, cfg.seed)?;
-            vars = adapter_vars(adapters);
+            vars = peft::adapter_vars(adapters);
         }
 
         progress("encoding the dataset (cached)");
@@ -205,9 +207,19 @@ impl MusicgenLearner {
     /// Loss (differentiable), per-codebook CE and counted tokens of a batch.
     fn loss_of(&mut self, batch: &Batch) -> Result<LossOutput> {
         let cond = self.condition(&batch.captions)?;
-        let inputs = shift_right(&batch.labels, 2048)?;
+        let inputs = shift_right(&batch.labels, self.bos())?;
         let logits = self.model.lm.forward(&inputs, &cond, None)?;
-        codebook_cross_entropy(&logits, &batch.labels, 2048)
+        codebook_cross_entropy(&logits, &batch.labels, self.pad())
+    }
+
+    /// The id that pads the codebook pattern and that the loss ignores.
+    fn pad(&self) -> u32 {
+        self.model.config.decoder.pad_token_id
+    }
+
+    /// The decoder's start id (the first input of the BOS-shifted labels).
+    fn bos(&self) -> u32 {
+        self.model.config.decoder.bos_token_id
     }
 
     fn max_frames(&self, cfg: &TrainConfig) -> usize {
@@ -231,7 +243,7 @@ impl MusicgenLearner {
             let batch = make_batch(
                 &items,
                 max_frames,
-                2048,
+                self.pad(),
                 self.model.config.decoder.codebook_pattern,
                 None,
                 self.model.device(),
@@ -281,12 +293,13 @@ impl Learner for MusicgenLearner {
             cfg.batch_size,
             self.max_frames(cfg),
             aug,
+            self.pad(),
             self.model.config.decoder.codebook_pattern,
             self.model.device(),
         )?;
         let out = if cfg.activation_checkpointing {
             let (states, mask) = self.text_batch(&batch.captions)?;
-            let inputs = shift_right(&batch.labels, 2048)?;
+            let inputs = shift_right(&batch.labels, self.bos())?;
             loss_and_grads(
                 &self.model.lm,
                 (&states, &mask),

@@ -102,13 +102,17 @@ impl AdamW {
         self.params.lr = lr;
     }
 
-    pub fn vars(&self) -> impl Iterator<Item = &(String, Var)> {
-        self.vars.iter()
-    }
-
-    /// One update with the gradients as they are.
-    pub fn step(&mut self, grads: &impl GradSource) -> Result<()> {
-        self.step_scaled(grads, 1.0)
+    /// One update as every run makes it: the global norm of the gradients of this optimizer's
+    /// variables and, when it is finite, AdamW on the gradients clipped to `max_norm` (torch's
+    /// `clip_grad_norm_` coefficient, folded into the update). Returns the norm before
+    /// clipping; a non-finite norm updates nothing.
+    pub fn clipped_step(&mut self, grads: &impl GradSource, max_norm: f64) -> Result<f64> {
+        let vars: Vec<Var> = self.vars.iter().map(|(_, v)| v.clone()).collect();
+        let norm = grad_norm(grads, &vars)?;
+        if norm.is_finite() {
+            self.step_scaled(grads, clip_coefficient(norm, max_norm))?;
+        }
+        Ok(norm)
     }
 
     /// One update with every gradient multiplied by `grad_scale` first (the clipping
@@ -283,23 +287,6 @@ pub fn clip_coefficient(norm: f64, max_norm: f64) -> f64 {
     (max_norm / (norm + 1e-6)).min(1.0)
 }
 
-/// Scales gradients so their global norm is at most `max_norm`; returns the norm before
-/// clipping. Same arithmetic as torch: `coef = max_norm / (norm + 1e-6)`, applied when < 1.
-/// (The training loop passes the coefficient to [`AdamW::step_scaled`] instead.)
-pub fn clip_grad_norm(grads: &mut impl GradSource, vars: &[Var], max_norm: f64) -> Result<f64> {
-    let norm = grad_norm(grads, vars)?;
-    let coef = clip_coefficient(norm, max_norm);
-    if coef < 1.0 {
-        for v in vars {
-            if let Some(g) = grads.grad(v.as_tensor()) {
-                let scaled = (g * coef)?;
-                grads.set_grad(v.as_tensor(), scaled);
-            }
-        }
-    }
-    Ok(norm)
-}
-
 /// Σ x² of a tensor, accumulated in f64.
 fn sum_of_squares(t: &Tensor) -> Result<f64> {
     let in_place = on_cpu_f32(t, |x| {
@@ -448,7 +435,7 @@ mod tests {
                     .unwrap()
                     .sum_all()
                     .unwrap();
-                opt.step(&loss.backward().unwrap()).unwrap();
+                opt.step_scaled(&loss.backward().unwrap(), 1.0).unwrap();
             }
             w.as_tensor().to_vec1::<f32>().unwrap()
         };
@@ -543,25 +530,58 @@ mod tests {
     #[test]
     fn clipping_scales_to_the_max_norm() {
         let dev = Device::Cpu;
+        let grads_of = |a: &Var, b: &Var| {
+            ((a.as_tensor() * Tensor::new(&[3f32, 0.], &dev).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                + (b.as_tensor() * Tensor::new(&[0f32, 4.], &dev).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap())
+            .unwrap()
+            .backward()
+            .unwrap()
+        };
         let a = Var::new(&[3f32, 0.], &dev).unwrap();
         let b = Var::new(&[0f32, 4.], &dev).unwrap();
-        let loss = ((a.as_tensor() * Tensor::new(&[3f32, 0.], &dev).unwrap())
+        let g = grads_of(&a, &b);
+        let vars = [a.clone(), b.clone()];
+        let before = grad_norm(&g, &vars).unwrap();
+        assert!((before - 5.0).abs() < 1e-6);
+        // The coefficient scales the global norm to the maximum…
+        let coef = clip_coefficient(before, 1.0);
+        let named = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+        let mut scaled = Grads::default();
+        scaled.add_from(&g, &named).unwrap();
+        for v in &vars {
+            let s = (scaled.grad(v.as_tensor()).unwrap() * coef).unwrap();
+            scaled.set_grad(v.as_tensor(), s);
+        }
+        let after = grad_norm(&scaled, &vars).unwrap();
+        assert!((after - 1.0).abs() < 1e-5, "{after}");
+        // …and below the threshold nothing changes.
+        assert_eq!(clip_coefficient(before, 10.0), 1.0);
+        // The runs' step returns the norm before clipping and updates (AdamW's first step:
+        // decoupled decay, then lr · ĝ / (|ĝ| + eps), the sign of the clipped gradient).
+        let mut opt = AdamW::new(named, adamw_params(0.1)).unwrap();
+        let norm = opt.clipped_step(&g, 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-6);
+        let got_a = a.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(
+            (got_a[0] - (3.0 - 0.1 * (1.0 + 0.1 * 3.0))).abs() < 1e-5,
+            "{got_a:?}"
+        );
+        // A non-finite norm updates nothing.
+        let nan = Tensor::new(&[f32::NAN, 0.], &dev).unwrap();
+        let g = (a.as_tensor() * &nan)
             .unwrap()
             .sum_all()
             .unwrap()
-            + (b.as_tensor() * Tensor::new(&[0f32, 4.], &dev).unwrap())
-                .unwrap()
-                .sum_all()
-                .unwrap())
-        .unwrap();
-        let mut g = loss.backward().unwrap();
-        let vars = [a.clone(), b.clone()];
-        let before = clip_grad_norm(&mut g, &vars, 1.0).unwrap();
-        assert!((before - 5.0).abs() < 1e-6);
-        let after = grad_norm(&g, &vars).unwrap();
-        assert!((after - 1.0).abs() < 1e-5, "{after}");
-        // Below the threshold nothing changes.
-        let again = clip_grad_norm(&mut g, &vars, 10.0).unwrap();
-        assert!((again - after).abs() < 1e-9);
+            .backward()
+            .unwrap();
+        let w = a.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(!opt.clipped_step(&g, 1.0).unwrap().is_finite());
+        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), w);
     }
 }

@@ -11,11 +11,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::{Error, Result};
 use crate::models::musicgen::config::{DecoderConfig, MusicgenConfig};
 use crate::models::musicgen::decoder::MusicgenLm;
-
-/// Is this checkpoint key part of the trainable LM?
-pub fn is_lm_key(name: &str) -> bool {
-    name.starts_with("decoder.") || name.starts_with("enc_to_dec_proj.")
-}
+use crate::models::musicgen::is_lm_key;
 
 /// Is this key trained in `head` mode (heads, the text projection, and the last `layers` of
 /// `total` decoder layers)?
@@ -62,73 +58,8 @@ pub fn build_lm(
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let vb = VarBuilder::from_tensors(map, DType::F32, device);
     let lm = MusicgenLm::new(&cfg.decoder, cfg.t5_hidden_size(), vb)?;
-    tensors.extend(lm_tensors(&lm));
+    tensors.extend(lm.tensors());
     Ok((lm, vars))
-}
-
-/// The LM's current tensors by checkpoint name (frozen and trainable alike; shared storage).
-pub fn lm_tensors(lm: &MusicgenLm) -> HashMap<String, Tensor> {
-    let mut out = HashMap::new();
-    let d = "decoder.model.decoder";
-    let mut put = |n: String, t: Option<&Tensor>| {
-        if let Some(t) = t {
-            out.insert(n, t.detach());
-        }
-    };
-    put("enc_to_dec_proj.weight".into(), lm.enc_to_dec_proj.weight());
-    put("enc_to_dec_proj.bias".into(), lm.enc_to_dec_proj.bias());
-    for (k, e) in lm.embed_tokens.iter().enumerate() {
-        put(format!("{d}.embed_tokens.{k}.weight"), Some(e));
-    }
-    for (i, l) in lm.layers.iter().enumerate() {
-        let p = format!("{d}.layers.{i}");
-        for (n, lin) in l.self_attn.linears() {
-            put(format!("{p}.self_attn.{n}.weight"), lin.weight());
-        }
-        for (n, lin) in l.encoder_attn.linears() {
-            put(format!("{p}.encoder_attn.{n}.weight"), lin.weight());
-        }
-        put(format!("{p}.fc1.weight"), l.fc1.weight());
-        put(format!("{p}.fc2.weight"), l.fc2.weight());
-        for (n, ln) in [
-            ("self_attn_layer_norm", &l.self_attn_layer_norm),
-            ("encoder_attn_layer_norm", &l.encoder_attn_layer_norm),
-            ("final_layer_norm", &l.final_layer_norm),
-        ] {
-            put(format!("{p}.{n}.weight"), Some(&ln.weight));
-            put(format!("{p}.{n}.bias"), Some(&ln.bias));
-        }
-    }
-    put(
-        format!("{d}.layer_norm.weight"),
-        Some(&lm.layer_norm.weight),
-    );
-    put(format!("{d}.layer_norm.bias"), Some(&lm.layer_norm.bias));
-    for (k, h) in lm.lm_heads.iter().enumerate() {
-        put(format!("decoder.lm_heads.{k}.weight"), h.weight());
-    }
-    out
-}
-
-/// Builds the LM with every weight a `Var` in the returned map (full fine-tuning).
-pub fn trainable_lm(
-    cfg: &MusicgenConfig,
-    tensors: &HashMap<String, Tensor>,
-    device: &Device,
-) -> Result<(MusicgenLm, VarMap)> {
-    let mut tensors = tensors.clone();
-    let (lm, vars) = build_lm(cfg, &mut tensors, |_| true, device)?;
-    let varmap = VarMap::new();
-    {
-        let mut data = varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::InvalidRequest("var map poisoned".into()))?;
-        for (name, v) in vars {
-            data.insert(name, v);
-        }
-    }
-    Ok((lm, varmap))
 }
 
 /// Fresh LM weights for training from scratch, initialised as HF's `_init_weights`: normal

@@ -3,10 +3,10 @@
 //! initialise a Music Transformer → read the event dataset) → loop { batch → forward → loss → backward → clip → AdamW →
 //! EMA → log → evaluate → checkpoint } → final checkpoint.
 //!
-//! A run lives in a directory: `config.json` (the resolved [`TrainConfig`]), `model/` (the base
-//! model's config and tokenizer as the run sees them), `metrics.jsonl` (append-only, one JSON
-//! object per event), `checkpoints/{last,best,step-NNNNNN}.safetensors` (atomic; `last` carries
-//! the optimizer moments and the run state for an exact resume) and `previews/`.
+//! A run lives in a folder whose layout and checkpoint format `store::run` owns: `config.json`
+//! (the resolved [`TrainConfig`]), `model/`, `metrics.jsonl` (append-only), `checkpoints/`
+//! (atomic; `last` carries the optimizer moments and the run state for an exact resume) and
+//! `previews/`. What the loop tells its observer is in `train::events`.
 //!
 //! Determinism: every random draw (order, crops, captions, LoRA dropout) is seeded by the run
 //! seed and the position in the run, so resuming from `last` repeats exactly the steps an
@@ -16,98 +16,20 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::checkpoint::{load_tensors, read_metadata, save_tensors_with_metadata};
-use crate::train::config::{lr_at, Family, TrainConfig};
+use crate::models::Family;
+use crate::store::run::{self, weights_of, EMA, OPTIMIZER, WEIGHTS};
+use crate::store::run_config::TrainConfig;
+use crate::train::events::{Control, Observer, RunSummary, StepMetrics, TrainEvent, ValidMetrics};
 use crate::train::learner::{Built, Learner};
 use crate::train::midi::MidiLearner;
 use crate::train::musicgen::MusicgenLearner;
-use crate::train::optim::{all_finite, clip_coefficient, grad_norm, AdamW, Ema, Grads};
-use crate::util::{append_line, atomic_write};
-
-/// One optimizer step's numbers (a `metrics.jsonl` line of kind `train`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepMetrics {
-    pub step: usize,
-    pub ce: f64,
-    pub ppl: f64,
-    pub ce_q: Vec<f64>,
-    pub ppl_q: Vec<f64>,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens_per_s: f64,
-    pub seconds: f64,
-}
-
-/// A validation pass (kind `valid`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidMetrics {
-    pub step: usize,
-    pub ce: f64,
-    pub ppl: f64,
-    pub ce_q: Vec<f64>,
-    pub ppl_q: Vec<f64>,
-    pub tokens: usize,
-}
-
-/// What happens during a run, in order (also what the engine streams to the UI).
-#[derive(Debug, Clone, PartialEq)]
-pub enum TrainEvent {
-    Started {
-        step: usize,
-        total: usize,
-        trainable_parameters: usize,
-    },
-    Step(StepMetrics),
-    Skipped {
-        step: usize,
-        reason: String,
-    },
-    Valid(ValidMetrics),
-    Checkpoint {
-        step: usize,
-        path: PathBuf,
-    },
-    Preview {
-        step: usize,
-        path: PathBuf,
-    },
-}
-
-/// What the observer wants after each step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Continue,
-    /// Save `last` and return (the run can be resumed).
-    Stop,
-}
-
-/// Watches a run: receives events and decides, between steps, whether to go on. Pausing is the
-/// observer blocking in `control` until it is told to resume.
-pub trait Observer {
-    fn event(&mut self, event: &TrainEvent);
-    fn control(&mut self) -> Control {
-        Control::Continue
-    }
-}
-
-impl<F: FnMut(&TrainEvent)> Observer for F {
-    fn event(&mut self, event: &TrainEvent) {
-        self(event)
-    }
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunSummary {
-    pub run_dir: PathBuf,
-    pub step: usize,
-    pub finished: bool,
-    pub best_valid_ce: Option<f64>,
-}
+use crate::train::optim::{all_finite, AdamW, Ema, Grads};
+use crate::train::schedule::lr_at;
+use crate::util::append_line;
 
 /// Progress of a run, saved in `last` so a resume continues exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,23 +61,21 @@ impl Trainer {
         progress: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         cfg.validate()?;
-        if run_dir.join("config.json").exists() {
+        if run::config_path(run_dir).exists() {
             return Err(Error::InvalidRequest(format!(
                 "{} already holds a run: resume it or choose another folder",
                 run_dir.display()
             )));
         }
         let trainer = Self::build(cfg, run_dir, device, progress, None)?;
-        let cfg_json = serde_json::to_vec_pretty(&trainer.cfg)
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        atomic_write(&run_dir.join("config.json"), &cfg_json)?;
+        run::write_config(run_dir, &trainer.cfg)?;
         Ok(trainer)
     }
 
     /// Opens the run in `run_dir` at its `last` checkpoint.
     pub fn resume(run_dir: &Path, device: &Device, progress: &mut dyn FnMut(&str)) -> Result<Self> {
-        let cfg = read_run_config(run_dir)?;
-        let last = run_dir.join("checkpoints").join("last.safetensors");
+        let cfg = run::read_config(run_dir)?;
+        let last = run::checkpoint_path(run_dir, "last");
         if !last.is_file() {
             return Err(Error::MissingFile {
                 path: last,
@@ -172,10 +92,10 @@ impl Trainer {
         progress: &mut dyn FnMut(&str),
         resume_from: Option<&Path>,
     ) -> Result<Self> {
-        let saved = resume_from.map(load_checkpoint).transpose()?;
+        let saved = resume_from.map(run::load_checkpoint).transpose()?;
         let saved_w = saved
             .as_ref()
-            .map(|(t, _)| weights_of(t, "w."))
+            .map(|(t, _)| weights_of(t, WEIGHTS))
             .unwrap_or_default();
         let Built { learner, vars } = match cfg.family {
             Family::Musicgen => MusicgenLearner::build(&cfg, run_dir, device, progress, &saved_w)?,
@@ -219,9 +139,9 @@ impl Trainer {
                 })?;
                 var.set(w)?;
             }
-            opt.load_state(&weights_of(saved, "opt."), state.optimizer_steps)?;
+            opt.load_state(&weights_of(saved, OPTIMIZER), state.optimizer_steps)?;
             if let Some(e) = ema.as_mut() {
-                e.weights = weights_of(saved, "ema.");
+                e.weights = weights_of(saved, EMA);
                 if e.weights.len() != vars.len() {
                     return Err(Error::bad_file(path, "checkpoint lacks the EMA weights"));
                 }
@@ -255,7 +175,7 @@ impl Trainer {
     }
 
     pub fn metrics_path(&self) -> PathBuf {
-        self.run_dir.join("metrics.jsonl")
+        run::metrics_path(&self.run_dir)
     }
 
     fn log(&self, kind: &str, value: impl Serialize) -> Result<()> {
@@ -282,7 +202,7 @@ impl Trainer {
             trainable_parameters: self.trainable_parameters(),
         });
         while self.state.step < total {
-            match self.train_step()? {
+            let trained = match self.train_step()? {
                 Ok(m) => {
                     if self.state.step.is_multiple_of(self.cfg.log_every.max(1))
                         || self.state.step == total
@@ -290,6 +210,7 @@ impl Trainer {
                         self.log("train", &m)?;
                     }
                     observer.event(&TrainEvent::Step(m));
+                    true
                 }
                 Err(reason) => {
                     self.log(
@@ -307,36 +228,17 @@ impl Trainer {
                             self.state.bad_in_row, self.state.step
                         )));
                     }
-                    continue;
+                    false
                 }
+            };
+            // A skipped step changed no weight: the periodic work waits for a trained one, but the
+            // last step of the run always finishes it (final validation and `last`).
+            if trained || self.state.step == total {
+                self.after_step(observer)?;
             }
-            let step = self.state.step;
-            let eval_now = self.cfg.eval_every > 0
-                && (step.is_multiple_of(self.cfg.eval_every) || step == total)
-                && self.learner.has_valid();
-            if eval_now {
-                let v = self.evaluate()?;
-                self.log("valid", &v)?;
-                observer.event(&TrainEvent::Valid(v.clone()));
-                if self.state.best_valid_ce.is_none_or(|b| v.ce < b) {
-                    self.state.best_valid_ce = Some(v.ce);
-                    let p = self.save("best", false)?;
-                    observer.event(&TrainEvent::Checkpoint { step, path: p });
-                }
-            }
-            if self.cfg.checkpoint_every > 0 && step.is_multiple_of(self.cfg.checkpoint_every) {
-                let p = self.save(&format!("step-{step:06}"), false)?;
-                observer.event(&TrainEvent::Checkpoint { step, path: p });
-                if self.cfg.preview_prompt.is_some() {
-                    let p = self.preview()?;
-                    observer.event(&TrainEvent::Preview { step, path: p });
-                }
-            }
-            if step.is_multiple_of(self.cfg.save_every.max(1)) || step == total {
-                let p = self.save("last", true)?;
-                observer.event(&TrainEvent::Checkpoint { step, path: p });
-            }
+            // Pause and Stop are honoured after every step, skipped ones too.
             if observer.control() == Control::Stop {
+                let step = self.state.step;
                 let p = self.save("last", true)?;
                 observer.event(&TrainEvent::Checkpoint { step, path: p });
                 self.log("stop", serde_json::json!({"step": step}))?;
@@ -345,6 +247,38 @@ impl Trainer {
         }
         self.log("end", serde_json::json!({"step": self.state.step}))?;
         Ok(self.summary(true))
+    }
+
+    /// What follows a step on schedule: validation (and `best`), kept checkpoints with their
+    /// previews, and `last`.
+    fn after_step(&mut self, observer: &mut dyn Observer) -> Result<()> {
+        let (step, total) = (self.state.step, self.cfg.steps);
+        let eval_now = self.cfg.eval_every > 0
+            && (step.is_multiple_of(self.cfg.eval_every) || step == total)
+            && self.learner.has_valid();
+        if eval_now {
+            let v = self.evaluate()?;
+            self.log("valid", &v)?;
+            observer.event(&TrainEvent::Valid(v.clone()));
+            if self.state.best_valid_ce.is_none_or(|b| v.ce < b) {
+                self.state.best_valid_ce = Some(v.ce);
+                let p = self.save("best", false)?;
+                observer.event(&TrainEvent::Checkpoint { step, path: p });
+            }
+        }
+        if self.cfg.checkpoint_every > 0 && step.is_multiple_of(self.cfg.checkpoint_every) {
+            let p = self.save(&format!("step-{step:06}"), false)?;
+            observer.event(&TrainEvent::Checkpoint { step, path: p });
+            if self.cfg.preview_prompt.is_some() {
+                let p = self.preview()?;
+                observer.event(&TrainEvent::Preview { step, path: p });
+            }
+        }
+        if step.is_multiple_of(self.cfg.save_every.max(1)) || step == total {
+            let p = self.save("last", true)?;
+            observer.event(&TrainEvent::Checkpoint { step, path: p });
+        }
+        Ok(())
     }
 
     fn summary(&self, finished: bool) -> RunSummary {
@@ -402,18 +336,15 @@ impl Trainer {
         self.learner.set_dropout_seed(None);
         let loss = loss_sum / cfg.grad_accum as f64;
         self.state.step += 1;
-        let vars: Vec<Var> = self.vars.iter().map(|(_, v)| v.clone()).collect();
         if !finite || !loss.is_finite() || grads.is_empty() {
             self.state.bad_in_row += 1;
             return Ok(Err(format!("non-finite loss ({loss})")));
         }
-        let grad_norm = grad_norm(&grads, &vars)?;
+        let grad_norm = self.opt.clipped_step(&grads, cfg.clip_grad_norm)?;
         if !grad_norm.is_finite() {
             self.state.bad_in_row += 1;
             return Ok(Err(format!("non-finite gradient norm ({grad_norm})")));
         }
-        self.opt
-            .step_scaled(&grads, clip_coefficient(grad_norm, cfg.clip_grad_norm))?;
         self.state.optimizer_steps = self.opt.t;
         self.state.bad_in_row = 0;
         if let (Some(ema), Some(e)) = (self.ema.as_mut(), cfg.ema.as_ref()) {
@@ -485,16 +416,13 @@ impl Trainer {
         Ok(Some(saved))
     }
 
-    /// Writes `checkpoints/<name>.safetensors`: weights (`w.`), EMA (`ema.`) and, with `full`,
-    /// the optimizer moments (`opt.`) and run state. Refuses non-finite weights.
+    /// Writes `checkpoints/<name>.safetensors`: weights, EMA and, with `full`, the optimizer
+    /// moments and run state (`store::run`'s format). Refuses non-finite weights.
     fn save(&mut self, name: &str, full: bool) -> Result<PathBuf> {
-        let path = self
-            .run_dir
-            .join("checkpoints")
-            .join(format!("{name}.safetensors"));
+        let path = run::checkpoint_path(&self.run_dir, name);
         let mut tensors = HashMap::new();
         for (n, v) in &self.vars {
-            tensors.insert(format!("w.{n}"), v.as_tensor().detach());
+            tensors.insert(format!("{WEIGHTS}{n}"), v.as_tensor().detach());
         }
         if !all_finite(tensors.values())? {
             return Err(Error::InvalidRequest(format!(
@@ -504,25 +432,20 @@ impl Trainer {
         }
         if let Some(e) = &self.ema {
             for (n, t) in &e.weights {
-                tensors.insert(format!("ema.{n}"), t.clone());
+                tensors.insert(format!("{EMA}{n}"), t.clone());
             }
         }
-        let mut meta = HashMap::new();
-        meta.insert("format".to_string(), "tunelab-run-checkpoint".to_string());
-        meta.insert(
-            "mode".to_string(),
-            serde_json::to_string(&self.cfg.mode).unwrap_or_default(),
-        );
-        meta.insert("step".to_string(), self.state.step.to_string());
+        let mut run_state = None;
         if full {
             for (n, t) in self.opt.state() {
-                tensors.insert(format!("opt.{n}"), t);
+                tensors.insert(format!("{OPTIMIZER}{n}"), t);
             }
-            let st = serde_json::to_string(&self.state)
-                .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-            meta.insert("run_state".to_string(), st);
+            run_state = Some(
+                serde_json::to_string(&self.state)
+                    .map_err(|e| Error::InvalidRequest(e.to_string()))?,
+            );
         }
-        save_tensors_with_metadata(&tensors, Some(meta), &path)?;
+        run::save_checkpoint(&path, &tensors, self.cfg.mode, self.state.step, run_state)?;
         self.log(
             "checkpoint",
             serde_json::json!({"step": self.state.step, "name": name}),
@@ -532,76 +455,10 @@ impl Trainer {
 
     /// A preview of the current (EMA) weights in `previews/step-N.*`.
     fn preview(&mut self) -> Result<PathBuf> {
-        let stem = self
-            .run_dir
-            .join("previews")
-            .join(format!("step-{:06}", self.state.step));
+        let stem = run::preview_stem(&self.run_dir, self.state.step);
         let swapped = self.swap_in_ema()?;
         let made = self.learner.preview(&self.cfg, &stem);
         self.restore_weights(swapped)?;
         made
     }
-}
-
-/// A run's resolved `config.json`.
-pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
-    let cfg_path = run_dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::bad_file(&cfg_path, format!("not a training config: {e}")))
-}
-
-/// A run checkpoint's tensors and metadata.
-pub fn load_checkpoint(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let meta = read_metadata(path)?;
-    if meta.get("format").map(String::as_str) != Some("tunelab-run-checkpoint") {
-        return Err(Error::bad_file(path, "not a tunelab run checkpoint"));
-    }
-    let tensors = load_tensors(&[path.to_path_buf()], DType::F32, &Device::Cpu)?;
-    Ok((tensors, meta))
-}
-
-/// The tensors under `prefix`, with the prefix removed.
-pub fn weights_of(t: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
-    t.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
-        .collect()
-}
-
-/// PEFT's name in a live model (`….lora_A.default.weight`) → in `adapter_model.safetensors`.
-pub fn peft_file_name(live: &str) -> String {
-    live.replace(".default.weight", ".weight")
-}
-
-/// The inverse of [`peft_file_name`].
-pub fn peft_live_name(file: &str) -> String {
-    if file.ends_with(".default.weight") {
-        return file.to_string();
-    }
-    file.strip_suffix(".weight")
-        .map(|p| format!("{p}.default.weight"))
-        .unwrap_or_else(|| file.to_string())
-}
-
-/// The final weights a run produced for export or generation: EMA when the run kept one, else
-/// the live weights, from `checkpoint` (default `last`).
-pub fn run_weights(
-    run_dir: &Path,
-    checkpoint: Option<&str>,
-) -> Result<(TrainConfig, HashMap<String, Tensor>)> {
-    let cfg = read_run_config(run_dir)?;
-    let name = checkpoint.unwrap_or("last");
-    let path = run_dir
-        .join("checkpoints")
-        .join(format!("{name}.safetensors"));
-    let (t, _) = load_checkpoint(&path)?;
-    let ema = weights_of(&t, "ema.");
-    Ok((
-        cfg,
-        if ema.is_empty() {
-            weights_of(&t, "w.")
-        } else {
-            ema
-        },
-    ))
 }

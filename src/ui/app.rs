@@ -197,9 +197,9 @@ impl TunelabApp {
 
     /// Sends what the panels queued this frame.
     fn flush_outbox(&mut self) {
-        if std::mem::take(&mut self.outbox.cancel) {
+        for job in std::mem::take(&mut self.outbox.cancel) {
             if let Some(e) = &self.engine {
-                e.cancel();
+                e.cancel(job);
             }
         }
         for cmd in self.outbox.commands.drain(..) {

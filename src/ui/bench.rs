@@ -117,7 +117,7 @@ fn fixtures(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         write_midi(&src.join(format!("song-{k}.mid")), &notes, 0)?;
     }
     let ds = dir.join("dataset");
-    crate::data::dataset::import_dir(&src, &ds, &Default::default())?;
+    crate::data::import::import_dir(&src, &ds, &Default::default())?;
     Ok((model, ds))
 }
 

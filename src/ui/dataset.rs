@@ -13,8 +13,8 @@ use std::time::Duration;
 use crate::audio::AudioSink;
 use crate::data::dataset::{ImportOptions, ImportReport, Info, Segment, Split};
 use crate::data::midi::Note;
+use crate::dsp::mel::LogMel;
 use crate::engine::{Command, Event, JobId, JobOutput};
-use crate::eval::metrics::mel::LogMel;
 use crate::ui::train::{field, Outbox};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -665,7 +665,7 @@ mod tests {
         };
         assert_eq!(opts.segment_seconds, 1.0);
         // What the engine would do and answer.
-        let report = crate::data::dataset::import_dir(&cmd_src, &ds, &opts).unwrap();
+        let report = crate::data::import::import_dir(&cmd_src, &ds, &opts).unwrap();
         h.state_mut().panel.on_event(&Event::Done {
             job,
             result: Ok(JobOutput::Imported(report)),
@@ -717,7 +717,7 @@ mod tests {
             auto_label: false,
             ..Default::default()
         };
-        crate::data::dataset::import_dir(&src, &ds, &opts).unwrap();
+        crate::data::import::import_dir(&src, &ds, &opts).unwrap();
         let mut h = harness(DatasetForm {
             source: src.display().to_string(),
             dataset: ds.display().to_string(),
@@ -774,14 +774,14 @@ mod tests {
         h.step();
         h.key_press(egui::Key::Enter);
         h.run();
-        let segs = crate::data::token_cache::read_segments(&ds).unwrap();
+        let segs = crate::data::dataset::read_segments(&ds).unwrap();
         assert_eq!(segs.len(), 2);
         for s in &segs {
             assert_eq!(s.info.title.as_deref(), Some("Tuning fork"), "{}", s.id);
             assert_eq!(s.caption, "a soft sine");
         }
         let metas: Vec<crate::data::dataset::AudioMeta> =
-            crate::data::token_cache::read_jsonl(&ds.join("data.jsonl")).unwrap();
+            crate::data::dataset::read_jsonl(&ds.join("data.jsonl")).unwrap();
         let sidecar: Info = serde_json::from_str(
             &std::fs::read_to_string(metas[0].info_path.as_ref().unwrap()).unwrap(),
         )
@@ -805,7 +805,7 @@ mod tests {
             .collect();
         crate::data::midi::write_midi(&src.join("tune.mid"), &notes, 0).unwrap();
         let ds = dir.path().join("ds");
-        crate::data::dataset::import_dir(&src, &ds, &ImportOptions::default()).unwrap();
+        crate::data::import::import_dir(&src, &ds, &ImportOptions::default()).unwrap();
         let mut h = harness(DatasetForm {
             source: src.display().to_string(),
             dataset: ds.display().to_string(),

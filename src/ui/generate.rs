@@ -20,7 +20,7 @@ use crate::generate::midi::{prime_from_midi, MidiGenerateParams};
 use crate::generate::GenerateParams;
 use crate::models::musicgen::config::Preset;
 use crate::models::nn::WeightMode;
-use crate::train::config::Family;
+use crate::models::Family;
 use crate::ui::models::RunEntry;
 use crate::ui::train::{field, Outbox};
 
@@ -696,7 +696,7 @@ impl GeneratePanel {
                 |ui| ui.add(egui::DragValue::new(&mut self.form.variations).range(1..=32)),
             );
             if !self.jobs.is_empty() && ui.button("Cancel").clicked() {
-                out.cancel = true;
+                out.cancel.extend(self.jobs.iter().map(|j| j.job));
             }
         });
         self.clip_view(ui);

@@ -89,7 +89,7 @@ impl SetupForm {
 /// dataset (each continued from its opening), at most `n`, in the dataset's order.
 pub fn test_prompts(dataset: &std::path::Path, n: usize) -> crate::error::Result<Vec<String>> {
     use crate::data::dataset::{Segment, Split};
-    let segs: Vec<Segment> = crate::data::token_cache::read_jsonl(&dataset.join("segments.jsonl"))?;
+    let segs: Vec<Segment> = crate::data::dataset::read_jsonl(&dataset.join("segments.jsonl"))?;
     let midi = crate::data::midi_dataset::is_midi_dataset(dataset);
     let mut out: Vec<String> = Vec::new();
     for s in segs.into_iter().filter(|s| s.split == Split::Test) {

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use crate::engine::{Command, JobId};
 use crate::models::hub::{cached_models, CachedModel};
 use crate::models::nn::WeightMode;
-use crate::train::export::is_run_dir;
+use crate::store::run::is_run_dir;
 use crate::ui::train::{field, Outbox};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -13,8 +13,9 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use crate::audio::AudioSink;
 use crate::engine::{Command, Event, JobId, JobOutput};
-use crate::train::config::{Family, Mode, TrainConfig};
-use crate::train::trainer::{StepMetrics, TrainEvent, ValidMetrics};
+use crate::models::Family;
+use crate::store::run_config::{Mode, TrainConfig};
+use crate::train::events::{StepMetrics, TrainEvent, ValidMetrics};
 
 /// A labelled form field: the label (with its tooltip) names the widget for screen readers.
 pub fn field(
@@ -35,8 +36,8 @@ pub fn field(
 pub struct Outbox {
     pub commands: Vec<Command>,
     pub next_job: JobId,
-    /// Cancel the engine's running job (applied before `commands` are sent).
-    pub cancel: bool,
+    /// Jobs to cancel (by id: a cancel never touches another job).
+    pub cancel: Vec<JobId>,
 }
 
 impl Outbox {

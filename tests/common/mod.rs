@@ -89,7 +89,8 @@ pub fn greedy_cases() -> Vec<GreedyCase> {
 /// Six 2 s tracks (tones and noise bursts) with captions, cut into 1 s segments.
 pub fn dataset(dir: &Path) -> PathBuf {
     use tunelab::data::audio::write_wav;
-    use tunelab::data::dataset::{import_dir, ImportOptions};
+    use tunelab::data::dataset::ImportOptions;
+    use tunelab::data::import::import_dir;
     let src = dir.join("audio");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..6u32 {
@@ -148,4 +149,22 @@ pub fn cli_train(ds: &Path, run: &Path, mode: &str, steps: usize, lr: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The LM with every weight trainable, built as the trainer builds it in `full` mode
+/// (`train::trainable::build_lm`), its variables gathered in a `VarMap` by checkpoint name.
+pub fn trainable_lm(
+    cfg: &tunelab::models::musicgen::config::MusicgenConfig,
+    tensors: &HashMap<String, Tensor>,
+    device: &Device,
+) -> (
+    tunelab::models::musicgen::decoder::MusicgenLm,
+    candle_nn::VarMap,
+) {
+    let mut tensors = tensors.clone();
+    let (lm, vars) =
+        tunelab::train::trainable::build_lm(cfg, &mut tensors, |_| true, device).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    varmap.data().lock().unwrap().extend(vars);
+    (lm, varmap)
 }

@@ -7,8 +7,8 @@
 //! file carries its path; log problems also carry the 1-based line number.
 //!
 //! What: [`ListenError`] and the [`Result`] alias. The enum is
-//! self-contained (no dependency on the rest of the crate) so that the host
-//! crate can map it into its own error type with a single `From` impl.
+//! self-contained (no dependency on the rest of the crate); the one `From`
+//! impl at the end maps it into the crate's error (`Error::Layer`).
 
 use std::path::PathBuf;
 
@@ -105,5 +105,12 @@ impl ListenError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The listening test's errors reach the engine's callers whole (text and source kept).
+impl From<ListenError> for crate::error::Error {
+    fn from(e: ListenError) -> Self {
+        crate::error::Error::Layer(Box::new(e))
     }
 }

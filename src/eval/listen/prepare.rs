@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::loudness::match_pair;
@@ -17,6 +18,8 @@ use crate::generate::soundfont::{render, SoundFont};
 use crate::generate::{generate, GenerateParams};
 use crate::models::music_transformer::MusicTransformer;
 use crate::models::musicgen::MusicGen;
+use crate::store::spec::weights_sha256;
+use crate::store::{LoadOptions, Model, ModelSpec};
 use crate::util::atomic_write;
 
 /// What a session is made of (besides the two models).
@@ -122,74 +125,50 @@ pub struct Contender<'a> {
     pub load: Box<dyn FnMut() -> Result<ClipMaker> + 'a>,
 }
 
-/// SHA-256 over the `.safetensors` files under `dir` (sorted): the weights' identity in the log.
-pub fn weights_hash(dir: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.into_path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    for f in files {
-        if let Ok(bytes) = std::fs::read(&f) {
-            h.update(&bytes);
-        }
-    }
-    format!("{:x}", h.finalize())
-}
-
-/// The contender named `spec`: a Music Transformer (model folder or MIDI run; pieces rendered
-/// through `soundfont`, default the first installed) or a MusicGen (Hub id, folder or run).
+/// The contender named `spec` (see [`ModelSpec::resolve`]): a Music Transformer (model folder
+/// or MIDI run; pieces rendered through `soundfont`, default the first installed) or a MusicGen
+/// (Hub id, folder or run), loaded on `device` when its turn comes.
 pub fn contender(
     label: &str,
     spec: &str,
     prime_seconds: f64,
     soundfont: Option<PathBuf>,
+    device: &Device,
 ) -> Result<Contender<'static>> {
     use crate::generate::soundfont::find_soundfont;
-    use crate::models::nn::WeightMode;
-    use crate::train::export::{is_run_dir, load_run_model};
-    let local = Path::new(spec);
-    if crate::models::music_transformer::is_model_dir(local)
-        || crate::train::midi::is_midi_run(local)
-    {
-        let dir = local.to_path_buf();
-        return Ok(Contender {
-            label: label.into(),
-            id: spec.into(),
-            weights_sha256: weights_hash(&dir),
-            load: Box::new(move || {
-                let device = candle_core::Device::Cpu;
-                let model = crate::train::midi::load_model(&dir.display().to_string(), &device)?;
-                let sf = match &soundfont {
-                    Some(p) => p.clone(),
-                    None => find_soundfont()?,
-                };
-                Ok(ClipMaker::Midi {
-                    model: Box::new(model),
-                    soundfont: SoundFont::load(&sf)?,
-                    prime_seconds,
-                })
-            }),
-        });
-    }
-    let dir = crate::models::hub::resolve_model(spec, &mut |_| {})?;
-    let hash = weights_hash(&dir);
+    let model = ModelSpec::resolve(spec)?;
+    // A Hub id is downloaded now, so its snapshot can be hashed into the session's spec.
+    let (model, dir) = match model {
+        ModelSpec::Hub(_) => {
+            let dir = model.musicgen_dir(&mut |_| {})?;
+            (ModelSpec::MusicgenDir(dir.clone()), dir)
+        }
+        other => {
+            let dir = other.local_dir().map(Path::to_path_buf).unwrap_or_default();
+            (other, dir)
+        }
+    };
+    let device = device.clone();
     Ok(Contender {
         label: label.into(),
         id: spec.into(),
-        weights_sha256: hash,
+        weights_sha256: weights_sha256(&dir),
         load: Box::new(move || {
-            let device = candle_core::Device::Cpu;
-            let m = if is_run_dir(&dir) {
-                load_run_model(&dir, None, &device, WeightMode::F32)
-            } else {
-                MusicGen::load(&dir, &device, WeightMode::F32)
-            }?;
-            Ok(ClipMaker::Musicgen(Box::new(m)))
+            let loaded = model.load(&device, LoadOptions::default(), &mut |_| {})?;
+            Ok(match loaded.model {
+                Model::Musicgen(m) => ClipMaker::Musicgen(m),
+                Model::Midi(m) => {
+                    let sf = match &soundfont {
+                        Some(p) => p.clone(),
+                        None => find_soundfont()?,
+                    };
+                    ClipMaker::Midi {
+                        model: m,
+                        soundfont: SoundFont::load(&sf)?,
+                        prime_seconds,
+                    }
+                }
+            })
         }),
     })
 }

@@ -50,8 +50,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::error::{MetricsError, Result};
 use super::linalg::{clamp_psd, dot, mean_cov_rows, sym_eigen, sym_eigenvalues, Matrix};
+use crate::error::metrics::{MetricsError, Result};
 
 /// Fewest bootstrap resamples accepted by [`bootstrap_ci`] (a 95 % percentile
 /// interval from fewer is mostly noise; 200+ is recommended).
@@ -79,13 +79,6 @@ impl Gaussian {
     pub fn fit(frames: &[Vec<f32>]) -> Result<Self> {
         let dim = frames.first().map_or(0, Vec::len);
         Self::fit_rows(frames.len(), dim, |i| frames[i].as_slice())
-    }
-
-    /// Fits to a flat row-major buffer of frames of length `dim`.
-    pub fn fit_flat(data: &[f32], dim: usize) -> Result<Self> {
-        let (mean, cov) = super::linalg::mean_cov_flat(data, dim)?;
-        let n = data.len() / dim;
-        Ok(Self { mean, cov, n })
     }
 
     fn fit_rows<'a, F: Fn(usize) -> &'a [f32]>(n: usize, dim: usize, row: F) -> Result<Self> {

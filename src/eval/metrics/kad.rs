@@ -46,9 +46,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::error::{MetricsError, Result};
 use super::fad::{validate_frames, ConfidenceInterval};
 use super::linalg::dot;
+use crate::error::metrics::{MetricsError, Result};
 
 /// Display scale applied to the raw MMD² by default (`scaled = raw × 1000`).
 pub const KAD_SCALE: f64 = 1000.0;

@@ -1,9 +1,8 @@
 //! Minimal dense linear algebra for the evaluation metrics, in `f64`.
 //!
-//! What: a row-major [`Matrix`], sample mean/covariance ([`mean_cov`],
-//! [`mean_cov_flat`]), a cyclic Jacobi eigen-solver for symmetric matrices
-//! ([`sym_eigen`], [`sym_eigenvalues`]) and the PSD matrix square root
-//! ([`sqrtm_psd`]).
+//! What: a row-major [`Matrix`], sample mean/covariance ([`mean_cov`]), a
+//! cyclic Jacobi eigen-solver for symmetric matrices ([`sym_eigen`],
+//! [`sym_eigenvalues`]) and the PSD matrix square root ([`sqrtm_psd`]).
 //!
 //! Why hand-written: FAD needs exactly one hard operation — the eigen
 //! decomposition of a symmetric 128×128 matrix — and pulling a general linear
@@ -19,7 +18,7 @@
 //! Caveat (applies to all metrics built on this): FAD on EnCodec latents is not
 //! comparable with VGGish FAD numbers published elsewhere.
 
-use super::error::{MetricsError, Result};
+use crate::error::metrics::{MetricsError, Result};
 
 /// Off-diagonal convergence tolerance of the Jacobi solver, relative to the
 /// Frobenius norm of the input: iterate until `off(A) <= 1e-12 * ||A||_F`.
@@ -221,11 +220,6 @@ impl Matrix {
         (0..n).map(|i| self.data[i * self.cols + i]).sum()
     }
 
-    /// Frobenius norm.
-    pub fn frobenius_norm(&self) -> f64 {
-        self.data.iter().map(|v| v * v).sum::<f64>().sqrt()
-    }
-
     /// Largest absolute element.
     pub fn max_abs(&self) -> f64 {
         self.data.iter().fold(0.0_f64, |m, v| m.max(v.abs()))
@@ -292,26 +286,8 @@ pub fn mean_cov(samples: &[Vec<f32>]) -> Result<(Vec<f64>, Matrix)> {
     mean_cov_rows(samples.len(), dim, |i| samples[i].as_slice())
 }
 
-/// Like [`mean_cov`] for a flat row-major buffer of `data.len() / dim` samples.
-pub fn mean_cov_flat(data: &[f32], dim: usize) -> Result<(Vec<f64>, Matrix)> {
-    if dim == 0 {
-        return Err(MetricsError::InvalidArgument(
-            "mean_cov_flat: dim must be > 0".into(),
-        ));
-    }
-    if !data.len().is_multiple_of(dim) {
-        return Err(MetricsError::DimMismatch {
-            what: "mean_cov_flat buffer length (multiple of dim)",
-            expected: (data.len() / dim + 1) * dim,
-            got: data.len(),
-        });
-    }
-    let n = data.len() / dim;
-    mean_cov_rows(n, dim, |i| &data[i * dim..(i + 1) * dim])
-}
-
 /// Mean/covariance over `n` rows supplied by `row(i)`; the workhorse behind
-/// [`mean_cov`], [`mean_cov_flat`] and the bootstrap resamplers (which pass
+/// [`mean_cov`] and the bootstrap resamplers (which pass
 /// gathered indices instead of copying frames).
 pub(crate) fn mean_cov_rows<'a, F>(n: usize, dim: usize, row: F) -> Result<(Vec<f64>, Matrix)>
 where
@@ -813,10 +789,6 @@ mod tests {
                 assert!((c - cov.get(i, j)).abs() < 1e-9);
             }
         }
-        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-        let (mean2, cov2) = mean_cov_flat(&flat, 5).unwrap();
-        assert_eq!(mean, mean2);
-        assert_eq!(cov, cov2);
         // Two samples: unbiased variance of {0, 2} is 2.
         let (_, c) = mean_cov(&[vec![0.0], vec![2.0]]).unwrap();
         assert_eq!(c.get(0, 0), 2.0);
@@ -836,6 +808,5 @@ mod tests {
             mean_cov(&[vec![1.0], vec![f32::NAN]]),
             Err(MetricsError::NotFinite(_))
         ));
-        assert!(mean_cov_flat(&[1.0, 2.0, 3.0], 2).is_err());
     }
 }

@@ -36,7 +36,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{MetricsError, Result};
+use crate::error::metrics::{MetricsError, Result};
 
 /// Default copy threshold: 50 tokens = 1 s at 50 Hz (MusicGen EnCodec).
 pub const DEFAULT_COPY_THRESHOLD_FRAMES: usize = 50;

@@ -263,7 +263,7 @@ impl Clap {
     }
 
     /// Embeddings `[B, projection_dim]` of mono clips at `sample_rate` Hz: each is resampled to
-    /// the extractor's rate (rubato, as `data::audio`), turned into features and embedded.
+    /// the extractor's rate (`dsp::resample`, as audio import does), turned into features and embedded.
     pub fn audio_embeddings<A: AsRef<[f32]>>(
         &self,
         clips: &[A],
@@ -275,7 +275,7 @@ impl Clap {
         let rows = clips
             .iter()
             .map(|c| {
-                let x = crate::data::audio::resample(c.as_ref(), sample_rate, self.sample_rate())?;
+                let x = crate::dsp::resample(c.as_ref(), sample_rate, self.sample_rate())?;
                 self.get_audio_features(&self.input_features(&x)?)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use super::*;
+pub(crate) use crate::testing::max_abs_diff;
 
 pub(crate) fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clap")
@@ -46,20 +47,6 @@ pub(crate) fn waves(r: &HashMap<String, Tensor>) -> Vec<Vec<f32>> {
                 .unwrap()
         })
         .collect()
-}
-
-pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 // Tolerances, with the max-abs errors measured on x86-64 (candle 0.11.1 CPU vs torch 2.15 CPU):

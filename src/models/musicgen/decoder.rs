@@ -16,6 +16,8 @@
 //! self-attention, cross-attention to the projected text, GELU (erf) feed-forward.
 //! Self-attention keeps a KV cache; cross-attention K/V are computed once per generation.
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -267,6 +269,53 @@ pub struct MusicgenLm {
 }
 
 impl MusicgenLm {
+    /// The LM's current tensors by checkpoint name (frozen and trainable alike; shared storage).
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        let d = "decoder.model.decoder";
+        let mut put = |n: String, t: Option<&Tensor>| {
+            if let Some(t) = t {
+                out.insert(n, t.detach());
+            }
+        };
+        put(
+            "enc_to_dec_proj.weight".into(),
+            self.enc_to_dec_proj.weight(),
+        );
+        put("enc_to_dec_proj.bias".into(), self.enc_to_dec_proj.bias());
+        for (k, e) in self.embed_tokens.iter().enumerate() {
+            put(format!("{d}.embed_tokens.{k}.weight"), Some(e));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("{d}.layers.{i}");
+            for (n, lin) in l.self_attn.linears() {
+                put(format!("{p}.self_attn.{n}.weight"), lin.weight());
+            }
+            for (n, lin) in l.encoder_attn.linears() {
+                put(format!("{p}.encoder_attn.{n}.weight"), lin.weight());
+            }
+            put(format!("{p}.fc1.weight"), l.fc1.weight());
+            put(format!("{p}.fc2.weight"), l.fc2.weight());
+            for (n, ln) in [
+                ("self_attn_layer_norm", &l.self_attn_layer_norm),
+                ("encoder_attn_layer_norm", &l.encoder_attn_layer_norm),
+                ("final_layer_norm", &l.final_layer_norm),
+            ] {
+                put(format!("{p}.{n}.weight"), Some(&ln.weight));
+                put(format!("{p}.{n}.bias"), Some(&ln.bias));
+            }
+        }
+        put(
+            format!("{d}.layer_norm.weight"),
+            Some(&self.layer_norm.weight),
+        );
+        put(format!("{d}.layer_norm.bias"), Some(&self.layer_norm.bias));
+        for (k, h) in self.lm_heads.iter().enumerate() {
+            put(format!("decoder.lm_heads.{k}.weight"), h.weight());
+        }
+        out
+    }
+
     /// `vb` is the checkpoint root (keys `enc_to_dec_proj.*` and `decoder.*`).
     pub fn new(cfg: &DecoderConfig, text_hidden: usize, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;

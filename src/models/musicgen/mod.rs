@@ -25,6 +25,12 @@ use crate::models::t5::TextEncoder;
 use config::{GenerationConfig, MusicgenConfig};
 use decoder::{Conditioning, MusicgenLm};
 
+/// Is this checkpoint key the LM's (the decoder with its heads, or the text projection), the
+/// part that training changes? T5 (`text_encoder.`) and EnCodec (`audio_encoder.`) are not.
+pub fn is_lm_key(name: &str) -> bool {
+    name.starts_with("decoder.") || name.starts_with("enc_to_dec_proj.")
+}
+
 /// A loaded MusicGen: the frozen text encoder and codec, and the LM.
 pub struct MusicGen {
     pub config: MusicgenConfig,

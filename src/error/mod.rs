@@ -1,4 +1,11 @@
 //! The engine's error type. Every variant names what the user can act on: the file and the problem.
+//!
+//! This is the bottom of the crate: nothing here imports another module. A layer above that owns
+//! its own error enum (the listening test's `ListenError`) converts it into [`Error::Layer`]
+//! where it is defined; the numeric analysis' [`metrics::MetricsError`] lives here because both
+//! `dsp` and `eval` raise it.
+
+pub mod metrics;
 
 use std::path::PathBuf;
 
@@ -50,13 +57,14 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// The listening test (session log, loudness, statistics).
+    /// An error of a layer that owns its own enum (the listening test's session log, loudness
+    /// and statistics), kept whole: shown as it is, reachable through `source()`.
     #[error(transparent)]
-    Listen(#[from] crate::eval::listen::ListenError),
+    Layer(Box<dyn std::error::Error + Send + Sync + 'static>),
 
-    /// An objective metric.
+    /// Numeric analysis (a spectrogram, an objective metric).
     #[error(transparent)]
-    Metrics(#[from] crate::eval::metrics::MetricsError),
+    Metrics(#[from] metrics::MetricsError),
 
     /// An I/O error with the path it happened on.
     #[error("{path}: {source}")]

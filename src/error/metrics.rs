@@ -1,5 +1,6 @@
-//! Error type shared by the evaluation metrics (FAD, FAD∞, KAD, log-mel MSE,
-//! memorisation checks).
+//! Error type shared by the numeric analysis: the log-mel front end (`dsp::mel`) and the
+//! evaluation metrics (FAD, FAD∞, KAD, log-mel MSE, memorisation checks). It lives here, at the
+//! bottom of the crate, because both `dsp` and `eval` raise it.
 //!
 //! Why one enum: every metric validates the same few things (enough samples,
 //! matching dimensions, finite numbers), and the studio shows these errors to a

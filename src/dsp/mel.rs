@@ -28,7 +28,7 @@ use std::sync::Arc;
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
-use super::error::{MetricsError, Result};
+use crate::error::metrics::{MetricsError, Result};
 
 /// FFT size (samples per frame).
 pub const N_FFT: usize = 2048;

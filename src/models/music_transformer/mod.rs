@@ -29,6 +29,8 @@ use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+pub mod vocab;
+
 use crate::error::{Error, Result};
 use crate::models::nn::{masked_softmax, seeded_dropout, LayerNorm, Linear};
 
@@ -65,7 +67,7 @@ impl MusicTransformerConfig {
     fn tiny() -> Self {
         Self {
             model_type: MODEL_TYPE.into(),
-            vocab_size: crate::data::midi::VOCAB,
+            vocab_size: vocab::VOCAB,
             hidden_size: 64,
             num_hidden_layers: 2,
             num_attention_heads: 4,
@@ -121,7 +123,7 @@ impl MusicTransformerConfig {
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
             || self.num_hidden_layers == 0
             || self.max_position_embeddings < 2
-            || self.vocab_size < crate::data::midi::VOCAB
+            || self.vocab_size < vocab::VOCAB
         {
             return Err(Error::InvalidRequest(format!(
                 "not a usable Music Transformer size: {self:?}"

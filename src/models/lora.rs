@@ -1,7 +1,8 @@
-//! LoRA adapters on the MusicGen LM with PEFT's conventions: `y = W x + (alpha / r) · B (A x)`,
-//! A `[r, in]`, B `[out, r]` (zero at start), keys
+//! LoRA adapters attached to a model's linear layers with PEFT's conventions:
+//! `y = W x + (alpha / r) · B (A x)`, A `[r, in]`, B `[out, r]` (zero at start), keys
 //! `base_model.model.<module path>.lora_{A,B}.default.weight` (`.default` is dropped in
-//! `adapter_model.safetensors`). The base weights stay plain tensors (no gradient buffers).
+//! `adapter_model.safetensors`; see [`crate::models::peft`]). The base weights stay plain tensors
+//! (no gradient buffers). Training attaches fresh adapters; loading attaches saved ones unmerged.
 
 use std::collections::HashMap;
 
@@ -107,52 +108,6 @@ fn targets<'a>(lm: &'a mut MusicgenLm, cfg: &LoraConfig) -> Vec<(String, &'a mut
         out.push(("enc_to_dec_proj".to_string(), &mut lm.enc_to_dec_proj));
     }
     out
-}
-
-/// PEFT's `target_modules` for the config (module name suffixes).
-pub fn peft_target_modules(cfg: &LoraConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in &cfg.targets {
-        match t {
-            LoraTarget::SelfAttn => out.extend(
-                [
-                    "self_attn.q_proj",
-                    "self_attn.k_proj",
-                    "self_attn.v_proj",
-                    "self_attn.out_proj",
-                ]
-                .map(String::from),
-            ),
-            LoraTarget::CrossAttn => out.extend(
-                [
-                    "encoder_attn.q_proj",
-                    "encoder_attn.k_proj",
-                    "encoder_attn.v_proj",
-                    "encoder_attn.out_proj",
-                ]
-                .map(String::from),
-            ),
-            LoraTarget::Ffn => out.extend(["fc1", "fc2"].map(String::from)),
-            LoraTarget::LmHeads => out
-                .extend(["lm_heads.0", "lm_heads.1", "lm_heads.2", "lm_heads.3"].map(String::from)),
-            LoraTarget::EncToDecProj => out.push("enc_to_dec_proj".into()),
-        }
-    }
-    out
-}
-
-/// The adapters' trainable tensors by their names in `adapter_model.safetensors`.
-pub fn adapter_vars(adapters: Vec<Adapter>) -> Vec<(String, Var)> {
-    adapters
-        .into_iter()
-        .flat_map(|a| {
-            let (na, nb) = a.peft_names();
-            [
-                (crate::train::trainer::peft_file_name(&na), a.a),
-                (crate::train::trainer::peft_file_name(&nb), a.b),
-            ]
-        })
-        .collect()
 }
 
 /// Sets (training) or clears (evaluation) the dropout seeds of every adapter: each adapter gets

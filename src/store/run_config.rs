@@ -1,5 +1,7 @@
 //! Everything a training run is configured by, in one serde struct written to the run's
-//! `config.json` exactly as resolved (so a run can be reproduced or resumed from it alone).
+//! `config.json` exactly as resolved (so a run can be reproduced or resumed from it alone). It
+//! lives in the store, not in `train/`, because it is the run folder's manifest: loading a run
+//! as a model (evaluation, listening tests, the studio) reads it without the training loop.
 //! Defaults are audiocraft's: AdamW betas (0.9, 0.95), eps 1e-8, weight decay 0.1, clipping 1.0,
 //! linear warmup then cosine decay, condition dropout 0.3, word dropout 0.3, caption merge 0.25.
 
@@ -8,33 +10,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::lora::LoraConfig;
 use crate::models::musicgen::patterns::CodebookPattern;
-use crate::train::lora::LoraConfig;
-
-/// The model family a run trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// MusicGen (text → EnCodec tokens); `model` is the base checkpoint.
-    #[default]
-    Musicgen,
-    /// Music Transformer on MIDI events; `model` is the model to continue from (a model folder
-    /// or a run), empty for `scratch` (size from `midi.preset`).
-    Midi,
-}
-
-impl std::str::FromStr for Family {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "musicgen" | "audio" => Ok(Self::Musicgen),
-            "midi" | "music-transformer" | "music_transformer" => Ok(Self::Midi),
-            other => Err(Error::InvalidRequest(format!(
-                "unknown model family {other:?} (musicgen, midi)"
-            ))),
-        }
-    }
-}
+use crate::models::Family;
 
 /// The Music Transformer side of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,25 +52,31 @@ pub enum Mode {
     Scratch,
 }
 
-impl std::str::FromStr for Mode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        parse_mode(s)
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Full, Mode::Lora, Mode::Head, Mode::Scratch];
+
+    /// The mode's name, as `config.json` and the CLI spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Lora => "lora",
+            Mode::Head => "head",
+            Mode::Scratch => "scratch",
+        }
     }
 }
 
-/// Parses a mode name.
-pub fn parse_mode(s: &str) -> Result<Mode> {
-    {
-        match s {
-            "full" => Ok(Mode::Full),
-            "lora" => Ok(Mode::Lora),
-            "head" => Ok(Mode::Head),
-            "scratch" => Ok(Mode::Scratch),
-            other => Err(Error::InvalidRequest(format!(
-                "unknown training mode {other:?} (full, lora, head, scratch)"
-            ))),
-        }
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "unknown training mode {s:?} (full, lora, head, scratch)"
+                ))
+            })
     }
 }
 
@@ -146,7 +130,8 @@ impl Default for EmaConfig {
 pub struct TrainConfig {
     /// Dataset folder (from `tunelab dataset import`).
     pub dataset: PathBuf,
-    /// Base model: a local HF-format folder or a Hub repo id (MIDI: see [`Family::Midi`]).
+    /// Base model: a local HF-format folder or a Hub repo id (MIDI: a model folder or a run to
+    /// continue from, empty for `scratch`).
     pub model: String,
     pub family: Family,
     pub mode: Mode,
@@ -315,40 +300,20 @@ impl TrainConfig {
     }
 }
 
-/// Linear warmup from 0 to `peak` over `warmup` steps, then cosine decay to `peak * min_ratio`
-/// at `total` (audiocraft's `CosineLRScheduler`). `step` counts completed updates (0-based:
-/// the first update uses `lr_at(0)`... which is `peak / warmup` so no update uses lr 0).
-pub fn lr_at(step: usize, total: usize, warmup: usize, peak: f64, min_ratio: f64) -> f64 {
-    let s = step + 1;
-    if s <= warmup {
-        return peak * s as f64 / warmup as f64;
-    }
-    let span = total.saturating_sub(warmup).max(1) as f64;
-    let progress = ((s - warmup) as f64 / span).min(1.0);
-    let ratio =
-        min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + (std::f64::consts::PI * progress).cos());
-    peak * ratio
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn schedule_warms_up_then_decays_to_the_floor() {
-        let lr = |s| lr_at(s, 110, 10, 1e-3, 0.1);
-        assert!((lr(0) - 1e-4).abs() < 1e-12);
-        assert!((lr(9) - 1e-3).abs() < 1e-12);
-        assert!(lr(10) < 1e-3 && lr(10) > 0.99e-3);
-        assert!((lr(59) - 0.55e-3).abs() < 1e-9, "{}", lr(59)); // half way: mid of 1e-3 and 1e-4
-        assert!((lr(109) - 1e-4).abs() < 1e-12);
-        let mut prev = f64::INFINITY;
-        for s in 9..110 {
-            assert!(lr(s) <= prev);
-            prev = lr(s);
+    fn mode_names_are_the_serde_names() {
+        for m in Mode::ALL {
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.name())
+            );
+            assert_eq!(m.name().parse::<Mode>().unwrap(), m);
         }
-        // No warmup: starts at the peak.
-        assert!((lr_at(0, 100, 0, 1e-3, 0.0) - 1e-3).abs() < 1e-6);
+        assert!("partial".parse::<Mode>().is_err());
     }
 
     #[test]

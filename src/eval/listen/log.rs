@@ -6,18 +6,18 @@
 //! planner, so durability and validation live here and nowhere else.
 //!
 //! What: [`SessionLog`]. Line 1 is a header with [`LOG_FORMAT`] and the
-//! spec, written once atomically (temp file, fsync, rename, directory
-//! fsync); each answer is one line appended with `O_APPEND` + `write_all` +
-//! `fsync` before the call returns. `open` re-checks every answer against the
-//! re-computed plan, resumes, ignores (and reports, as a [`TornTail`]) a
-//! torn *last* line, and truncates it away before the next append; any other
-//! bad line is an error naming file and line. One process writes a log at a
-//! time; a second writer is detected (file length changed underneath) and
-//! refused rather than interleaved. What a UI may show of a log, and the
-//! unblinding, are in [`super::blind`].
+//! spec, written once atomically (the crate's [`atomic_write_io`]: temp
+//! file, fsync, rename, directory fsync); each answer is one line appended
+//! with `O_APPEND` + `write_all` + `fsync` before the call returns. `open`
+//! re-checks every answer against the re-computed plan, resumes, ignores
+//! (and reports, as a [`TornTail`]) a torn *last* line, and truncates it
+//! away before the next append; any other bad line is an error naming file
+//! and line. One process writes a log at a time; a second writer is detected
+//! (file length changed underneath) and refused rather than interleaved.
+//! What a UI may show of a log, and the unblinding, are in [`super::blind`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ListenError, Result};
 use super::model::{Answer, Choice, Response, SessionSpec, Trial};
 use super::plan::plan_trials;
+use crate::util::atomic_write_io;
 
 /// Format tag in the header line. Bump it whenever the plan algorithm or the
 /// line formats change: answers are checked against the re-computed plan on
@@ -83,59 +84,30 @@ fn to_line<T: Serialize>(v: &T) -> Result<String> {
     Ok(s)
 }
 
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ListenError::io(dir, e))
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(())
-}
-
 impl SessionLog {
     /// Create a new log holding only the header (spec). The header is
-    /// written to a temporary file in the same directory, fsynced, renamed
-    /// into place and the directory fsynced, so the log either does not
-    /// exist or has a complete header. Refuses to overwrite an existing file.
+    /// written with the crate's one atomic write ([`atomic_write_io`]: temp
+    /// file in the same directory, fsync, rename, directory fsync), so the
+    /// log either does not exist or has a complete header. Refuses to
+    /// overwrite an existing file.
     pub fn create(path: impl AsRef<Path>, spec: SessionSpec) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         spec.validate()?;
         if path.exists() {
             return Err(ListenError::Exists { path });
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| ListenError::Invalid(format!("{}: not a file path", path.display())))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        if path.file_name().is_none() {
+            return Err(ListenError::Invalid(format!(
+                "{}: not a file path",
+                path.display()
+            )));
+        }
         let line = to_line(&LogHeader {
             format: LOG_FORMAT.to_string(),
             spec: spec.clone(),
         })?;
-        let write_tmp = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(line.as_bytes())?;
-            f.sync_all()
-        };
-        if let Err(e) = write_tmp() {
-            let _ = fs::remove_file(&tmp);
-            return Err(ListenError::io(&tmp, e));
-        }
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(ListenError::io(&path, e));
-        }
-        sync_dir(&dir)?;
+        atomic_write_io(&path, |w| w.write_all(line.as_bytes()))
+            .map_err(|e| ListenError::io(e.path, e.source))?;
         let len = line.len() as u64;
         Ok(SessionLog {
             path,

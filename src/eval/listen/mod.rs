@@ -41,7 +41,8 @@ pub use model::{
 };
 pub use plan::plan_trials;
 pub use results::{
-    pool, results, AbxResult, BootstrapCi, PromptCount, RaterCount, Results, ResultsOptions,
+    pool, results, AbxResult, BootstrapCi, BootstrapInterval, PromptCount, RaterCount, Results,
+    ResultsOptions,
 };
 
 /// The session API under its pre-split path (`eval::listen::session::X`), so existing callers

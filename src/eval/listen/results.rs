@@ -11,6 +11,7 @@
 //! [`pool`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,19 +82,62 @@ pub struct RaterCount {
     pub catch_failures: u64,
 }
 
-/// Cluster-bootstrap interval of B's share.
+/// Cluster-bootstrap estimate of B's share.
+///
+/// In JSON the interval's fields sit beside `mean`: `"interval":
+/// "estimated"` with `lo` and `hi`, or `"interval": "cannot_be_estimated"`
+/// with `clusters` and no bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootstrapCi {
     /// Observed share.
     pub mean: f64,
-    /// 2.5 % percentile.
-    pub lo: f64,
-    /// 97.5 % percentile.
-    pub hi: f64,
+    /// The 95 % interval, or why there is none.
+    #[serde(flatten)]
+    pub interval: BootstrapInterval,
     /// Replicates.
     pub iters: usize,
     /// Seed.
     pub seed: u64,
+}
+
+/// The 95 % percentile interval of the cluster bootstrap, when the votes can
+/// carry one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "interval", rename_all = "snake_case")]
+pub enum BootstrapInterval {
+    /// The 2.5 % and 97.5 % percentiles of the replicates.
+    Estimated {
+        /// 2.5 % percentile.
+        lo: f64,
+        /// 97.5 % percentile.
+        hi: f64,
+    },
+    /// Fewer than [`stats::MIN_BOOTSTRAP_CLUSTERS`] (rater, prompt) clusters:
+    /// every replicate redraws the same votes, so the percentiles would be a
+    /// zero-width interval that looks certain and means nothing.
+    CannotBeEstimated {
+        /// The (rater, prompt) clusters there were.
+        clusters: usize,
+    },
+}
+
+/// "95 % lo–hi" (the formatter's precision applies to the bounds), or a
+/// sentence saying why there is no interval.
+impl fmt::Display for BootstrapInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BootstrapInterval::Estimated { lo, hi } => match f.precision() {
+                Some(p) => write!(f, "95 % {lo:.p$}–{hi:.p$}"),
+                None => write!(f, "95 % {lo}–{hi}"),
+            },
+            BootstrapInterval::CannotBeEstimated { clusters } => write!(
+                f,
+                "95 % interval cannot be estimated from {clusters} rater–prompt cluster{} (needs {} or more)",
+                if clusters == 1 { "" } else { "s" },
+                stats::MIN_BOOTSTRAP_CLUSTERS
+            ),
+        }
+    }
 }
 
 /// Results of one or more pooled sessions. "Wins for B" means the rater
@@ -121,7 +165,8 @@ pub struct Results {
     /// Catch trials failed.
     pub catch_failures: u64,
     /// Two-stage cluster bootstrap (raters, then prompts within rater);
-    /// `None` without scored votes.
+    /// `None` without scored votes, no interval with fewer than two
+    /// (rater, prompt) clusters.
     pub bootstrap: Option<BootstrapCi>,
     /// Raters who have not finished their plan (their answers are included).
     pub unfinished_raters: Vec<String>,
@@ -251,6 +296,7 @@ pub fn pool(logs: &[SessionLog], opts: &ResultsOptions) -> Result<Results> {
     }
 
     let any_abx = logs.iter().any(|l| l.spec().abx);
+    let clusters = stats::bootstrap_clusters(&votes);
     Ok(Results {
         sessions: logs.iter().map(|l| l.spec().id.clone()).collect(),
         model_a,
@@ -293,8 +339,11 @@ pub fn pool(logs: &[SessionLog], opts: &ResultsOptions) -> Result<Results> {
         bootstrap: stats::bootstrap_preference(&votes, opts.bootstrap_iters, opts.bootstrap_seed)
             .map(|(mean, lo, hi)| BootstrapCi {
                 mean,
-                lo,
-                hi,
+                interval: if clusters < stats::MIN_BOOTSTRAP_CLUSTERS {
+                    BootstrapInterval::CannotBeEstimated { clusters }
+                } else {
+                    BootstrapInterval::Estimated { lo, hi }
+                },
                 iters: opts.bootstrap_iters,
                 seed: opts.bootstrap_seed,
             }),
@@ -305,7 +354,7 @@ pub fn pool(logs: &[SessionLog], opts: &ResultsOptions) -> Result<Results> {
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{constructed_log, prefer, spec, PROMPTS};
-    use super::super::model::{Choice, Response, Side, Which};
+    use super::super::model::{Choice, Response, SessionSpec, Side, Which};
     use super::*;
 
     #[test]
@@ -339,7 +388,10 @@ mod tests {
         assert!(r.abx.is_none());
         assert!(r.unfinished_raters.is_empty());
         let b = r.bootstrap.clone().unwrap();
-        assert!((b.mean - 0.75).abs() < 1e-12 && b.lo <= 0.75 && b.hi >= 0.75);
+        let BootstrapInterval::Estimated { lo, hi } = b.interval else {
+            panic!("one rater over four prompts has an interval: {b:?}");
+        };
+        assert!((b.mean - 0.75).abs() < 1e-12 && lo <= 0.75 && hi >= 0.75);
         // deterministic
         assert_eq!(results(&log, &ResultsOptions::default()).unwrap(), r);
     }
@@ -405,5 +457,97 @@ mod tests {
         let l3 = SessionLog::create(dir.path().join("s3.jsonl"), other).unwrap();
         let err = pool(&[l1, l3], &ResultsOptions::default()).unwrap_err();
         assert!(err.to_string().contains("different models"), "{err}");
+    }
+
+    /// A spec with the first of [`PROMPTS`] only.
+    fn one_prompt_spec(id: &str, trials: usize) -> SessionSpec {
+        let mut s = spec(id, trials, 0, false, false);
+        s.prompts.truncate(1);
+        s.clips.retain(|c| c.prompt_idx == 0);
+        s
+    }
+
+    /// Answer every trial of `rater`, preferring B on the first `b_wins`.
+    fn answer_all(log: &mut SessionLog, rater: &str, b_wins: usize) {
+        let mut i = 0;
+        while let Some(t) = log.next_trial(rater).unwrap() {
+            let model = if i < b_wins { Which::B } else { Which::A };
+            log.record(rater, prefer(&t, model)).unwrap();
+            i += 1;
+        }
+    }
+
+    #[test]
+    fn bootstrap_over_one_rater_and_one_prompt_cannot_be_estimated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.jsonl");
+        let mut log = SessionLog::create(&path, one_prompt_spec("one", 20)).unwrap();
+        answer_all(&mut log, "solo", 13);
+        let r = results(&log, &ResultsOptions::default()).unwrap();
+        let b = r.bootstrap.clone().unwrap();
+        assert!((b.mean - 0.65).abs() < 1e-12);
+        assert_eq!(
+            b.interval,
+            BootstrapInterval::CannotBeEstimated { clusters: 1 }
+        );
+        // what the CLI and the results view print: no "0.65–0.65"
+        let text = format!("{:.2}", b.interval);
+        assert!(text.contains("cannot be estimated"), "{text}");
+        assert!(!text.contains("0.65"), "{text}");
+        // the JSON export says so too, with no bounds to misread
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["interval"], "cannot_be_estimated");
+        assert_eq!(json["clusters"], 1);
+        assert!(
+            json.get("lo").is_none() && json.get("hi").is_none(),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_value::<BootstrapCi>(json).unwrap(), b);
+    }
+
+    #[test]
+    fn bootstrap_over_two_or_more_clusters_gives_an_interval_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        // one prompt, two raters: two clusters
+        let path = dir.path().join("two.jsonl");
+        let mut log = SessionLog::create(&path, one_prompt_spec("two", 20)).unwrap();
+        answer_all(&mut log, "ann", 18);
+        answer_all(&mut log, "bob", 8);
+        let opts = ResultsOptions::default();
+        let b = results(&log, &opts).unwrap().bootstrap.unwrap();
+        // the numbers are stats::bootstrap_preference's, as before
+        let votes: Vec<(String, String, f64)> = log
+            .answers()
+            .iter()
+            .map(|a| {
+                let v = if a.model_pref() == Pref::B { 1.0 } else { 0.0 };
+                (a.rater.clone(), PROMPTS[0].to_string(), v)
+            })
+            .collect();
+        let (mean, lo, hi) =
+            stats::bootstrap_preference(&votes, opts.bootstrap_iters, opts.bootstrap_seed).unwrap();
+        assert_eq!(
+            (b.mean, b.interval),
+            (mean, BootstrapInterval::Estimated { lo, hi })
+        );
+        assert!(lo < mean && mean < hi, "{lo} {mean} {hi}");
+        assert_eq!(
+            format!("{:.2}", b.interval),
+            format!("95 % {lo:.2}–{hi:.2}")
+        );
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["interval"], "estimated");
+        assert_eq!(
+            (json["lo"].as_f64(), json["hi"].as_f64()),
+            (Some(lo), Some(hi))
+        );
+        assert_eq!(serde_json::from_value::<BootstrapCi>(json).unwrap(), b);
+        // one rater over four prompts is four clusters: an interval too
+        let (four, _) = constructed_log(dir.path(), "four", "lee");
+        let b = results(&four, &opts).unwrap().bootstrap.unwrap();
+        assert!(
+            matches!(b.interval, BootstrapInterval::Estimated { .. }),
+            "{b:?}"
+        );
     }
 }

@@ -15,7 +15,8 @@
 //! - planning: [`min_wins_for_significance`] and [`power_votes`] (exact test,
 //!   searched upward from a normal-approximation start);
 //! - [`bootstrap_preference`]: two-stage cluster bootstrap (raters, then each
-//!   resampled rater's prompts), deterministic via `ChaCha8Rng`;
+//!   resampled rater's prompts), deterministic via `ChaCha8Rng`, and
+//!   [`bootstrap_clusters`], which says whether its interval means anything;
 //! - [`summarise`] with an explicit [`TiePolicy`].
 //!
 //! All log-gamma values come from a Lanczos approximation written here
@@ -26,7 +27,7 @@
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 // ---------------------------------------------------------------------------
 // Special functions
@@ -537,6 +538,24 @@ pub fn bootstrap_preference(
         percentile_sorted(&reps, 0.025),
         percentile_sorted(&reps, 0.975),
     ))
+}
+
+/// Fewest (rater, prompt) clusters for which [`bootstrap_preference`]'s
+/// interval is an estimate.
+pub const MIN_BOOTSTRAP_CLUSTERS: usize = 2;
+
+/// Number of (rater, prompt) clusters that [`bootstrap_preference`] resamples.
+///
+/// Below [`MIN_BOOTSTRAP_CLUSTERS`] (one rater who judged one prompt) every
+/// replicate redraws the very same votes, so the percentile interval has zero
+/// width whatever the votes were: it reflects no uncertainty at all, and a
+/// caller must report it as not estimable rather than print it.
+pub fn bootstrap_clusters(votes: &[(String, String, f64)]) -> usize {
+    votes
+        .iter()
+        .map(|(rater, prompt, _)| (rater.as_str(), prompt.as_str()))
+        .collect::<BTreeSet<_>>()
+        .len()
 }
 
 // ---------------------------------------------------------------------------

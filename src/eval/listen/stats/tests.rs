@@ -219,6 +219,25 @@ fn bootstrap_cluster_is_wider_than_naive_for_correlated_raters() {
 }
 
 #[test]
+fn one_cluster_gives_a_zero_width_interval_and_is_counted_as_one() {
+    // why the count matters: one rater on one prompt, votes split 13:7,
+    // and the bootstrap still claims certainty
+    let mut v = votes(&[("r1", "p1", 1.0); 13]);
+    v.extend(votes(&[("r1", "p1", 0.0); 7]));
+    let (mean, lo, hi) = bootstrap_preference(&v, 2000, 0).unwrap_or_default();
+    assert_eq!((mean, lo, hi), (0.65, 0.65, 0.65));
+    assert_eq!(bootstrap_clusters(&v), 1);
+    assert!(bootstrap_clusters(&v) < MIN_BOOTSTRAP_CLUSTERS);
+    // a second prompt or a second rater is a second cluster
+    v.push(("r1".into(), "p2".into(), 1.0));
+    assert_eq!(bootstrap_clusters(&v), 2);
+    v.push(("r2".into(), "p1".into(), 0.0));
+    v.push(("r2".into(), "p1".into(), 1.0));
+    assert_eq!(bootstrap_clusters(&v), 3);
+    assert_eq!(bootstrap_clusters(&[]), 0);
+}
+
+#[test]
 fn summarise_tie_policies() {
     let mut answers = vec![Pref::B; 15];
     answers.extend(vec![Pref::A; 5]);

@@ -594,19 +594,18 @@ mod tests {
 
     // ---- real kill test ---------------------------------------------------
 
+    /// Set (to the log path) only in the copy of the test binary that
+    /// `kill_mid_session_keeps_every_committed_answer` spawns: that copy
+    /// plays the writer that gets killed.
     const CHILD_ENV: &str = "TUNELAB_LISTEN_KILL_CHILD_LOG";
     const CHILD_RATER: &str = "killed-rater";
 
-    /// Child side of `kill_mid_session_keeps_every_committed_answer`. Does
-    /// nothing in a normal test run; when re-invoked with `CHILD_ENV` set it
-    /// records answers in a loop, printing `COMMITTED <trial>` after each
-    /// durable append, until it is killed.
-    #[test]
-    fn kill_child_writer() {
-        let Some(path) = std::env::var_os(CHILD_ENV) else {
-            return;
-        };
-        let mut log = SessionLog::open(PathBuf::from(path)).unwrap();
+    /// The child's role: record answers in a loop, printing
+    /// `COMMITTED <trial>` after each durable append, until killed. Never
+    /// returns: a child that outlives the whole plan fails, so this role can
+    /// never pass as a test.
+    fn child_writer(path: &Path) -> ! {
+        let mut log = SessionLog::open(path).unwrap();
         let stdout = std::io::stdout();
         while let Some(t) = log.next_trial(CHILD_RATER).unwrap() {
             let model = if t.index % 3 == 0 { Which::A } else { Which::B };
@@ -616,6 +615,7 @@ mod tests {
             out.flush().unwrap();
         }
         std::thread::sleep(Duration::from_secs(30));
+        panic!("the child writer finished its plan and was never killed");
     }
 
     struct KillOnDrop(Child);
@@ -626,10 +626,13 @@ mod tests {
         }
     }
 
+    /// Re-runs this very test in a child process (same binary, `--exact` own
+    /// name, [`CHILD_ENV`] set), which becomes [`child_writer`]; SIGKILLs it
+    /// mid-session and checks that every answer it confirmed is on disk.
     #[test]
     fn kill_mid_session_keeps_every_committed_answer() {
-        if std::env::var_os(CHILD_ENV).is_some() {
-            return; // we are the child process: only `kill_child_writer` acts
+        if let Some(path) = std::env::var_os(CHILD_ENV) {
+            child_writer(Path::new(&path));
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("killed.jsonl");
@@ -640,7 +643,7 @@ mod tests {
         let module = module.split_once("::").map_or(module, |(_, rest)| rest);
         let child = Command::new(std::env::current_exe().unwrap())
             .args([
-                &format!("{module}::kill_child_writer"),
+                &format!("{module}::kill_mid_session_keeps_every_committed_answer"),
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",
@@ -653,10 +656,15 @@ mod tests {
         let mut child = KillOnDrop(child);
         let stdout = child.0.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel::<usize>();
+        let (ran_tx, ran_rx) = mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let Some(n) = line.strip_prefix("COMMITTED ") else {
+                // libtest may print "test <name> ... " on the same line first
+                let Some((_, n)) = line.split_once("COMMITTED ") else {
+                    if line.starts_with("running ") {
+                        let _ = ran_tx.send(line);
+                    }
                     continue;
                 };
                 if tx.send(n.trim().parse().unwrap()).is_err() {
@@ -681,6 +689,11 @@ mod tests {
         reader.join().unwrap();
         committed.extend(rx.try_iter()); // everything printed before the kill
         assert!(committed.len() >= 5);
+        // the child ran exactly this test (in its child role), nothing else
+        assert_eq!(
+            ran_rx.try_iter().collect::<Vec<_>>(),
+            ["running 1 test".to_string()]
+        );
 
         let mut log = SessionLog::open(&path).unwrap();
         let on_disk: BTreeSet<usize> = log.answers().iter().map(|a| a.trial).collect();

@@ -135,6 +135,11 @@ fn a_session_is_prepared_answered_and_scored() {
         "{text}"
     );
     assert!(text.contains("B (B) is preferred"), "{text}");
+    // one rater over two prompts: two clusters, so the bootstrap gives an interval
+    assert!(
+        text.contains("cluster bootstrap over raters and prompts (2000 replicates, seed 0): B's share 1.000, 95 % 1.000–1.000"),
+        "{text}"
+    );
     // Ears and numbers side by side: both models' held-out CE and FAD beside their votes,
     // matched by weights hash.
     let ce: Vec<&str> = text

@@ -183,7 +183,10 @@ impl ResultsArgs {
             .transpose()?;
         print!("{}", table(&verdict(&r, report.as_ref())));
         if let Some(b) = &r.bootstrap {
-            println!("cluster bootstrap over raters and prompts: {b:?}");
+            println!(
+                "cluster bootstrap over raters and prompts ({} replicates, seed {}): B's share {:.3}, {:.3}",
+                b.iters, b.seed, b.mean, b.interval
+            );
         }
         if let Some(a) = &r.abx {
             println!("ABX: {a:?}");

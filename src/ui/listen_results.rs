@@ -200,8 +200,8 @@ impl ResultsView {
         ui.label(&v.headline);
         if let Some(b) = &r.bootstrap {
             ui.label(format!(
-                "Bootstrap over raters and prompts ({} replicates): B's share {:.2}, 95 % {:.2}–{:.2}.",
-                b.iters, b.mean, b.lo, b.hi
+                "Bootstrap over raters and prompts ({} replicates): B's share {:.2}, {:.2}.",
+                b.iters, b.mean, b.interval
             ));
         }
         if let Some(a) = &r.abx {

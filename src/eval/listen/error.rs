@@ -12,7 +12,8 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in `stats`, `loudness` and `session`.
+/// Everything that can go wrong in the listening-test modules (statistics, loudness, the
+/// session model, plan, log, blinding, results and exports).
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     /// An operating-system I/O call on `path` failed.

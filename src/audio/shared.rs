@@ -92,6 +92,30 @@ impl Player {
         inner.sink.play(samples, rate, from)
     }
 
+    /// What a Play / Pause button does for `samples`: pauses this panel's clip while it plays;
+    /// else resumes it from its playhead when `samples` is the clip left there part-way; else
+    /// plays `samples` from the start.
+    pub fn play_or_pause(&self, samples: Arc<Vec<f32>>, rate: u32) -> Result<(), String> {
+        if self.is_playing() {
+            self.pause();
+            return Ok(());
+        }
+        let at = self.position().as_secs_f64();
+        let seconds = samples.len() as f64 / rate.max(1) as f64;
+        let left_here = self
+            .inner
+            .borrow()
+            .slots
+            .get(self.id)
+            .and_then(|s| s.clip.as_ref())
+            .is_some_and(|(clip, _)| Arc::ptr_eq(clip, &samples));
+        if left_here && at > 0.0 && at < seconds - 0.01 {
+            self.resume()
+        } else {
+            self.play(samples, rate, Duration::ZERO)
+        }
+    }
+
     /// Pauses this panel's clip (nothing when another panel has the stream).
     pub fn pause(&self) {
         if self.owns() {
@@ -232,6 +256,31 @@ mod tests {
         assert!(b.is_playing() && !a.is_playing());
         assert_eq!(plays.borrow().last(), Some(&(5_000, b_left)));
         assert!(b.position() >= b_left);
+    }
+
+    #[test]
+    fn play_or_pause_resumes_the_same_clip_and_starts_another_from_zero() {
+        let shared = SharedPlayer::new(Box::new(NullSink::default()));
+        let (a, b) = (shared.handle(), shared.handle());
+        let clip = Arc::new(vec![0.0; 10_000]);
+        a.play(clip.clone(), 1_000, Duration::from_secs(4)).unwrap();
+        a.play_or_pause(clip.clone(), 1_000).unwrap();
+        assert!(!a.is_playing(), "a click while playing pauses");
+        let at = a.position();
+        a.play_or_pause(clip.clone(), 1_000).unwrap();
+        assert!(a.is_playing() && a.position() >= at, "resumed where it was");
+        // Taken over: the same clip picks up where it was left, another one starts at zero.
+        b.play(Arc::new(vec![0.0; 100]), 1_000, Duration::ZERO)
+            .unwrap();
+        let left = a.position();
+        a.play_or_pause(clip.clone(), 1_000).unwrap();
+        assert!(a.is_playing() && a.position() >= left && left >= at);
+        a.pause();
+        a.play_or_pause(Arc::new(vec![0.0; 10_000]), 1_000).unwrap();
+        assert!(
+            a.position() < Duration::from_secs(1),
+            "a new clip plays from the start"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(feature = "gui")]
 fn open_studio(tab: Option<&str>) -> anyhow::Result<()> {
+    let tab = tab.map(str::parse::<tunelab::ui::Tab>).transpose()?;
     tunelab::ui::run(tab)
 }
 

@@ -28,8 +28,7 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Commands>,
-    /// Without a subcommand the studio opens; this picks its tab (the possible values are the
-    /// studio's tabs; builds without the studio have none).
+    /// Without a subcommand the studio opens, on this tab.
     #[arg(long)]
     pub tab: Option<String>,
 }

@@ -1,4 +1,9 @@
-use clap::Parser;
+//! The composition root: sets up the process (memory, BLAS, logging), parses the command line
+//! and hands the CLI the studio (feature `gui`). The CLI and the studio are both edges and never
+//! import each other; this file is where they meet: it lends `--tab` the studio's tab names and
+//! dispatches `tunelab bench ui` and the studio window through `cli::Studio`.
+
+use clap::{CommandFactory, FromArgMatches};
 use tunelab::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
@@ -12,21 +17,42 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Some(cmd) => cmd.run(),
-        None => open_studio(cli.tab.as_deref()),
-    }
+    let cli = parse_args();
+    #[cfg(feature = "gui")]
+    let studio = gui::Gui;
+    #[cfg(not(feature = "gui"))]
+    let studio = tunelab::cli::NoStudio;
+    cli.run(&studio)
+}
+
+/// The command line, with `--tab` limited to (and its help listing) the studio's tabs.
+fn parse_args() -> Cli {
+    let cmd = Cli::command();
+    #[cfg(feature = "gui")]
+    let cmd = cmd.mut_arg("tab", |a| {
+        a.value_parser(clap::builder::PossibleValuesParser::new(
+            tunelab::ui::Tab::names(),
+        ))
+    });
+    let mut matches = cmd.get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit())
 }
 
 #[cfg(feature = "gui")]
-fn open_studio(tab: Option<&str>) -> anyhow::Result<()> {
-    tunelab::ui::run(tab)
-}
+mod gui {
+    use tunelab::cli::{bench::BenchUiArgs, Studio};
+    use tunelab::ui::Tab;
 
-#[cfg(not(feature = "gui"))]
-fn open_studio(_tab: Option<&str>) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "this build has no studio (built without the `gui` feature); see `tunelab --help`"
-    )
+    /// The studio of this build.
+    pub struct Gui;
+
+    impl Studio for Gui {
+        fn open(&self, tab: Option<&str>) -> anyhow::Result<()> {
+            let tab = tab.map(str::parse::<Tab>).transpose()?;
+            tunelab::ui::run(tab)
+        }
+        fn bench(&self, a: &BenchUiArgs) -> anyhow::Result<()> {
+            tunelab::ui::bench::run(a.steps, a.seconds, a.json)
+        }
+    }
 }

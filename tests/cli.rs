@@ -95,3 +95,21 @@ fn models_lists_the_hf_cache() {
         "{text}"
     );
 }
+
+/// `--tab` takes the studio's tab names, which `main.rs` lends the CLI from `ui::Tab`: the help
+/// lists all six, and any other name is refused before a window would open.
+#[cfg(feature = "gui")]
+#[test]
+fn tab_lists_and_takes_only_the_studios_tabs() {
+    let out = tunelab().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("possible values: models, generate, dataset, train, evaluate, listen"),
+        "{help}"
+    );
+    let out = tunelab().args(["--tab", "mixer"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'mixer'") && err.contains("evaluate"), "{err}");
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use tunelab::ui::app::{State, Tab, TunelabApp};
+use tunelab::ui::{State, Tab, TunelabApp};
 
 fn wait_for(h: &mut Harness<'_, TunelabApp>, what: &str, label: &str) {
     let start = Instant::now();

@@ -1,13 +1,23 @@
 //! Audio output behind a trait (as kira's backends): the studio plays through [`AudioSink`];
-//! `rodio`/cpal implement it with feature `audio`, and [`NullSink`] (no device, tests) keeps a
-//! wall-clock playhead so everything above it behaves the same without sound. The device sink
-//! resamples to the device's rate (rodio's mixer) and fades each start in over 10 ms, so
-//! switching clips at the playhead does not click.
+//! the real device (rodio on cpal, feature `audio`) lives in `device.rs`, and [`NullSink`] (no
+//! device: tests, headless builds) keeps a wall-clock playhead so everything above it behaves
+//! the same without sound. The device is opened once ([`default_sink`]) and shared by every
+//! panel through [`SharedPlayer`] (`shared.rs`): one stream, one clip at a time, and each
+//! panel's handle knows whether the clip playing is its own.
+
+#[cfg(feature = "audio")]
+mod device;
+mod shared;
+
+#[cfg(feature = "audio")]
+pub use device::DeviceSink;
+pub use shared::{Player, SharedPlayer};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Something that plays one mono clip at a time.
+/// Something that plays one mono clip at a time. Not `Send`: a device stream may be tied to
+/// the thread that opened it (the UI thread).
 pub trait AudioSink {
     /// Plays `samples` (mono, `rate` Hz) from `from`, replacing what was playing.
     fn play(&mut self, samples: Arc<Vec<f32>>, rate: u32, from: Duration) -> Result<(), String>;
@@ -55,83 +65,6 @@ impl AudioSink for NullSink {
         self.started.is_some() && self.position() < self.length
     }
 }
-
-#[cfg(feature = "audio")]
-mod device {
-    use super::*;
-    use rodio::Source;
-
-    /// The default output device through rodio (cpal underneath).
-    pub struct DeviceSink {
-        stream: rodio::OutputStream,
-        sink: Option<rodio::Sink>,
-        /// Where the current clip started playing (skipped samples are not counted by rodio).
-        offset: Duration,
-    }
-
-    impl DeviceSink {
-        pub fn open() -> Result<Self, String> {
-            let mut stream = rodio::OutputStreamBuilder::open_default_stream()
-                .map_err(|e| format!("no audio output device: {e}"))?;
-            stream.log_on_drop(false);
-            Ok(Self {
-                stream,
-                sink: None,
-                offset: Duration::ZERO,
-            })
-        }
-    }
-
-    impl AudioSink for DeviceSink {
-        fn play(
-            &mut self,
-            samples: Arc<Vec<f32>>,
-            rate: u32,
-            from: Duration,
-        ) -> Result<(), String> {
-            if let Some(s) = self.sink.take() {
-                s.stop();
-            }
-            let sink = rodio::Sink::connect_new(self.stream.mixer());
-            let src = rodio::buffer::SamplesBuffer::new(1, rate, samples.as_ref().clone())
-                .skip_duration(from)
-                .fade_in(Duration::from_millis(10));
-            sink.append(src);
-            self.sink = Some(sink);
-            self.offset = from;
-            Ok(())
-        }
-        fn pause(&mut self) {
-            if let Some(s) = &self.sink {
-                s.pause();
-            }
-        }
-        fn resume(&mut self) {
-            if let Some(s) = &self.sink {
-                s.play();
-            }
-        }
-        fn stop(&mut self) {
-            if let Some(s) = self.sink.take() {
-                s.stop();
-            }
-        }
-        fn position(&self) -> Duration {
-            self.sink
-                .as_ref()
-                .map(|s| self.offset + s.get_pos())
-                .unwrap_or_default()
-        }
-        fn is_playing(&self) -> bool {
-            self.sink
-                .as_ref()
-                .is_some_and(|s| !s.is_paused() && !s.empty())
-        }
-    }
-}
-
-#[cfg(feature = "audio")]
-pub use device::DeviceSink;
 
 /// The device sink when there is one, else the null sink and a notice to show.
 pub fn default_sink() -> (Box<dyn AudioSink>, Option<String>) {

@@ -44,27 +44,14 @@ pub struct BenchUiArgs {
     pub json: bool,
 }
 
-impl BenchUiArgs {
-    pub fn run(self) -> anyhow::Result<()> {
-        #[cfg(feature = "gui")]
-        {
-            crate::ui::bench::run(self.steps, self.seconds, self.json)
-        }
-        #[cfg(not(feature = "gui"))]
-        {
-            let _ = (self.steps, self.seconds, self.json);
-            anyhow::bail!("this build has no studio (built without the `gui` feature)")
-        }
-    }
-}
-
 impl BenchCommand {
-    pub fn run(self) -> anyhow::Result<()> {
+    /// Runs the benchmark; the studio's (`ui`) through `studio`, which the CLI cannot name.
+    pub fn run(self, studio: &dyn super::Studio) -> anyhow::Result<()> {
         match self {
             Self::Generate(a) => a.run(),
             Self::Train(a) => a.run(),
             Self::Eval(a) => a.run(),
-            Self::Ui(a) => a.run(),
+            Self::Ui(a) => studio.bench(&a),
         }
     }
 }

@@ -1,4 +1,9 @@
 //! The headless CLI, on the same engine as the studio. One file per subcommand.
+//!
+//! The CLI never imports the studio's module (both are edges, and the CLI also builds without
+//! the `gui` feature): what it needs of the studio (open it, benchmark it) it asks of a
+//! [`Studio`] that the binary's composition root, `main.rs`, passes in. `main.rs` also gives
+//! `--tab` its possible values from `ui::Tab`, the one place the tab names live.
 
 pub mod bench;
 pub mod bench_eval;
@@ -24,10 +29,43 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Commands>,
-    /// Without a subcommand the studio opens; this picks its tab (models, generate, dataset,
-    /// train, listen).
+    /// Without a subcommand the studio opens, on this tab.
     #[arg(long)]
     pub tab: Option<String>,
+}
+
+impl Cli {
+    /// Runs the subcommand, or without one opens the studio.
+    pub fn run(self, studio: &dyn Studio) -> anyhow::Result<()> {
+        match self.command {
+            Some(cmd) => cmd.run(studio),
+            None => studio.open(self.tab.as_deref()),
+        }
+    }
+}
+
+/// What the CLI asks of the studio, provided by `main.rs` (the real one with feature `gui`,
+/// else [`NoStudio`]).
+pub trait Studio {
+    /// Opens the studio window, on the tab named `tab` (a `--tab` value) if given.
+    fn open(&self, tab: Option<&str>) -> anyhow::Result<()>;
+    /// `tunelab bench ui`: the headless studio's frame times.
+    fn bench(&self, args: &bench::BenchUiArgs) -> anyhow::Result<()>;
+}
+
+/// A build without the studio (no `gui` feature): says so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStudio;
+
+impl Studio for NoStudio {
+    fn open(&self, _tab: Option<&str>) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "this build has no studio (built without the `gui` feature); see `tunelab --help`"
+        )
+    }
+    fn bench(&self, _args: &bench::BenchUiArgs) -> anyhow::Result<()> {
+        anyhow::bail!("this build has no studio (built without the `gui` feature)")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,17 +95,63 @@ pub enum Commands {
 }
 
 impl Commands {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(self, studio: &dyn Studio) -> anyhow::Result<()> {
         match self {
             Self::Generate(a) => a.run(),
             Self::Models(a) => a.run(),
             Self::Dataset(d) => d.run(),
-            Self::Bench(b) => b.run(),
+            Self::Bench(b) => b.run(studio),
             Self::Train(a) => a.run(),
             Self::Export(a) => a.run(),
             Self::Eval(a) => a.run(),
             Self::Listen(a) => a.run(),
             Self::Demo(a) => a.run(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Records what the CLI asked of the studio.
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<String>>);
+
+    impl Studio for Recorder {
+        fn open(&self, tab: Option<&str>) -> anyhow::Result<()> {
+            self.0.borrow_mut().push(format!("open {tab:?}"));
+            Ok(())
+        }
+        fn bench(&self, a: &bench::BenchUiArgs) -> anyhow::Result<()> {
+            self.0
+                .borrow_mut()
+                .push(format!("bench {} {} {}", a.steps, a.seconds, a.json));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_studio_and_its_benchmark_go_through_the_studio_given() {
+        let r = Recorder::default();
+        Cli::try_parse_from(["tunelab", "--tab", "listen"])
+            .unwrap()
+            .run(&r)
+            .unwrap();
+        Cli::try_parse_from(["tunelab"]).unwrap().run(&r).unwrap();
+        Cli::try_parse_from(["tunelab", "bench", "ui", "--steps", "3", "--json"])
+            .unwrap()
+            .run(&r)
+            .unwrap();
+        assert_eq!(
+            r.0.borrow().as_slice(),
+            ["open Some(\"listen\")", "open None", "bench 3 5 true"]
+        );
+        let e = Cli::try_parse_from(["tunelab"])
+            .unwrap()
+            .run(&NoStudio)
+            .unwrap_err();
+        assert!(e.to_string().contains("no studio"), "{e}");
     }
 }

@@ -1,103 +1,92 @@
-//! The studio shell: tabs Generate · Dataset · Train · Listen. Engine events are drained in
-//! `logic` (≤ 10 ms a frame) and routed to the panels; panels queue commands in an outbox that
-//! the shell sends at the end of the frame; nothing long runs on the UI thread.
+//! The studio shell: the tab bar (one tab per [`Tab`]: Models · Generate · Dataset · Train ·
+//! Evaluate · Listen), the panel of the tab shown, and the status bar. Engine events are drained
+//! in `logic` (≤ 10 ms a frame) and offered to every panel; panels queue commands and requests
+//! in one outbox that the shell applies at the end of the frame (the one place that talks to
+//! the engine, cancellations included). The audio device is opened once and shared by the
+//! panels. The panels' forms are collected into [`State`] only when eframe saves.
 
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::audio::{AudioSink, SharedPlayer};
 use crate::engine::{EngineHandle, Event, JobId, JobOutput};
-use crate::ui::dataset::{DatasetForm, DatasetPanel};
-use crate::ui::evaluate::{EvalForm, EvalPanel};
-use crate::ui::generate::{GenerateForm, GeneratePanel};
-use crate::ui::listen::{ListenForm, ListenPanel};
-use crate::ui::models::{ModelsForm, ModelsPanel};
-use crate::ui::train::{Outbox, TrainForm, TrainPanel};
+use crate::ui::common::Outbox;
+use crate::ui::dataset::DatasetPanel;
+use crate::ui::evaluate::EvalPanel;
+use crate::ui::generate::GeneratePanel;
+use crate::ui::listen::ListenPanel;
+use crate::ui::models::ModelsPanel;
+use crate::ui::panel::{ModelBusy, Panel, Request};
+use crate::ui::state::{State, Theme};
+use crate::ui::status::Status;
+use crate::ui::tab::Tab;
+use crate::ui::train::TrainPanel;
 
-/// Form values persisted across restarts.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct State {
-    pub tab: Tab,
-    pub theme: Theme,
-    pub generate: GenerateForm,
-    pub train: TrainForm,
-    pub dataset: DatasetForm,
-    pub listen: ListenForm,
-    pub models: ModelsForm,
-    pub evaluate: EvalForm,
-}
-
-/// Light or dark: the system's (the default, following it live) or fixed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Theme {
-    #[default]
-    System,
-    Light,
-    Dark,
-}
-
-impl Theme {
-    pub fn preference(self) -> egui::ThemePreference {
-        match self {
-            Theme::System => egui::ThemePreference::System,
-            Theme::Light => egui::ThemePreference::Light,
-            Theme::Dark => egui::ThemePreference::Dark,
-        }
-    }
-}
-
-/// The panels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Tab {
-    Models,
-    #[default]
-    Generate,
-    Dataset,
-    Train,
-    Evaluate,
-    Listen,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        Self {
-            tab: Tab::Generate,
-            theme: Theme::System,
-            generate: GenerateForm::default(),
-            train: TrainForm::default(),
-            dataset: DatasetForm::default(),
-            listen: ListenForm::default(),
-            models: ModelsForm::default(),
-            evaluate: EvalForm::default(),
-        }
-    }
-}
-
+/// A model load the status bar follows.
 #[derive(Debug, Clone, PartialEq)]
-enum Busy {
-    Idle,
-    Loading {
-        job: JobId,
-        file: String,
-        done: u64,
-        total: u64,
-    },
+struct Loading {
+    job: JobId,
+    file: String,
+    done: u64,
+    total: u64,
+}
+
+impl Loading {
+    fn new(job: JobId) -> Self {
+        Self {
+            job,
+            file: String::new(),
+            done: 0,
+            total: 0,
+        }
+    }
+}
+
+/// The six panels, one per tab.
+struct Panels {
+    models: ModelsPanel,
+    generate: GeneratePanel,
+    dataset: DatasetPanel,
+    train: TrainPanel,
+    evaluate: EvalPanel,
+    listen: ListenPanel,
+}
+
+impl Panels {
+    fn get(&self, tab: Tab) -> &dyn Panel {
+        match tab {
+            Tab::Models => &self.models,
+            Tab::Generate => &self.generate,
+            Tab::Dataset => &self.dataset,
+            Tab::Train => &self.train,
+            Tab::Evaluate => &self.evaluate,
+            Tab::Listen => &self.listen,
+        }
+    }
+
+    fn get_mut(&mut self, tab: Tab) -> &mut dyn Panel {
+        match tab {
+            Tab::Models => &mut self.models,
+            Tab::Generate => &mut self.generate,
+            Tab::Dataset => &mut self.dataset,
+            Tab::Train => &mut self.train,
+            Tab::Evaluate => &mut self.evaluate,
+            Tab::Listen => &mut self.listen,
+        }
+    }
 }
 
 pub struct TunelabApp {
-    state: State,
+    tab: Tab,
+    theme: Theme,
     engine: Option<EngineHandle>,
     events: Receiver<Event>,
-    busy: Busy,
-    status: String,
+    loading: Option<Loading>,
+    status: Status,
     outbox: Outbox,
-    train: TrainPanel,
-    dataset: DatasetPanel,
-    listen: ListenPanel,
-    generate: GeneratePanel,
-    models: ModelsPanel,
-    evaluate: EvalPanel,
+    panels: Panels,
 }
 
 impl TunelabApp {
@@ -115,193 +104,120 @@ impl TunelabApp {
         app
     }
 
-    /// Loads the model named in the form when it is a local folder (the demo on first start):
-    /// nothing to download, so the studio opens ready to generate.
-    pub fn load_local_model(&mut self) {
-        let spec = self.generate.form.model_spec.clone();
-        if !std::path::Path::new(&spec).is_dir() {
-            return;
+    /// Builds the app around a fresh engine and the default audio device; `wake` is called
+    /// after each engine event.
+    pub fn with_waker(state: State, wake: crate::engine::worker::Waker) -> Self {
+        Self::with_audio(state, wake, crate::audio::default_sink)
+    }
+
+    /// As [`Self::with_waker`], with the audio output opened by `open_sink` (once; every panel
+    /// plays through it), which also says what to tell the user about it.
+    pub fn with_audio(
+        state: State,
+        wake: crate::engine::worker::Waker,
+        open_sink: impl FnOnce() -> (Box<dyn AudioSink>, Option<String>),
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let (engine, status) = match EngineHandle::spawn(tx, wake) {
+            Ok(e) => (Some(e), Status::Info("No model loaded.".into())),
+            Err(e) => (
+                None,
+                Status::Error(format!("The engine could not start: {e}")),
+            ),
+        };
+        let (sink, notice) = open_sink();
+        let status = match notice {
+            Some(n) if !status.is_error() => Status::Warning(format!("{} {n}", status.text())),
+            _ => status,
+        };
+        let audio = SharedPlayer::new(sink);
+        let panels = Panels {
+            models: ModelsPanel::new(state.models),
+            generate: GeneratePanel::new(state.generate, audio.handle()),
+            dataset: DatasetPanel::new(state.dataset, audio.handle()),
+            train: TrainPanel::new(state.train, audio.handle()),
+            evaluate: EvalPanel::new(state.evaluate),
+            listen: ListenPanel::new(state.listen, audio.handle()),
+        };
+        Self {
+            tab: state.tab,
+            theme: state.theme,
+            engine,
+            events: rx,
+            loading: None,
+            status,
+            outbox: Outbox::default(),
+            panels,
         }
-        self.generate.load(&mut self.outbox, spec, true);
-        self.track_load();
-        self.flush_outbox();
+    }
+
+    /// Loads the model named in the Generate form when it is a local folder (the demo on first
+    /// start): nothing to download, so the studio opens ready to generate.
+    pub fn load_local_model(&mut self) {
+        if self.panels.generate.load_local(&mut self.outbox) {
+            self.apply();
+        }
     }
 
     /// Starts the Train tab's run, as its Start button does (benchmarks).
     pub fn start_training(&mut self) {
-        self.train.start(&mut self.outbox);
-        self.flush_outbox();
+        self.panels.train.start(&mut self.outbox);
+        self.apply();
     }
 
     /// Generates with the Generate tab's form, as its button does (benchmarks).
     pub fn generate_now(&mut self) {
-        self.generate.generate(&mut self.outbox);
-        self.flush_outbox();
+        self.panels.generate.generate(&mut self.outbox);
+        self.apply();
+    }
+
+    pub fn tab(&self) -> Tab {
+        self.tab
     }
 
     pub fn set_tab(&mut self, tab: Tab) {
-        self.state.tab = tab;
+        self.tab = tab;
     }
 
-    /// Is a load, a generation or a training under way?
+    /// The status line.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Is a load, or a job of any panel, under way?
     pub fn is_working(&self) -> bool {
-        self.busy != Busy::Idle || self.generate.busy() || self.train.job.is_some()
-    }
-
-    /// Shows the progress of a load the Generate panel asked for.
-    fn track_load(&mut self) {
-        if let Some(job) = self.generate.requested.take() {
-            self.busy = Busy::Loading {
-                job,
-                file: String::new(),
-                done: 0,
-                total: 0,
-            };
-        }
-    }
-
-    /// Builds the app around a fresh engine; `wake` is called after each engine event.
-    pub fn with_waker(state: State, wake: crate::engine::worker::Waker) -> Self {
-        let (tx, rx) = mpsc::channel();
-        let (engine, status) = match EngineHandle::spawn(tx, wake) {
-            Ok(e) => (Some(e), "No model loaded.".to_string()),
-            Err(e) => (None, format!("The engine could not start: {e}")),
-        };
-        let train = TrainPanel::new(state.train.clone()).with_sink(crate::audio::default_sink().0);
-        let dataset = DatasetPanel::new(state.dataset.clone(), crate::audio::default_sink().0);
-        let (sink, notice) = crate::audio::default_sink();
-        let listen = ListenPanel::new(state.listen.clone(), sink);
-        let (player, _) = crate::audio::default_sink();
-        let generate = GeneratePanel::new(state.generate.clone(), player);
-        let models = ModelsPanel::new(state.models.clone());
-        let evaluate = EvalPanel::new(state.evaluate.clone());
-        let status = match notice {
-            Some(n) => format!("{status} {n}"),
-            None => status,
-        };
-        Self {
-            state,
-            engine,
-            events: rx,
-            busy: Busy::Idle,
-            status,
-            outbox: Outbox::default(),
-            train,
-            dataset,
-            listen,
-            generate,
-            models,
-            evaluate,
-        }
-    }
-
-    /// Sends what the panels queued this frame.
-    fn flush_outbox(&mut self) {
-        for job in std::mem::take(&mut self.outbox.cancel) {
-            if let Some(e) = &self.engine {
-                e.cancel(job);
-            }
-        }
-        for cmd in self.outbox.commands.drain(..) {
-            if let Some(e) = &self.engine {
-                e.send(cmd);
-            }
-        }
-    }
-
-    /// One frame without eframe (tests): drain events, then draw.
-    pub fn frame(&mut self, ui: &mut egui::Ui) {
-        self.drain_events();
-        self.shell(ui);
-    }
-
-    fn shell(&mut self, ui: &mut egui::Ui) {
-        // Files dropped on the window: the first becomes the Dataset tab's import source.
-        let dropped: Vec<std::path::PathBuf> = ui.input(|i| {
-            i.raw
-                .dropped_files
+        self.loading.is_some()
+            || Tab::ALL
                 .iter()
-                .map(|f| f.path().to_path_buf())
-                .collect()
-        });
-        if let Some(p) = dropped.first() {
-            self.status = self.dataset.use_dropped(p);
-            self.state.tab = Tab::Dataset;
+                .any(|t| !self.panels.get(*t).jobs().is_empty())
+    }
+
+    /// What eframe persists: the tab, the theme and every panel's form as they are now.
+    pub fn persisted(&self) -> State {
+        let mut state = State {
+            tab: self.tab,
+            theme: self.theme,
+            ..Default::default()
+        };
+        for t in Tab::ALL {
+            self.panels.get(t).save(&mut state);
         }
-        ui.horizontal(|ui| {
-            ui.heading("tunelab");
-            ui.separator();
-            for (tab, label) in [
-                (Tab::Models, "Models"),
-                (Tab::Generate, "Generate"),
-                (Tab::Dataset, "Dataset"),
-                (Tab::Train, "Train"),
-                (Tab::Evaluate, "Evaluate"),
-                (Tab::Listen, "Listen"),
-            ] {
-                ui.selectable_value(&mut self.state.tab, tab, label);
-            }
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                for (theme, label) in [
-                    (Theme::Dark, "Dark"),
-                    (Theme::Light, "Light"),
-                    (Theme::System, "System theme"),
-                ] {
-                    ui.selectable_value(&mut self.state.theme, theme, label);
-                }
-            });
-        });
-        let theme = self.state.theme.preference();
-        if ui.ctx().options(|o| o.theme_preference) != theme {
-            ui.ctx().set_theme(theme);
+        state
+    }
+
+    /// One frame without eframe (tests, benchmarks): `logic`, then `ui`.
+    pub fn frame(&mut self, ui: &mut egui::Ui) {
+        self.logic();
+        self.draw(ui);
+    }
+
+    /// Every frame, shown or not: engine events, the panels' helper threads.
+    fn logic(&mut self) {
+        self.drain_events();
+        for t in Tab::ALL {
+            self.panels.get_mut(t).poll(&mut self.outbox);
         }
-        ui.separator();
-        if ui.input(|i| !i.raw.hovered_files.is_empty()) {
-            ui.strong("Drop a folder of audio or MIDI files (or a data.jsonl) to import it.");
-        }
-        match self.state.tab {
-            Tab::Models => {
-                let busy = self.busy != Busy::Idle || self.generate.busy();
-                self.models.ui(ui, &mut self.outbox, busy);
-                if let Some(job) = self.models.requested.take() {
-                    self.busy = Busy::Loading {
-                        job,
-                        file: String::new(),
-                        done: 0,
-                        total: 0,
-                    };
-                }
-            }
-            Tab::Generate => {
-                if self.generate.runs != self.models.runs {
-                    self.generate.runs = self.models.runs.clone();
-                }
-                let busy = self.busy != Busy::Idle;
-                self.generate.ui(ui, &mut self.outbox, busy);
-                self.track_load();
-            }
-            Tab::Dataset => {
-                self.dataset.ui(ui, &mut self.outbox);
-                if let Some(ds) = self.dataset.train_on.take() {
-                    self.train.form.set_dataset(ds);
-                    self.state.tab = Tab::Train;
-                }
-            }
-            Tab::Train => self.train.ui(ui, &mut self.outbox),
-            Tab::Evaluate => self.evaluate.ui(ui, &mut self.outbox),
-            Tab::Listen => self.listen.ui(ui, &mut self.outbox),
-        }
-        if let Some(s) = self.generate.status.take() {
-            self.status = s;
-        }
-        self.state.generate = self.generate.form.clone();
-        self.state.train = self.train.form.clone();
-        self.state.dataset = self.dataset.form.clone();
-        self.state.listen = self.listen.form.clone();
-        self.state.models = self.models.form.clone();
-        self.state.evaluate = self.evaluate.form.clone();
-        self.status_bar(ui);
-        self.flush_outbox();
+        self.apply();
     }
 
     /// Applies engine events, at most ~10 ms per frame.
@@ -311,173 +227,168 @@ impl TunelabApp {
             let Ok(ev) = self.events.try_recv() else {
                 break;
             };
-            // Ownership is decided before the panels clear their job ids.
-            let owned = matches!(&ev, Event::Train { .. })
-                || matches!(&ev, Event::Progress { .. })
-                || matches!(&ev, Event::Done { job, .. }
-                    if Some(*job) == self.train.job
-                        || Some(*job) == self.dataset.job
-                        || Some(*job) == self.evaluate.job
-                        || self.listen.owns(*job));
-            self.train.on_event(&ev);
-            self.dataset.on_event(&ev);
-            self.evaluate.on_event(&ev);
-            self.listen.on_event(&ev);
-            if owned {
-                continue;
+            self.route(&ev);
+        }
+    }
+
+    /// Offers `ev` to every panel; what none of them claims (model loads, failures of jobs
+    /// no panel follows) is the shell's.
+    fn route(&mut self, ev: &Event) {
+        let mut owned = false;
+        for t in Tab::ALL {
+            owned |= self.panels.get_mut(t).on_event(ev, &mut self.outbox);
+        }
+        if owned {
+            return;
+        }
+        match ev {
+            Event::Download {
+                job,
+                file,
+                done,
+                total,
+            } => {
+                self.loading = Some(Loading {
+                    job: *job,
+                    file: file.clone(),
+                    done: *done,
+                    total: *total,
+                });
             }
-            match ev {
-                Event::Download {
-                    job,
-                    file,
-                    done,
-                    total,
-                } => {
-                    self.busy = Busy::Loading {
-                        job,
-                        file,
-                        done,
-                        total,
-                    };
-                }
-                Event::GenerateStep { .. } => self.generate.on_event(&ev),
-                Event::Train { .. } | Event::Progress { .. } => {}
-                Event::Done { job, .. } if self.generate.owns(job) => {
-                    self.generate.on_event(&ev);
-                    if let Some(s) = self.generate.status.take() {
-                        self.status = s;
+            Event::Done { result, .. } => {
+                self.loading = None;
+                match result {
+                    Ok(JobOutput::ModelLoaded(info)) => {
+                        self.status = Status::Info(format!("Loaded: {}", info.description));
                     }
+                    Ok(_) => {}
+                    Err(e) => self.status = Status::Error(format!("Error: {e}")),
                 }
-                Event::Done { job, result } => {
-                    self.busy = Busy::Idle;
-                    match result {
-                        Ok(JobOutput::ModelLoaded(info)) => {
-                            self.status = format!("Loaded: {}", info.description);
-                            self.generate.model_loaded(job, info);
-                        }
-                        Ok(_) => {}
-                        Err(e) => self.status = format!("Error: {e}"),
-                    }
-                }
+            }
+            Event::GenerateStep { .. } | Event::Train { .. } | Event::Progress { .. } => {}
+        }
+    }
+
+    /// Sends what the panels queued and applies what they asked of the shell: the end of the
+    /// frame.
+    fn apply(&mut self) {
+        let queued = self.outbox.take();
+        for job in queued.cancels {
+            self.cancel(job);
+        }
+        if let Some(e) = &self.engine {
+            for cmd in queued.commands {
+                e.send(cmd);
             }
         }
-        self.generate.poll();
-        self.dataset.poll();
+        for r in queued.requests {
+            match r {
+                Request::Status(s) => self.status = s,
+                Request::TrackLoad { job, what } => {
+                    self.loading = Some(Loading::new(job));
+                    self.status = Status::Working(format!("Loading {what}…"));
+                }
+                Request::TrainOn(dataset) => {
+                    self.panels.train.set_dataset(dataset);
+                    self.tab = Tab::Train;
+                }
+                Request::Runs(runs) => self.panels.generate.set_runs(runs),
+            }
+        }
+    }
+
+    /// Cancels `job`, the one way the studio cancels anything: the engine stops that job (or
+    /// drops it unstarted), never another.
+    fn cancel(&self, job: JobId) {
+        if let Some(e) = &self.engine {
+            e.cancel(job);
+        }
+    }
+
+    /// The window's contents.
+    fn draw(&mut self, ui: &mut egui::Ui) {
+        self.take_dropped_files(ui);
+        self.tab_bar(ui);
+        let theme = self.theme.preference();
+        if ui.ctx().options(|o| o.theme_preference) != theme {
+            ui.ctx().set_theme(theme);
+        }
+        ui.separator();
+        if ui.input(|i| !i.raw.hovered_files.is_empty()) {
+            ui.strong("Drop a folder of audio or MIDI files (or a data.jsonl) to import it.");
+        }
+        let model = ModelBusy {
+            loading: self.loading.is_some(),
+            generating: self.panels.generate.busy(),
+        };
+        self.panels
+            .get_mut(self.tab)
+            .ui(ui, model, &mut self.outbox);
+        self.status_bar(ui);
+        self.apply();
+    }
+
+    /// Files dropped on the window: the first becomes the Dataset tab's import source.
+    fn take_dropped_files(&mut self, ui: &egui::Ui) {
+        let dropped: Option<PathBuf> =
+            ui.input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
+        if let Some(p) = dropped {
+            self.status = self.panels.dataset.use_dropped(&p);
+            self.tab = Tab::Dataset;
+        }
+    }
+
+    fn tab_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("tunelab");
+            ui.separator();
+            for t in Tab::ALL {
+                ui.selectable_value(&mut self.tab, t, t.title());
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                for (theme, label) in [
+                    (Theme::Dark, "Dark"),
+                    (Theme::Light, "Light"),
+                    (Theme::System, "System theme"),
+                ] {
+                    ui.selectable_value(&mut self.theme, theme, label);
+                }
+            });
+        });
     }
 
     fn status_bar(&mut self, ui: &mut egui::Ui) {
         ui.separator();
-        match &self.busy {
-            Busy::Idle => {}
-            Busy::Loading {
-                file, done, total, ..
-            } => {
-                let f = if *total > 0 {
-                    *done as f32 / *total as f32
-                } else {
-                    0.0
-                };
-                ui.add(egui::ProgressBar::new(f).text(format!("loading {file}")));
+        if let Some(l) = &self.loading {
+            let f = if l.total > 0 {
+                l.done as f32 / l.total as f32
+            } else {
+                0.0
+            };
+            ui.add(egui::ProgressBar::new(f).text(format!("loading {}", l.file)));
+        }
+        for t in Tab::ALL {
+            if let Some((f, text)) = self.panels.get(t).progress() {
+                ui.add(egui::ProgressBar::new(f).text(text));
             }
         }
-        if let Some((f, text)) = self.generate.progress() {
-            ui.add(egui::ProgressBar::new(f).text(text));
-        }
-        ui.label(&self.status);
+        self.status.ui(ui);
     }
 }
 
 impl eframe::App for TunelabApp {
     fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        self.drain_events();
+        TunelabApp::logic(self);
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::CentralPanel::default().show(ui, |ui| self.shell(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.draw(ui));
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, eframe::APP_KEY, &self.state);
+        eframe::set_value(storage, eframe::APP_KEY, &self.persisted());
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use egui_kittest::kittest::Queryable;
-    use egui_kittest::Harness;
-
-    /// A file dropped by the test (the windowing integration makes these in the studio).
-    #[derive(Debug)]
-    struct Dropped(std::path::PathBuf);
-
-    impl egui::DroppedFile for Dropped {
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-        fn bytes(&self) -> Result<Vec<u8>, String> {
-            std::fs::read(&self.0).map_err(|e| e.to_string())
-        }
-    }
-
-    fn app(state: State) -> Harness<'static, TunelabApp> {
-        Harness::new_ui_state(
-            |ui, app: &mut TunelabApp| app.frame(ui),
-            TunelabApp::with_waker(state, Arc::new(|| {})),
-        )
-    }
-
-    #[test]
-    fn a_folder_dropped_on_the_window_becomes_the_dataset_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let songs = dir.path().join("my songs");
-        std::fs::create_dir_all(&songs).unwrap();
-        let mut state = State::default();
-        state.dataset.dataset = dir.path().join("datasets/old").display().to_string();
-        let mut h = app(state);
-        assert_eq!(h.state().state.tab, Tab::Generate);
-        h.input_mut()
-            .dropped_files
-            .push(Arc::new(Dropped(songs.clone())));
-        h.step();
-        h.step();
-        let a = h.state();
-        assert_eq!(a.state.tab, Tab::Dataset);
-        assert_eq!(a.dataset.form.source, songs.display().to_string());
-        assert_eq!(
-            a.dataset.form.dataset,
-            dir.path().join("datasets/my songs").display().to_string()
-        );
-        assert!(h.query_by_label_contains("press Import").is_some());
-        // A dropped file stands for its folder.
-        let file = songs.join("a.wav");
-        h.input_mut().dropped_files.push(Arc::new(Dropped(file)));
-        h.step();
-        assert_eq!(h.state().dataset.form.source, songs.display().to_string());
-    }
-
-    #[test]
-    fn the_theme_follows_the_system_unless_fixed() {
-        let mut h = app(State::default());
-        h.step();
-        assert_eq!(
-            h.ctx.options(|o| o.theme_preference),
-            egui::ThemePreference::System
-        );
-        h.get_by_label("Dark").click();
-        h.step();
-        h.step();
-        assert_eq!(h.state().state.theme, Theme::Dark);
-        assert_eq!(
-            h.ctx.options(|o| o.theme_preference),
-            egui::ThemePreference::Dark
-        );
-        h.get_by_label("System theme").click();
-        h.step();
-        h.step();
-        assert_eq!(
-            h.ctx.options(|o| o.theme_preference),
-            egui::ThemePreference::System
-        );
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::ui::app::{State, Tab, TunelabApp};
+use crate::ui::{State, Tab, TunelabApp};
 
 /// Frame times of one phase.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -3,19 +3,24 @@
 //! dataset's segments with search and a split filter. The selected segment shows its waveform
 //! and log-mel spectrogram and plays (play / pause / stop / seek) — a MIDI piece shows as a
 //! piano roll — and its metadata is edited in place: each field is saved when it loses focus,
-//! to the dataset's sidecar and `segments.jsonl`.
+//! to the dataset's sidecar and `segments.jsonl`. "Train on this dataset" asks the shell to hand
+//! the dataset to the Train panel.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audio::AudioSink;
+use crate::audio::Player;
 use crate::data::dataset::{ImportOptions, ImportReport, Info, Segment, Split};
 use crate::data::midi::Note;
 use crate::dsp::mel::LogMel;
 use crate::engine::{Command, Event, JobId, JobOutput};
-use crate::ui::train::{field, Outbox};
+use crate::ui::common::{field, waveform, Outbox};
+use crate::ui::panel::{ModelBusy, Panel, Request};
+use crate::ui::state::State;
+use crate::ui::status::Status;
+use crate::ui::tab::Tab;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -46,8 +51,6 @@ pub struct DatasetPanel {
     pub error: Option<String>,
     pub search: String,
     pub split: Option<Split>,
-    /// Set when the user asks to train on this dataset (the shell passes it to the Train panel).
-    pub train_on: Option<PathBuf>,
     /// The segment shown below the table, and what was read of it.
     pub selected: Option<String>,
     pub view: Option<SegmentView>,
@@ -56,7 +59,7 @@ pub struct DatasetPanel {
     edit_bpm: String,
     /// The selected segment's file is decoded off the UI thread.
     loading: Option<Receiver<Result<SegmentView, String>>>,
-    sink: Box<dyn AudioSink>,
+    player: Player,
 }
 
 /// What the browser shows of the selected segment.
@@ -74,7 +77,7 @@ pub enum SegmentView {
 }
 
 impl DatasetPanel {
-    pub fn new(form: DatasetForm, sink: Box<dyn AudioSink>) -> Self {
+    pub fn new(form: DatasetForm, player: Player) -> Self {
         let mut p = Self {
             form,
             job: None,
@@ -83,13 +86,12 @@ impl DatasetPanel {
             error: None,
             search: String::new(),
             split: None,
-            train_on: None,
             selected: None,
             view: None,
             edit: Info::default(),
             edit_bpm: String::new(),
             loading: None,
-            sink,
+            player,
         };
         p.reload();
         p
@@ -113,7 +115,7 @@ impl DatasetPanel {
         let Some(seg) = self.segments.iter().find(|s| s.id == id).cloned() else {
             return;
         };
-        self.sink.stop();
+        self.player.stop();
         self.selected = Some(seg.id.clone());
         self.edit = seg.info.clone();
         self.edit_bpm = seg.info.bpm.map(|b| b.to_string()).unwrap_or_default();
@@ -121,24 +123,31 @@ impl DatasetPanel {
         let dataset = PathBuf::from(&self.form.dataset);
         let (tx, rx) = mpsc::channel();
         self.loading = Some(rx);
-        std::thread::spawn(move || {
-            let view = if crate::data::midi_dataset::is_midi_dataset(&dataset) {
-                crate::data::browse::piece_notes(&dataset, &seg.id)
-                    .map(|notes| SegmentView::Midi { notes })
-            } else {
-                crate::data::browse::segment_audio(&seg).map(|a| SegmentView::Audio {
-                    samples: Arc::new(a.samples),
-                    rate: a.rate,
-                    mel: a.mel,
-                    texture: None,
-                })
-            };
-            let _ = tx.send(view.map_err(|e| e.to_string()));
-        });
+        // Not joined: it ends once the file is read, and a reply nobody waits for is dropped.
+        let spawned = std::thread::Builder::new()
+            .name("tunelab-segment-reader".into())
+            .spawn(move || {
+                let view = if crate::data::midi_dataset::is_midi_dataset(&dataset) {
+                    crate::data::browse::piece_notes(&dataset, &seg.id)
+                        .map(|notes| SegmentView::Midi { notes })
+                } else {
+                    crate::data::browse::segment_audio(&seg).map(|a| SegmentView::Audio {
+                        samples: Arc::new(a.samples),
+                        rate: a.rate,
+                        mel: a.mel,
+                        texture: None,
+                    })
+                };
+                let _ = tx.send(view.map_err(|e| e.to_string()));
+            });
+        if let Err(e) = spawned {
+            self.loading = None;
+            self.error = Some(format!("Could not read the segment: {e}"));
+        }
     }
 
     /// Takes the selected segment's decoded view when it is ready (called each frame).
-    pub fn poll(&mut self) {
+    fn poll_view(&mut self) {
         let Some(rx) = &self.loading else {
             return;
         };
@@ -160,7 +169,7 @@ impl DatasetPanel {
     /// MIDI file stands for its folder, a `data.jsonl` for itself); the dataset folder is named
     /// after it, beside the current one, so nothing is written until Import is pressed.
     /// Returns a line for the status bar.
-    pub fn use_dropped(&mut self, path: &std::path::Path) -> String {
+    pub fn use_dropped(&mut self, path: &std::path::Path) -> Status {
         let is_manifest = path.extension().is_some_and(|e| e == "jsonl");
         let src = if path.is_dir() || is_manifest {
             path.to_path_buf()
@@ -182,16 +191,16 @@ impl DatasetPanel {
             .unwrap_or_else(|| crate::demo::demo_dir().join("datasets"));
         self.form.source = src.display().to_string();
         self.form.dataset = datasets.join(&name).display().to_string();
-        format!(
+        Status::Info(format!(
             "Dropped {}: press Import to make the dataset {}.",
             src.display(),
             self.form.dataset
-        )
+        ))
     }
 
     /// The playhead within the selected segment.
     pub fn position(&self) -> Duration {
-        self.sink.position()
+        self.player.position()
     }
 
     /// Is the selected segment still being read?
@@ -238,25 +247,7 @@ impl DatasetPanel {
         }
     }
 
-    pub fn on_event(&mut self, ev: &Event) {
-        if let Event::Done { job, result } = ev {
-            if Some(*job) != self.job {
-                return;
-            }
-            self.job = None;
-            match result {
-                Ok(JobOutput::Imported(r)) => {
-                    self.report = Some(r.clone());
-                    self.error = None;
-                    self.reload();
-                }
-                Ok(_) => {}
-                Err(e) => self.error = Some(e.clone()),
-            }
-        }
-    }
-
-    pub fn ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
+    fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
         let idle = self.job.is_none();
         egui::Grid::new("dataset-form")
             .num_columns(2)
@@ -293,7 +284,7 @@ impl DatasetPanel {
             if ui.add_enabled(can, egui::Button::new("Import")).clicked() {
                 let job = out.job();
                 self.job = Some(job);
-                out.commands.push(Command::ImportDataset {
+                out.send(Command::ImportDataset {
                     job,
                     src: PathBuf::from(self.form.source.trim()),
                     out: PathBuf::from(self.form.dataset.trim()),
@@ -313,7 +304,7 @@ impl DatasetPanel {
                 )
                 .clicked()
             {
-                self.train_on = Some(PathBuf::from(&self.form.dataset));
+                out.request(Request::TrainOn(PathBuf::from(&self.form.dataset)));
             }
             if !idle {
                 ui.spinner();
@@ -450,40 +441,34 @@ impl DatasetPanel {
                     })
                     .clone();
                 ui.horizontal(|ui| {
-                    let playing = self.sink.is_playing();
+                    let playing = self.player.is_playing();
                     if ui.button(if playing { "Pause" } else { "Play" }).clicked() {
-                        let at = self.sink.position();
-                        if playing {
-                            self.sink.pause();
-                        } else if at > Duration::ZERO && at.as_secs_f64() < seconds - 0.01 {
-                            self.sink.resume();
-                        } else if let Err(e) = self.sink.play(samples.clone(), rate, Duration::ZERO)
-                        {
+                        if let Err(e) = self.player.play_or_pause(samples.clone(), rate) {
                             self.error = Some(e);
                         }
                     }
                     if ui.button("Stop").clicked() {
-                        self.sink.stop();
+                        self.player.stop();
                     }
-                    let mut at = self.sink.position().as_secs_f64();
+                    let mut at = self.player.position().as_secs_f64();
                     if field(ui, "Seek", "Play from here.", |ui| {
                         ui.add(egui::Slider::new(&mut at, 0.0..=seconds).suffix(" s"))
                     })
                     .changed()
                     {
                         if let Err(e) =
-                            self.sink
+                            self.player
                                 .play(samples.clone(), rate, Duration::from_secs_f64(at))
                         {
                             self.error = Some(e);
                         }
                     }
-                    if self.sink.is_playing() {
+                    if self.player.is_playing() {
                         ui.ctx().request_repaint_after(Duration::from_millis(50));
                     }
                 });
-                let playhead = self.sink.position().as_secs_f64();
-                crate::ui::generate::waveform(ui, "segment-waveform", &samples, rate, playhead);
+                let playhead = self.player.position().as_secs_f64();
+                waveform(ui, "segment-waveform", &samples, rate, playhead);
                 let w = ui.available_width();
                 let r = ui
                     .add(egui::Image::new(&tex).fit_to_exact_size(egui::vec2(w, 110.0)))
@@ -544,6 +529,49 @@ impl DatasetPanel {
         if commit {
             self.save_edit();
         }
+    }
+}
+
+impl Panel for DatasetPanel {
+    fn tab(&self) -> Tab {
+        Tab::Dataset
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _model: ModelBusy, out: &mut Outbox) {
+        self.draw(ui, out);
+    }
+
+    /// The end of this panel's import: its report, and the dataset re-read.
+    fn on_event(&mut self, ev: &Event, _out: &mut Outbox) -> bool {
+        let Event::Done { job, result } = ev else {
+            return false;
+        };
+        if Some(*job) != self.job {
+            return false;
+        }
+        self.job = None;
+        match result {
+            Ok(JobOutput::Imported(r)) => {
+                self.report = Some(r.clone());
+                self.error = None;
+                self.reload();
+            }
+            Ok(_) => {}
+            Err(e) => self.error = Some(e.clone()),
+        }
+        true
+    }
+
+    fn poll(&mut self, _out: &mut Outbox) {
+        self.poll_view();
+    }
+
+    fn jobs(&self) -> Vec<JobId> {
+        self.job.into_iter().collect()
+    }
+
+    fn save(&self, state: &mut State) {
+        state.dataset = self.form.clone();
     }
 }
 
@@ -634,6 +662,11 @@ mod tests {
         out: Outbox,
     }
 
+    fn draw(ui: &mut egui::Ui, s: &mut S) {
+        s.panel.poll(&mut s.out);
+        s.panel.ui(ui, ModelBusy::default(), &mut s.out);
+    }
+
     #[test]
     fn import_sends_the_command_and_the_report_fills_the_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -649,15 +682,15 @@ mod tests {
             segment_seconds: 1.0,
         };
         let mut h = Harness::new_ui_state(
-            |ui, s: &mut S| s.panel.ui(ui, &mut s.out),
+            |ui, s: &mut S| s.panel.ui(ui, ModelBusy::default(), &mut s.out),
             S {
-                panel: DatasetPanel::new(form, Box::new(crate::audio::NullSink::default())),
+                panel: DatasetPanel::new(form, Player::silent()),
                 out: Outbox::default(),
             },
         );
         h.get_by_label("Import").click();
         h.step(); // a spinner keeps repainting while the engine imports
-        let (job, cmd_src, opts) = match h.state().out.commands.as_slice() {
+        let (job, cmd_src, opts) = match h.state().out.commands() {
             [Command::ImportDataset {
                 job, src, options, ..
             }] => (*job, src.clone(), options.clone()),
@@ -666,10 +699,14 @@ mod tests {
         assert_eq!(opts.segment_seconds, 1.0);
         // What the engine would do and answer.
         let report = crate::data::import::import_dir(&cmd_src, &ds, &opts).unwrap();
-        h.state_mut().panel.on_event(&Event::Done {
-            job,
-            result: Ok(JobOutput::Imported(report)),
-        });
+        let S { panel, out } = h.state_mut();
+        assert!(panel.on_event(
+            &Event::Done {
+                job,
+                result: Ok(JobOutput::Imported(report)),
+            },
+            out
+        ));
         h.run();
         assert_eq!(h.state().panel.segments.len(), 2);
         assert!(
@@ -678,17 +715,14 @@ mod tests {
         );
         h.get_by_label("Train on this dataset").click();
         h.run();
-        assert_eq!(h.state().panel.train_on.as_deref(), Some(ds.as_path()));
+        assert_eq!(h.state().out.requests(), [Request::TrainOn(ds.clone())]);
     }
 
     fn harness(form: DatasetForm) -> Harness<'static, S> {
         Harness::new_ui_state(
-            |ui, s: &mut S| {
-                s.panel.poll();
-                s.panel.ui(ui, &mut s.out)
-            },
+            draw,
             S {
-                panel: DatasetPanel::new(form, Box::new(crate::audio::NullSink::default())),
+                panel: DatasetPanel::new(form, Player::silent()),
                 out: Outbox::default(),
             },
         )

@@ -1,14 +1,17 @@
 //! The Evaluate panel: runs `tunelab eval` through the engine for a baseline and a fine-tuned
 //! model on a dataset split and shows the report table (held-out CE/PPL for either family; for
 //! MusicGen also FAD with interval, FAD∞, KAD, log-mel distance, flagged copies, with the
-//! latent-FAD caveat).
+//! latent-FAD caveat). Its failures show in the panel, beside the form that caused them.
 
 use std::path::PathBuf;
 
 use crate::data::dataset::Split;
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::eval::report::{EvalOptions, EvalReport};
-use crate::ui::train::{field, Outbox};
+use crate::ui::common::{field, Outbox};
+use crate::ui::panel::{ModelBusy, Panel};
+use crate::ui::state::State;
+use crate::ui::tab::Tab;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -54,28 +57,7 @@ impl EvalPanel {
         }
     }
 
-    pub fn on_event(&mut self, ev: &Event) {
-        match ev {
-            Event::Progress { job, message } if Some(*job) == self.job => {
-                self.stage = message.clone();
-            }
-            Event::Done { job, result } if Some(*job) == self.job => {
-                self.job = None;
-                self.stage.clear();
-                match result {
-                    Ok(JobOutput::Evaluated(r)) => {
-                        self.report = Some((**r).clone());
-                        self.error = None;
-                    }
-                    Ok(_) => {}
-                    Err(e) => self.error = Some(e.clone()),
-                }
-            }
-            _ => {}
-        }
-    }
-
-    pub fn ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
+    fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
         let idle = self.job.is_none();
         egui::Grid::new("eval-form").num_columns(4).show(ui, |ui| {
             field(ui, "Baseline", "Hub id, folder or run.", |ui| {
@@ -115,7 +97,7 @@ impl EvalPanel {
                 let job = out.job();
                 self.job = Some(job);
                 self.error = None;
-                out.commands.push(Command::Evaluate {
+                out.send(Command::Evaluate {
                     job,
                     models: vec![
                         self.form.baseline.trim().to_string(),
@@ -201,5 +183,47 @@ impl EvalPanel {
             return;
         }
         ui.small(&r.caveat);
+    }
+}
+
+impl Panel for EvalPanel {
+    fn tab(&self) -> Tab {
+        Tab::Evaluate
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _model: ModelBusy, out: &mut Outbox) {
+        self.draw(ui, out);
+    }
+
+    /// Progress and the report of this panel's evaluation.
+    fn on_event(&mut self, ev: &Event, _out: &mut Outbox) -> bool {
+        match ev {
+            Event::Progress { job, message } if Some(*job) == self.job => {
+                self.stage = message.clone();
+                true
+            }
+            Event::Done { job, result } if Some(*job) == self.job => {
+                self.job = None;
+                self.stage.clear();
+                match result {
+                    Ok(JobOutput::Evaluated(r)) => {
+                        self.report = Some((**r).clone());
+                        self.error = None;
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.error = Some(e.clone()),
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn jobs(&self) -> Vec<JobId> {
+        self.job.into_iter().collect()
+    }
+
+    fn save(&self, state: &mut State) {
+        state.evaluate = self.form.clone();
     }
 }

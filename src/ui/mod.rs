@@ -1,29 +1,39 @@
-//! The studio (feature `gui`).
+//! The studio (feature `gui`): an eframe app with one panel per tab. Long work (loading,
+//! generating, training, importing, evaluating, preparing a session) goes to the engine thread
+//! as `engine::Command`s and comes back as `engine::Event`s; the panels themselves only read
+//! and write small files (session logs, segment lists, the clip history) and decode clips to
+//! play, off the UI thread where it could take a while.
+//!
+//! - `app.rs`: the shell (tab bar, event routing, the outbox applied at the end of the frame,
+//!   the status bar); `state.rs`: what is persisted; `tab.rs`: the tabs and their names;
+//! - `panel.rs`: the trait every panel implements and the requests panels make of the shell;
+//!   `common.rs`: what panels share (outbox, form field, waveform, file dialogs);
+//!   `status.rs`: the typed status line; `runs.rs`: training runs as the panels list them;
+//! - the panels: `models.rs`, `generate/`, `dataset.rs`, `train/`, `evaluate.rs`, `listen/`;
+//! - `bench.rs`: the headless studio behind `tunelab bench ui`.
 
 pub mod app;
 pub mod bench;
+pub mod common;
 pub mod dataset;
 pub mod evaluate;
 pub mod generate;
 pub mod listen;
-pub mod listen_results;
 pub mod models;
+pub mod panel;
+pub mod runs;
+pub mod state;
+pub mod status;
+pub mod tab;
 pub mod train;
 
-/// Opens the studio window (on `tab` if given).
-pub fn run(tab: Option<&str>) -> anyhow::Result<()> {
-    let tab = match tab {
-        None => None,
-        Some("models") => Some(app::Tab::Models),
-        Some("generate") => Some(app::Tab::Generate),
-        Some("dataset") => Some(app::Tab::Dataset),
-        Some("train") => Some(app::Tab::Train),
-        Some("evaluate") => Some(app::Tab::Evaluate),
-        Some("listen") => Some(app::Tab::Listen),
-        Some(o) => {
-            anyhow::bail!("unknown tab {o} (models, generate, dataset, train, evaluate, listen)")
-        }
-    };
+pub use app::TunelabApp;
+pub use state::{State, Theme};
+pub use status::Status;
+pub use tab::{Tab, UnknownTab};
+
+/// Opens the studio window (on `tab` if given, else where it was left).
+pub fn run(tab: Option<Tab>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("tunelab")
@@ -33,7 +43,7 @@ pub fn run(tab: Option<&str>) -> anyhow::Result<()> {
     eframe::run_native(
         "tunelab",
         options,
-        Box::new(move |cc| Ok(Box::new(app::TunelabApp::new(cc, tab)))),
+        Box::new(move |cc| Ok(Box::new(TunelabApp::new(cc, tab)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open the studio window: {e}"))
 }

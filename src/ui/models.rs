@@ -1,16 +1,20 @@
 //! The Models panel: the published MusicGen checkpoints (downloaded into the standard HF cache
 //! with progress), what the cache already holds (with size), tunelab training runs (a run loads
 //! as its base model with its weights; a LoRA run's adapter stays unmerged), and any local
-//! folder (typed, or picked with the system dialog on a helper thread).
+//! folder (typed, or picked with the system dialog). A load goes to the engine with a request
+//! that the shell show its progress; the runs found are announced to the shell, which hands
+//! them to the Generate panel's model picker.
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::path::Path;
 
-use crate::engine::{Command, JobId};
+use crate::engine::{Command, Event, JobId};
 use crate::models::hub::{cached_models, CachedModel};
 use crate::models::nn::WeightMode;
-use crate::store::run::is_run_dir;
-use crate::ui::train::{field, Outbox};
+use crate::ui::common::{field, DialogKind, FileDialog, Outbox};
+use crate::ui::panel::{ModelBusy, Panel, Request};
+use crate::ui::runs::{find_runs, RunEntry};
+use crate::ui::state::State;
+use crate::ui::tab::Tab;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -31,75 +35,13 @@ impl Default for ModelsForm {
     }
 }
 
-/// A run found in the runs folder.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunEntry {
-    pub dir: PathBuf,
-    /// "MusicGen" or "Music Transformer".
-    pub family: String,
-    pub mode: String,
-    pub base: String,
-    /// Its checkpoints by name (`best`, `last`, `step-000200`, …).
-    pub checkpoints: Vec<String>,
-}
-
 pub struct ModelsPanel {
     pub form: ModelsForm,
     pub cached: Vec<CachedModel>,
     pub runs: Vec<RunEntry>,
-    /// A load the panel asked for (the shell tracks its progress).
-    pub requested: Option<JobId>,
-    picked: Option<mpsc::Receiver<Option<PathBuf>>>,
-}
-
-/// Runs (folders with a run config and checkpoints) directly under `dir`.
-pub fn find_runs(dir: &Path) -> Vec<RunEntry> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut runs: Vec<RunEntry> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| is_run_dir(p))
-        .map(|dir| {
-            let cfg: serde_json::Value = std::fs::read_to_string(dir.join("config.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default();
-            RunEntry {
-                family: match cfg["family"].as_str() {
-                    Some("midi") => "Music Transformer",
-                    _ => "MusicGen",
-                }
-                .to_string(),
-                mode: cfg["mode"].as_str().unwrap_or("?").to_string(),
-                base: match cfg["model"].as_str() {
-                    Some("") => "a fresh model".to_string(),
-                    Some(m) => m.to_string(),
-                    None => "?".to_string(),
-                },
-                checkpoints: checkpoint_names(&dir),
-                dir,
-            }
-        })
-        .collect();
-    runs.sort_by(|a, b| a.dir.cmp(&b.dir));
-    runs
-}
-
-/// The checkpoints of a run: `best` and `last` first, then the kept ones in step order.
-pub fn checkpoint_names(run: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(run.join("checkpoints")) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().to_string()))
-        .collect();
-    names.sort_by_key(|n| (n != "best", n != "last", n.clone()));
-    names
+    /// The runs changed since they were last announced to the shell.
+    runs_changed: bool,
+    dialog: FileDialog<()>,
 }
 
 impl ModelsPanel {
@@ -108,8 +50,8 @@ impl ModelsPanel {
             form,
             cached: Vec::new(),
             runs: Vec::new(),
-            requested: None,
-            picked: None,
+            runs_changed: false,
+            dialog: FileDialog::default(),
         };
         p.rescan();
         p
@@ -117,31 +59,28 @@ impl ModelsPanel {
 
     pub fn rescan(&mut self) {
         self.cached = cached_models(false);
+        self.rescan_runs();
+    }
+
+    fn rescan_runs(&mut self) {
         self.runs = find_runs(Path::new(&self.form.runs_dir));
+        self.runs_changed = true;
     }
 
     fn load(&mut self, spec: String, out: &mut Outbox) {
         let job = out.job();
         self.form.spec = spec.clone();
-        self.requested = Some(job);
-        out.commands.push(Command::LoadModel {
+        out.send(Command::LoadModel {
             job,
-            spec,
+            spec: spec.clone(),
             weights: self.form.weights,
             adapter: None,
             checkpoint: None,
         });
+        out.request(Request::TrackLoad { job, what: spec });
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox, busy: bool) {
-        if let Some(rx) = &self.picked {
-            if let Ok(choice) = rx.try_recv() {
-                if let Some(p) = choice {
-                    self.form.spec = p.display().to_string();
-                }
-                self.picked = None;
-            }
-        }
+    fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox, busy: bool) {
         ui.horizontal(|ui| {
             field(
                 ui,
@@ -150,15 +89,10 @@ impl ModelsPanel {
                 |ui| ui.add(egui::TextEdit::singleline(&mut self.form.spec).desired_width(360.0)),
             );
             if ui
-                .add_enabled(self.picked.is_none(), egui::Button::new("Browse…"))
+                .add_enabled(!self.dialog.is_open(), egui::Button::new("Browse…"))
                 .clicked()
             {
-                let (tx, rx) = mpsc::channel();
-                self.picked = Some(rx);
-                // The system dialog blocks; keep it off the UI thread.
-                std::thread::spawn(move || {
-                    let _ = tx.send(rfd::FileDialog::new().pick_folder());
-                });
+                self.dialog.open((), DialogKind::Folder);
             }
             egui::ComboBox::from_id_salt("weights")
                 .selected_text(format!("{:?}", self.form.weights))
@@ -236,7 +170,7 @@ impl ModelsPanel {
                 |ui| ui.text_edit_singleline(&mut self.form.runs_dir),
             );
             if ui.button("Rescan runs").clicked() {
-                self.runs = find_runs(Path::new(&self.form.runs_dir));
+                self.rescan_runs();
             }
         });
         if self.runs.is_empty() {
@@ -259,6 +193,38 @@ impl ModelsPanel {
                 }
             });
         }
+    }
+}
+
+impl Panel for ModelsPanel {
+    fn tab(&self) -> Tab {
+        Tab::Models
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, model: ModelBusy, out: &mut Outbox) {
+        self.draw(ui, out, model.any());
+    }
+
+    /// Loads are the shell's to follow (and the Generate panel's to take): none is owned here.
+    fn on_event(&mut self, _ev: &Event, _out: &mut Outbox) -> bool {
+        false
+    }
+
+    fn poll(&mut self, out: &mut Outbox) {
+        if let Some(((), p)) = self.dialog.poll() {
+            self.form.spec = p.display().to_string();
+        }
+        if std::mem::take(&mut self.runs_changed) {
+            out.request(Request::Runs(self.runs.clone()));
+        }
+    }
+
+    fn jobs(&self) -> Vec<JobId> {
+        Vec::new()
+    }
+
+    fn save(&self, state: &mut State) {
+        state.models = self.form.clone();
     }
 }
 
@@ -291,7 +257,10 @@ mod tests {
             ..Default::default()
         };
         let mut h = Harness::new_ui_state(
-            |ui, s: &mut S| s.panel.ui(ui, &mut s.out, false),
+            |ui, s: &mut S| {
+                s.panel.poll(&mut s.out);
+                s.panel.ui(ui, ModelBusy::default(), &mut s.out)
+            },
             S {
                 panel: ModelsPanel::new(form),
                 out: Outbox::default(),
@@ -302,17 +271,35 @@ mod tests {
         assert!(h
             .query_by_label_contains("lora on facebook/musicgen-small")
             .is_some());
+        // The runs found are announced once, for the Generate panel's picker.
+        let announced: Vec<&Vec<RunEntry>> = h
+            .state()
+            .out
+            .requests()
+            .iter()
+            .filter_map(|r| match r {
+                Request::Runs(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(announced, [&h.state().panel.runs]);
+        h.state_mut().out.take();
         h.get_by_label("facebook/musicgen-medium").click();
         h.run();
         assert!(matches!(
-            h.state().out.commands.as_slice(),
+            h.state().out.commands(),
             [Command::LoadModel { spec, .. }] if spec == "facebook/musicgen-medium"
         ));
-        h.state_mut().out.commands.clear();
+        // The shell is asked to follow the load.
+        assert!(matches!(
+            h.state().out.requests(),
+            [Request::TrackLoad { what, .. }] if what == "facebook/musicgen-medium"
+        ));
+        h.state_mut().out.take();
         h.get_by_label("Load run").click();
         h.run();
         assert!(matches!(
-            h.state().out.commands.as_slice(),
+            h.state().out.commands(),
             [Command::LoadModel { spec, .. }] if spec.ends_with("my-lora")
         ));
     }

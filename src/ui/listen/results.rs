@@ -13,7 +13,7 @@ use crate::eval::listen::session::{
 use crate::eval::listen::stats::TiePolicy;
 use crate::eval::report::{EvalOptions, EvalReport};
 use crate::eval::verdict::{export_json, metrics_path, verdict, Verdict};
-use crate::ui::train::{field, Outbox};
+use crate::ui::common::{field, Outbox};
 
 pub struct ResultsView {
     /// The session logs pooled (the first one's folder holds `metrics.json` and the exports).
@@ -103,10 +103,12 @@ impl ResultsView {
     }
 
     /// The numbers arrive: `metrics.json` was written by the engine, so read it with the logs.
-    pub fn on_event(&mut self, ev: &Event) {
+    /// True when the event was this view's job's.
+    pub fn on_event(&mut self, ev: &Event) -> bool {
         match ev {
             Event::Progress { job, message } if Some(*job) == self.job => {
                 self.progress = message.clone();
+                true
             }
             Event::Done { job, result } if Some(*job) == self.job => {
                 self.job = None;
@@ -116,8 +118,9 @@ impl ResultsView {
                     Ok(_) => {}
                     Err(e) => self.error = Some(format!("Computing the metrics failed: {e}")),
                 }
+                true
             }
-            _ => {}
+            _ => false,
         }
     }
 
@@ -135,7 +138,7 @@ impl ResultsView {
             .and_then(|l| l.first().map(|l| l.spec().seconds))
             .unwrap_or(10.0);
         let job = out.job();
-        out.commands.push(Command::Evaluate {
+        out.send(Command::Evaluate {
             job,
             models: vec![r.model_a.id.clone(), r.model_b.id.clone()],
             dataset: PathBuf::from(self.dataset.trim()),

@@ -1,0 +1,250 @@
+//! The shell's tests: dropped files, the theme, events routed to the panel that started the
+//! job, cross-panel requests, persisted state, and the one audio stream.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use super::*;
+use crate::audio::NullSink;
+use crate::engine::ModelInfo;
+use crate::models::Family;
+use crate::train::events::TrainEvent;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+/// A file dropped by the test (the windowing integration makes these in the studio).
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// The app on a silent sink, with how many times its audio output was opened.
+fn silent_app(state: State) -> (TunelabApp, Rc<Cell<usize>>) {
+    let opened = Rc::new(Cell::new(0));
+    let count = opened.clone();
+    let app = TunelabApp::with_audio(state, Arc::new(|| {}), move || {
+        count.set(count.get() + 1);
+        (Box::new(NullSink::default()), None)
+    });
+    (app, opened)
+}
+
+fn app(state: State) -> Harness<'static, TunelabApp> {
+    Harness::new_ui_state(
+        |ui, app: &mut TunelabApp| app.frame(ui),
+        silent_app(state).0,
+    )
+}
+
+#[test]
+fn a_folder_dropped_on_the_window_becomes_the_dataset_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let songs = dir.path().join("my songs");
+    std::fs::create_dir_all(&songs).unwrap();
+    let mut state = State::default();
+    state.dataset.dataset = dir.path().join("datasets/old").display().to_string();
+    let mut h = app(state);
+    assert_eq!(h.state().tab(), Tab::Generate);
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(songs.clone())));
+    h.step();
+    h.step();
+    let a = h.state();
+    assert_eq!(a.tab(), Tab::Dataset);
+    assert_eq!(a.panels.dataset.form.source, songs.display().to_string());
+    assert_eq!(
+        a.panels.dataset.form.dataset,
+        dir.path().join("datasets/my songs").display().to_string()
+    );
+    assert!(h.query_by_label_contains("press Import").is_some());
+    // A dropped file stands for its folder.
+    let file = songs.join("a.wav");
+    h.input_mut().dropped_files.push(Arc::new(Dropped(file)));
+    h.step();
+    assert_eq!(
+        h.state().panels.dataset.form.source,
+        songs.display().to_string()
+    );
+    // What eframe would save now has the new source and tab.
+    let saved = h.state().persisted();
+    assert_eq!(saved.tab, Tab::Dataset);
+    assert_eq!(saved.dataset.source, songs.display().to_string());
+}
+
+#[test]
+fn the_theme_follows_the_system_unless_fixed() {
+    let mut h = app(State::default());
+    h.step();
+    assert_eq!(
+        h.ctx.options(|o| o.theme_preference),
+        egui::ThemePreference::System
+    );
+    h.get_by_label("Dark").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().persisted().theme, Theme::Dark);
+    assert_eq!(
+        h.ctx.options(|o| o.theme_preference),
+        egui::ThemePreference::Dark
+    );
+    h.get_by_label("System theme").click();
+    h.step();
+    h.step();
+    assert_eq!(
+        h.ctx.options(|o| o.theme_preference),
+        egui::ThemePreference::System
+    );
+}
+
+#[test]
+fn every_tab_has_its_panel_and_the_tab_bar_shows_each() {
+    let mut h = app(State::default());
+    h.step();
+    for t in Tab::ALL {
+        assert_eq!(h.state().panels.get(t).tab(), t, "the panel behind {t}");
+    }
+    for t in Tab::ALL {
+        h.get_by_label(t.title()).click();
+        h.step();
+        h.step();
+        assert_eq!(h.state().tab(), t);
+    }
+}
+
+#[test]
+fn events_go_to_the_panel_whose_job_it_is_and_the_rest_to_the_status_bar() {
+    let (mut app, _) = silent_app(State::default());
+    app.panels.dataset.job = Some(41);
+    app.panels.train.job = Some(42);
+    // The import's failure is the Dataset panel's, shown there, not in the status bar.
+    app.route(&Event::Done {
+        job: 41,
+        result: Err("disk full".into()),
+    });
+    assert_eq!(app.panels.dataset.error.as_deref(), Some("disk full"));
+    assert_eq!(app.panels.dataset.job, None);
+    assert!(!app.status().is_error());
+    // The run's steps are the Train panel's.
+    app.route(&Event::Train {
+        job: 42,
+        events: vec![TrainEvent::Started {
+            step: 0,
+            total: 9,
+            trainable_parameters: 1,
+        }],
+        paused: false,
+    });
+    assert_eq!(app.panels.train.curves.total, 9);
+    assert!(app.is_working(), "the run is under way");
+    // A job nobody follows fails in the status bar, typed as an error.
+    app.route(&Event::Done {
+        job: 99,
+        result: Err("boom".into()),
+    });
+    assert_eq!(app.status(), &Status::Error("Error: boom".into()));
+    // A model load: its progress in the status bar, then the Generate panel's model.
+    app.outbox.request(Request::TrackLoad {
+        job: 7,
+        what: "tiny".into(),
+    });
+    app.apply();
+    assert_eq!(app.status(), &Status::Working("Loading tiny…".into()));
+    app.route(&Event::Download {
+        job: 7,
+        file: "model.safetensors".into(),
+        done: 1,
+        total: 2,
+    });
+    assert_eq!(app.loading.as_ref().map(|l| l.done), Some(1));
+    let info = ModelInfo {
+        family: Family::Midi,
+        source: None,
+        description: "a tiny piano".into(),
+        sample_rate: 32_000,
+        codebooks: 1,
+        parameters: 1,
+    };
+    app.route(&Event::Done {
+        job: 7,
+        result: Ok(JobOutput::ModelLoaded(info.clone())),
+    });
+    assert_eq!(app.status(), &Status::Info("Loaded: a tiny piano".into()));
+    assert_eq!(app.loading, None);
+    assert_eq!(app.panels.generate.model, Some(info));
+}
+
+#[test]
+fn train_on_a_dataset_hands_it_to_the_train_panel_at_the_end_of_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("tunes");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(ds.join("events.jsonl"), "").unwrap();
+    std::fs::write(ds.join("segments.jsonl"), "").unwrap();
+    let (mut app, _) = silent_app(State::default());
+    app.panels.train.form.config.family = Family::Musicgen;
+    app.outbox.request(Request::TrainOn(ds.clone()));
+    assert_eq!(app.tab(), Tab::Generate, "nothing happens mid-frame");
+    app.apply();
+    assert_eq!(app.tab(), Tab::Train);
+    assert_eq!(app.panels.train.form.config.dataset, ds);
+    assert_eq!(
+        app.panels.train.form.config.family,
+        Family::Midi,
+        "a MIDI dataset"
+    );
+    assert_eq!(app.persisted().train.config.dataset, ds);
+}
+
+#[test]
+fn the_runs_found_reach_the_generate_panels_model_picker() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("first");
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::create_dir_all(run.join("model")).unwrap();
+    std::fs::write(run.join("model/config.json"), "{}").unwrap();
+    std::fs::write(run.join("config.json"), r#"{"mode": "full"}"#).unwrap();
+    let mut state = State::default();
+    state.models.runs_dir = dir.path().display().to_string();
+    let mut h = app(state);
+    h.step();
+    assert_eq!(h.state().panels.generate.runs().len(), 1);
+    assert_eq!(h.state().panels.generate.runs()[0].dir, run);
+}
+
+#[test]
+fn the_studio_opens_its_audio_output_once_and_panels_take_it_over_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let preview = dir.path().join("step-2.wav");
+    crate::data::audio::write_wav(&preview, &vec![0.1; 16_000], 16_000).unwrap();
+    let (app, opened) = silent_app(State::default());
+    assert_eq!(opened.get(), 1, "one device stream for six panels");
+    let mut h = Harness::new_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
+    h.state_mut().panels.generate.clip = Some(crate::ui::generate::Shown {
+        audio: Arc::new(vec![0.0; 64_000]),
+        rate: 32_000,
+        file: None,
+    });
+    h.step();
+    h.key_press(egui::Key::Space);
+    h.step();
+    h.step();
+    assert!(h.query_by_label("Pause").is_some(), "the clip plays");
+    // The Train panel plays a preview through the same stream: the clip stops.
+    h.state_mut().panels.train.play_preview(&preview);
+    assert!(h.state().panels.train.preview_playing());
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label("Play").is_some(),
+        "the Generate panel shows its clip stopped"
+    );
+    assert_eq!(opened.get(), 1);
+}

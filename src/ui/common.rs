@@ -1,0 +1,298 @@
+//! What the panels share: the [`Outbox`] a panel queues engine commands and requests to the
+//! shell in (sent once, at the end of the frame), the labelled form [`field`], the clip
+//! [`waveform`], and [`FileDialog`], the one way a panel opens a system file dialog without
+//! blocking the UI thread.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+
+use crate::engine::{Command, JobId};
+use crate::ui::panel::Request;
+use crate::ui::status::Status;
+
+/// What the panels queued this frame: engine commands with fresh job ids, cancellations (each
+/// naming the job it cancels), and requests to the shell. The shell sends and applies them
+/// once, at the end of the frame; a panel never acts on the engine or another panel itself.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    commands: Vec<Command>,
+    cancels: Vec<JobId>,
+    requests: Vec<Request>,
+    next_job: JobId,
+}
+
+/// An outbox's contents, taken by the shell to apply.
+#[derive(Debug, Default)]
+pub struct Queued {
+    pub commands: Vec<Command>,
+    pub cancels: Vec<JobId>,
+    pub requests: Vec<Request>,
+}
+
+impl Outbox {
+    /// A fresh job id (unique for this studio).
+    pub fn job(&mut self) -> JobId {
+        self.next_job += 1;
+        self.next_job
+    }
+
+    /// Queues a command for the engine.
+    pub fn send(&mut self, cmd: Command) {
+        self.commands.push(cmd);
+    }
+
+    /// Asks the engine to cancel `job` (applied before the frame's commands are sent).
+    pub fn cancel(&mut self, job: JobId) {
+        if !self.cancels.contains(&job) {
+            self.cancels.push(job);
+        }
+    }
+
+    /// Asks the shell for something beyond the panel (another panel, the tab, the status bar).
+    pub fn request(&mut self, r: Request) {
+        self.requests.push(r);
+    }
+
+    /// Replaces the status line.
+    pub fn status(&mut self, s: Status) {
+        self.request(Request::Status(s));
+    }
+
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
+    pub fn cancels(&self) -> &[JobId] {
+        &self.cancels
+    }
+
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
+    }
+
+    /// The last status line queued, if any.
+    pub fn last_status(&self) -> Option<&Status> {
+        self.requests.iter().rev().find_map(|r| match r {
+            Request::Status(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Empties the outbox (the job counter goes on).
+    pub fn take(&mut self) -> Queued {
+        Queued {
+            commands: std::mem::take(&mut self.commands),
+            cancels: std::mem::take(&mut self.cancels),
+            requests: std::mem::take(&mut self.requests),
+        }
+    }
+}
+
+/// A labelled form field: the label (with its tooltip) names the widget for screen readers.
+pub fn field(
+    ui: &mut egui::Ui,
+    label: &str,
+    tip: &str,
+    add: impl FnOnce(&mut egui::Ui) -> egui::Response,
+) -> egui::Response {
+    let l = ui.label(label).on_hover_text(tip);
+    add(ui)
+        .labelled_by(l.id)
+        .accessible_name(label)
+        .on_hover_text(tip)
+}
+
+/// A min/max envelope of a clip (at most ~600 columns) with the playhead.
+pub fn waveform(ui: &mut egui::Ui, id: &str, audio: &[f32], rate: u32, playhead: f64) {
+    use egui_plot::{Line, Plot, PlotPoints, VLine};
+    let cols = 600usize;
+    let per = (audio.len() / cols).max(1);
+    let mut top = Vec::with_capacity(cols);
+    let mut bottom = Vec::with_capacity(cols);
+    for (i, chunk) in audio.chunks(per).enumerate() {
+        let t = (i * per) as f64 / rate.max(1) as f64;
+        let (lo, hi) = chunk
+            .iter()
+            .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        top.push([t, hi as f64]);
+        bottom.push([t, lo as f64]);
+    }
+    Plot::new(id)
+        .height(90.0)
+        .show_axes([true, false])
+        .allow_scroll(false)
+        .show(ui, |p| {
+            p.line(Line::new("max", PlotPoints::from(top)));
+            p.line(Line::new("min", PlotPoints::from(bottom)));
+            p.vline(VLine::new("playhead", playhead));
+        });
+}
+
+/// What a system file dialog asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum DialogKind {
+    /// A folder.
+    Folder,
+    /// An existing file, filtered to `extensions` (shown as `filter`).
+    Open {
+        filter: &'static str,
+        extensions: &'static [&'static str],
+    },
+    /// A file to write, suggesting `file_name`.
+    Save {
+        filter: &'static str,
+        extensions: &'static [&'static str],
+        file_name: &'static str,
+    },
+}
+
+impl DialogKind {
+    /// Shows the system dialog and waits for the answer (`None`: cancelled).
+    fn ask(self) -> Option<PathBuf> {
+        let d = rfd::FileDialog::new();
+        match self {
+            DialogKind::Folder => d.pick_folder(),
+            DialogKind::Open { filter, extensions } => d.add_filter(filter, extensions).pick_file(),
+            DialogKind::Save {
+                filter,
+                extensions,
+                file_name,
+            } => d
+                .add_filter(filter, extensions)
+                .set_file_name(file_name)
+                .save_file(),
+        }
+    }
+}
+
+/// One system file dialog at a time per panel, answered on a helper thread (the dialogs block
+/// until the user answers) and polled each frame. `P` says what the answer is for.
+///
+/// The helper thread is not joined on drop: a system dialog cannot be closed from here, and
+/// joining would hold the studio's exit until the user answered it.
+pub struct FileDialog<P> {
+    pending: Option<(P, Receiver<Option<PathBuf>>)>,
+}
+
+impl<P> Default for FileDialog<P> {
+    fn default() -> Self {
+        Self { pending: None }
+    }
+}
+
+impl<P: Copy + Send + 'static> FileDialog<P> {
+    /// Is a dialog waiting for the user?
+    pub fn is_open(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Opens the system dialog `kind` for `purpose`; false when one is already open.
+    pub fn open(&mut self, purpose: P, kind: DialogKind) -> bool {
+        self.open_with(purpose, move || kind.ask())
+    }
+
+    /// Runs `ask` (something that blocks until a path or nothing is chosen) on a helper thread
+    /// for `purpose`; false when a dialog is already open or no thread could start.
+    pub fn open_with(
+        &mut self,
+        purpose: P,
+        ask: impl FnOnce() -> Option<PathBuf> + Send + 'static,
+    ) -> bool {
+        if self.pending.is_some() {
+            return false;
+        }
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("tunelab-file-dialog".into())
+            .spawn(move || {
+                let _ = tx.send(ask());
+            });
+        if spawned.is_err() {
+            return false;
+        }
+        self.pending = Some((purpose, rx));
+        true
+    }
+
+    /// The path chosen, once the user has answered (`None` while open, or when cancelled).
+    pub fn poll(&mut self) -> Option<(P, PathBuf)> {
+        let (purpose, rx) = self.pending.as_ref()?;
+        let purpose = *purpose;
+        match rx.try_recv() {
+            Ok(choice) => {
+                self.pending = None;
+                choice.map(|p| (purpose, p))
+            }
+            Err(TryRecvError::Disconnected) => {
+                self.pending = None;
+                None
+            }
+            Err(TryRecvError::Empty) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Polls until the dialog closes (bounded); what it answered.
+    fn answer<P: Copy + Send + 'static>(d: &mut FileDialog<P>) -> Option<(P, PathBuf)> {
+        let start = Instant::now();
+        while d.is_open() && start.elapsed() < Duration::from_secs(10) {
+            if let Some(a) = d.poll() {
+                return Some(a);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    #[test]
+    fn a_dialog_answers_once_for_its_purpose_and_one_opens_at_a_time() {
+        let mut d = FileDialog::default();
+        let (go, wait) = mpsc::channel::<()>();
+        assert!(d.open_with("prime", move || {
+            let _ = wait.recv();
+            Some(PathBuf::from("/music/prime.mid"))
+        }));
+        assert!(d.is_open());
+        assert!(
+            !d.open_with("model", || Some(PathBuf::from("/elsewhere"))),
+            "a second dialog waits for the first"
+        );
+        assert_eq!(d.poll(), None, "nothing chosen yet");
+        go.send(()).unwrap();
+        assert_eq!(
+            answer(&mut d),
+            Some(("prime", PathBuf::from("/music/prime.mid")))
+        );
+        assert!(!d.is_open());
+        assert_eq!(d.poll(), None, "answered once");
+        // Cancelled: the dialog closes with no path.
+        assert!(d.open_with("model", || None));
+        assert_eq!(answer(&mut d), None);
+        assert!(!d.is_open());
+    }
+
+    #[test]
+    fn the_outbox_names_each_cancelled_job_once_and_hands_everything_over() {
+        let mut out = Outbox::default();
+        let (a, b) = (out.job(), out.job());
+        assert_ne!(a, b);
+        out.send(Command::PauseTraining);
+        out.cancel(a);
+        out.cancel(a);
+        out.cancel(b);
+        out.status(Status::Info("one".into()));
+        out.status(Status::Error("two".into()));
+        assert_eq!(out.last_status(), Some(&Status::Error("two".into())));
+        let q = out.take();
+        assert_eq!(q.cancels, [a, b]);
+        assert!(matches!(q.commands.as_slice(), [Command::PauseTraining]));
+        assert_eq!(q.requests.len(), 2);
+        assert!(out.commands().is_empty() && out.cancels().is_empty());
+        assert!(out.job() > b, "job ids keep counting");
+    }
+}

@@ -1,0 +1,537 @@
+//! The Generate panel: pick a model (a baseline, a training run, or a LoRA adapter on a base),
+//! set the prompt and sampling (or, for a Music Transformer, the prime), generate one clip or a
+//! batch of variations (seeds `seed`, `seed + 1`, …, queued by the engine one after the other),
+//! play it and save it. Every clip is written to the clips folder and appended to its
+//! `history.jsonl`, so the history survives restarts; an entry reloads its parameters into the
+//! form and plays its file.
+//!
+//! Keys (when no text field has focus): `Space` play / pause, `Escape` stop;
+//! `Ctrl+Enter` generates (also from the prompt field).
+//!
+//! Here: the form, the panel's state and how engine events change it. The commands it sends
+//! are built in `request.rs`, the history is kept by `history.rs`, the drawing is `view.rs`.
+
+mod history;
+mod request;
+mod view;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audio::Player;
+use crate::engine::{Event, JobId, JobOutput, ModelInfo};
+use crate::generate::midi::MidiGenerateParams;
+use crate::generate::GenerateParams;
+use crate::models::Family;
+use crate::ui::common::{DialogKind, FileDialog, Outbox};
+use crate::ui::panel::{ModelBusy, Panel, Request};
+use crate::ui::runs::RunEntry;
+use crate::ui::state::State;
+use crate::ui::status::Status;
+use crate::ui::tab::Tab;
+
+pub use history::{history_path, read_history, ClipParams, HistoryEntry, HistoryWriter};
+pub use request::{LoadedAs, Pending};
+
+/// The form (persisted).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct GenerateForm {
+    /// A Hub repo id, a local model folder, or a training run.
+    pub model_spec: String,
+    /// A LoRA adapter (PEFT folder or LoRA run) attached unmerged on load; empty = none.
+    pub adapter: String,
+    /// The checkpoint of a training run to load (`best`, `step-000200`); empty = `last`.
+    pub checkpoint: String,
+    pub params: GenerateParams,
+    pub midi: MidiForm,
+    /// Clips are written here, with the history (`history.jsonl`).
+    pub clips_dir: String,
+    /// Clips per click, with seeds `seed`, `seed + 1`, ….
+    pub variations: usize,
+}
+
+impl Default for GenerateForm {
+    fn default() -> Self {
+        Self {
+            // The shipped demo model: the studio works offline on first start.
+            model_spec: crate::demo::model_dir().display().to_string(),
+            adapter: String::new(),
+            checkpoint: String::new(),
+            params: GenerateParams {
+                prompt: "lo-fi hip hop with warm piano and vinyl crackle".into(),
+                duration: 5.0,
+                ..Default::default()
+            },
+            midi: MidiForm::default(),
+            clips_dir: crate::demo::demo_dir().join("clips").display().to_string(),
+            variations: 1,
+        }
+    }
+}
+
+/// The Generate tab's settings for a Music Transformer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MidiForm {
+    pub params: MidiGenerateParams,
+    /// A MIDI file whose first `prime_seconds` the piece continues; empty = improv.
+    pub prime: String,
+    pub prime_seconds: f64,
+    /// Pieces are written here as `piece-<seed>.mid` / `.wav`.
+    pub out_dir: String,
+    /// A SoundFont (.sf2) to render with; empty = the first installed.
+    pub soundfont: String,
+}
+
+impl Default for MidiForm {
+    fn default() -> Self {
+        Self {
+            params: MidiGenerateParams::default(),
+            prime: String::new(),
+            prime_seconds: 5.0,
+            out_dir: crate::demo::demo_dir().join("pieces").display().to_string(),
+            soundfont: String::new(),
+        }
+    }
+}
+
+/// The clip on show: its samples and, once written, its file.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub audio: Arc<Vec<f32>>,
+    pub rate: u32,
+    pub file: Option<PathBuf>,
+}
+
+/// What a system file dialog was opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Model,
+    Adapter,
+    AudioPrompt,
+    MidiPrime,
+    SaveWav,
+}
+
+impl Pick {
+    /// The dialog that asks for it.
+    fn dialog(self) -> DialogKind {
+        match self {
+            Pick::Model | Pick::Adapter => DialogKind::Folder,
+            Pick::AudioPrompt => DialogKind::Open {
+                filter: "Audio",
+                extensions: &["wav", "flac", "mp3", "ogg"],
+            },
+            Pick::MidiPrime => DialogKind::Open {
+                filter: "MIDI",
+                extensions: &["mid", "midi"],
+            },
+            Pick::SaveWav => DialogKind::Save {
+                filter: "WAV",
+                extensions: &["wav"],
+                file_name: "clip.wav",
+            },
+        }
+    }
+}
+
+pub struct GeneratePanel {
+    pub form: GenerateForm,
+    pub model: Option<ModelInfo>,
+    /// What the loaded model was loaded as.
+    pub loaded_as: Option<LoadedAs>,
+    /// A load this panel sent, with what it loads (matched with the engine's answer).
+    load_job: Option<(JobId, LoadedAs)>,
+    /// Generation jobs sent and not done, in the engine's order.
+    pub pending: VecDeque<Pending>,
+    /// Decoder steps of the running job, and how many jobs the current batch had.
+    pub step: (usize, usize),
+    pub batch: usize,
+    pub clip: Option<Shown>,
+    pub history: Vec<HistoryEntry>,
+    /// The history entry last clicked.
+    pub selected: Option<usize>,
+    /// Training runs offered by the model picker (the Models panel finds them).
+    runs: Vec<RunEntry>,
+    player: Player,
+    dialog: FileDialog<Pick>,
+    /// Writes clips and history lines off the UI thread.
+    writer: HistoryWriter,
+}
+
+impl GeneratePanel {
+    pub fn new(form: GenerateForm, player: Player) -> Self {
+        let history = read_history(Path::new(&form.clips_dir));
+        Self {
+            form,
+            model: None,
+            loaded_as: None,
+            load_job: None,
+            pending: VecDeque::new(),
+            step: (0, 0),
+            batch: 0,
+            clip: None,
+            history,
+            selected: None,
+            runs: Vec::new(),
+            player,
+            dialog: FileDialog::default(),
+            writer: HistoryWriter::default(),
+        }
+    }
+
+    /// Is a generation queued or running?
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The training runs the model picker offers.
+    pub fn set_runs(&mut self, runs: Vec<RunEntry>) {
+        self.runs = runs;
+    }
+
+    pub fn runs(&self) -> &[RunEntry] {
+        &self.runs
+    }
+
+    /// Queues loading `spec` (with the form's adapter and checkpoint when `with_form`).
+    pub fn load(&mut self, out: &mut Outbox, spec: String, with_form: bool) {
+        let loaded = LoadedAs::from_form(&self.form, spec, with_form);
+        let job = out.job();
+        out.send(loaded.command(job));
+        self.track(out, job, loaded);
+    }
+
+    /// Loads the form's model when it is a local folder (nothing to download); false if not.
+    pub fn load_local(&mut self, out: &mut Outbox) -> bool {
+        let spec = self.form.model_spec.clone();
+        if !Path::new(&spec).is_dir() {
+            return false;
+        }
+        self.load(out, spec, true);
+        true
+    }
+
+    /// Queues the published small layout with random weights.
+    fn load_random(&mut self, out: &mut Outbox) {
+        let job = out.job();
+        let (loaded, cmd) = LoadedAs::random_small(job);
+        out.send(cmd);
+        self.track(out, job, loaded);
+    }
+
+    /// Remembers what `job` loads, and asks the shell to show its progress.
+    fn track(&mut self, out: &mut Outbox, job: JobId, loaded: LoadedAs) {
+        out.request(Request::TrackLoad {
+            job,
+            what: loaded.model.clone(),
+        });
+        self.load_job = Some((job, loaded));
+    }
+
+    /// A model finished loading (asked by this panel or another).
+    pub fn model_loaded(&mut self, job: JobId, info: ModelInfo) {
+        self.loaded_as = match self.load_job.take() {
+            Some((j, l)) if j == job => Some(l),
+            other => {
+                self.load_job = other;
+                info.source.as_ref().map(|s| LoadedAs {
+                    model: s.display().to_string(),
+                    ..Default::default()
+                })
+            }
+        };
+        self.model = Some(info);
+    }
+
+    /// Sends the form's batch: `variations` jobs with consecutive seeds.
+    pub fn generate(&mut self, out: &mut Outbox) {
+        let loaded = self.loaded_as.clone().unwrap_or_else(|| LoadedAs {
+            model: self.form.model_spec.clone(),
+            ..Default::default()
+        });
+        let batch = request::batch(
+            &self.form,
+            &loaded,
+            self.is_midi(),
+            request::now_ms(),
+            || out.job(),
+        );
+        match batch {
+            Ok(batch) => {
+                self.batch = batch.len();
+                self.step = (0, 1);
+                for (cmd, pending) in batch {
+                    out.send(cmd);
+                    self.pending.push_back(pending);
+                }
+            }
+            Err(e) => out.status(Status::Error(format!("Error: {e}"))),
+        }
+    }
+
+    /// Asks the shell to cancel every generation of this panel still queued or running.
+    fn cancel(&self, out: &mut Outbox) {
+        for p in &self.pending {
+            out.cancel(p.job);
+        }
+    }
+
+    /// The end of generation `job`: show its clip or piece, keep it in the history.
+    fn generation_done(
+        &mut self,
+        job: JobId,
+        result: &Result<JobOutput, String>,
+        out: &mut Outbox,
+    ) {
+        let Some(i) = self.pending.iter().position(|p| p.job == job) else {
+            return;
+        };
+        let Some(p) = self.pending.remove(i) else {
+            return;
+        };
+        self.step = (0, 0);
+        let status = match result {
+            Ok(JobOutput::Clip(clip)) => {
+                let audio = Arc::new(clip.audio.clone());
+                self.finished(p.entry, audio, clip.sample_rate, true, out);
+                Status::Info(format!(
+                    "Generated {:.1} s.",
+                    clip.audio.len() as f64 / clip.sample_rate.max(1) as f64
+                ))
+            }
+            Ok(JobOutput::Piece(piece)) => {
+                let mut entry = p.entry;
+                entry.file = piece.playable().to_path_buf();
+                let audio = Arc::new(piece.audio.clone());
+                self.finished(entry, audio, piece.sample_rate, false, out);
+                match &piece.render_error {
+                    None => Status::Info(format!(
+                        "Generated {} events ({} notes): {}",
+                        piece.events.len(),
+                        piece.notes,
+                        piece.playable().display()
+                    )),
+                    Some(e) => Status::Warning(format!(
+                        "Wrote {} but could not render it: {e}",
+                        piece.midi.display()
+                    )),
+                }
+            }
+            Ok(_) => return,
+            Err(e) => Status::Error(format!("Error: {e}")),
+        };
+        out.status(status);
+    }
+
+    /// Shows a finished clip, adds it to the history, and has it written (`write_wav`: a
+    /// MusicGen clip; a piece's files are written by the engine) with its history line.
+    fn finished(
+        &mut self,
+        entry: HistoryEntry,
+        audio: Arc<Vec<f32>>,
+        rate: u32,
+        write_wav: bool,
+        out: &mut Outbox,
+    ) {
+        self.clip = Some(Shown {
+            audio: audio.clone(),
+            rate,
+            file: Some(entry.file.clone()),
+        });
+        self.history.push(entry.clone());
+        self.selected = Some(self.history.len() - 1);
+        let history = history_path(Path::new(&self.form.clips_dir));
+        let wav = write_wav.then_some((audio, rate));
+        if let Err(e) = self.writer.write(history, entry, wav) {
+            out.status(Status::Error(format!(
+                "Error: could not write the clip: {e}"
+            )));
+        }
+    }
+
+    /// Opens the system dialog for `what` (one at a time).
+    fn pick(&mut self, what: Pick) {
+        self.dialog.open(what, what.dialog());
+    }
+
+    /// What the user picked in a dialog; a line for the status bar, if any.
+    pub fn apply_pick(&mut self, what: Pick, path: &Path) -> Option<Status> {
+        let s = path.display().to_string();
+        match what {
+            Pick::Model => self.form.model_spec = s,
+            Pick::Adapter => self.form.adapter = s,
+            Pick::AudioPrompt => self.form.params.prompt_audio = Some(path.to_path_buf()),
+            Pick::MidiPrime => self.form.midi.prime = s,
+            Pick::SaveWav => return Some(self.save_wav(path)),
+        }
+        None
+    }
+
+    /// Copies the clip's file to `dest` (written from its samples while the file is not yet
+    /// on disk), atomically.
+    pub fn save_wav(&self, dest: &Path) -> Status {
+        let Some(c) = &self.clip else {
+            return Status::Warning("No clip to save.".into());
+        };
+        let r =
+            match c.file.as_ref().filter(|f| {
+                f.is_file() && f.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+            }) {
+                Some(f) => std::fs::read(f)
+                    .map_err(|e| crate::error::Error::io(f, e))
+                    .and_then(|b| crate::util::atomic_write(dest, &b)),
+                None => crate::data::audio::write_wav(dest, &c.audio, c.rate),
+            };
+        match r {
+            Ok(()) => Status::Info(format!("Saved {}", dest.display())),
+            Err(e) => Status::Error(format!("Error: {e}")),
+        }
+    }
+
+    /// Puts entry `i`'s parameters (and model) in the form.
+    /// Returns a line for the status bar when the entry's model is not the one loaded.
+    pub fn reload_entry(&mut self, i: usize) -> Option<Status> {
+        let e = self.history.get(i).cloned()?;
+        self.selected = Some(i);
+        self.form.model_spec = e.model.clone();
+        self.form.adapter = e.adapter.clone().unwrap_or_default();
+        self.form.checkpoint = e.checkpoint.clone().unwrap_or_default();
+        match e.clip {
+            ClipParams::Musicgen { params } => self.form.params = params,
+            ClipParams::Midi {
+                params,
+                prime,
+                prime_seconds,
+            } => {
+                self.form.midi.params = params;
+                self.form.midi.prime = prime;
+                self.form.midi.prime_seconds = prime_seconds;
+            }
+        }
+        let wanted = LoadedAs {
+            model: e.model.clone(),
+            adapter: e.adapter.clone(),
+            checkpoint: e.checkpoint.clone(),
+        };
+        (self.loaded_as.as_ref() != Some(&wanted)).then(|| {
+            Status::Warning(format!(
+                "Settings of {} reloaded; its model is not the loaded one: Load it to regenerate.",
+                e.file.display()
+            ))
+        })
+    }
+
+    /// Plays entry `i`'s file (a WAV) from the start; what went wrong, if anything.
+    pub fn play_entry(&mut self, i: usize) -> Option<Status> {
+        let e = self.history.get(i)?;
+        let file = e.file.clone();
+        match crate::data::audio::decode_file(&file) {
+            Ok(d) => {
+                let audio = Arc::new(crate::data::audio::to_mono(&d.samples, d.channels));
+                self.clip = Some(Shown {
+                    audio: audio.clone(),
+                    rate: d.sample_rate,
+                    file: Some(file),
+                });
+                self.selected = Some(i);
+                self.player
+                    .play(audio, d.sample_rate, Duration::ZERO)
+                    .err()
+                    .map(Status::Error)
+            }
+            Err(e) => Some(Status::Error(format!("Error: {e}"))),
+        }
+    }
+
+    fn is_midi(&self) -> bool {
+        self.model
+            .as_ref()
+            .is_some_and(|m| m.family == Family::Midi)
+    }
+}
+
+impl Panel for GeneratePanel {
+    fn tab(&self) -> Tab {
+        Tab::Generate
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, model: ModelBusy, out: &mut Outbox) {
+        self.draw(ui, model.loading, out);
+    }
+
+    /// Steps and ends of this panel's generations; and every model load that ends, since the
+    /// engine's one model is the one this panel generates with (loads are the shell's to
+    /// report, so they are not claimed).
+    fn on_event(&mut self, ev: &Event, out: &mut Outbox) -> bool {
+        match ev {
+            Event::GenerateStep { job, step, total } if self.owns(*job) => {
+                self.step = (*step, *total);
+                true
+            }
+            Event::Done {
+                job,
+                result: Ok(JobOutput::ModelLoaded(info)),
+            } => {
+                self.model_loaded(*job, info.clone());
+                false
+            }
+            Event::Done { job, result } if self.owns(*job) => {
+                self.generation_done(*job, result, out);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes done off the UI thread (their failures go to the status bar) and dialogs answered.
+    fn poll(&mut self, out: &mut Outbox) {
+        for r in self.writer.poll() {
+            if let Err(e) = r {
+                out.status(Status::Error(format!("Error: {e}")));
+            }
+        }
+        if let Some((what, path)) = self.dialog.poll() {
+            if let Some(s) = self.apply_pick(what, &path) {
+                out.status(s);
+            }
+        }
+    }
+
+    fn jobs(&self) -> Vec<JobId> {
+        self.pending.iter().map(|p| p.job).collect()
+    }
+
+    fn owns(&self, job: JobId) -> bool {
+        self.pending.iter().any(|p| p.job == job)
+    }
+
+    /// The generation's progress: fraction and text.
+    fn progress(&self) -> Option<(f32, String)> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let (step, total) = self.step;
+        let f = step as f32 / total.max(1) as f32;
+        let of = if self.batch > 1 {
+            format!(
+                "clip {} of {} · ",
+                self.batch - self.pending.len() + 1,
+                self.batch
+            )
+        } else {
+            String::new()
+        };
+        Some((f, format!("{of}step {step}/{total}")))
+    }
+
+    fn save(&self, state: &mut State) {
+        state.generate = self.form.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,44 @@
+//! What the studio remembers across restarts: one serde struct (eframe stores it under its
+//! app key), filled from the panels' forms when eframe saves. Runtime handles (the engine, the
+//! audio stream, jobs) are never in it.
+
+use crate::ui::dataset::DatasetForm;
+use crate::ui::evaluate::EvalForm;
+use crate::ui::generate::GenerateForm;
+use crate::ui::listen::ListenForm;
+use crate::ui::models::ModelsForm;
+use crate::ui::tab::Tab;
+use crate::ui::train::TrainForm;
+
+/// Form values persisted across restarts.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub tab: Tab,
+    pub theme: Theme,
+    pub generate: GenerateForm,
+    pub train: TrainForm,
+    pub dataset: DatasetForm,
+    pub listen: ListenForm,
+    pub models: ModelsForm,
+    pub evaluate: EvalForm,
+}
+
+/// Light or dark: the system's (the default, following it live) or fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+impl Theme {
+    pub fn preference(self) -> egui::ThemePreference {
+        match self {
+            Theme::System => egui::ThemePreference::System,
+            Theme::Light => egui::ThemePreference::Light,
+            Theme::Dark => egui::ThemePreference::Dark,
+        }
+    }
+}

@@ -18,16 +18,32 @@ use crate::models::blas;
 /// a batch of 2 × 10 s) are no longer nodes of candle's graph, whose backward zero-fills and adds
 /// a gradient buffer for every node. Elsewhere it is the composed products and softmax.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    let fused = q.device().is_cpu()
+    if takes_fused(q, k, v) {
+        fused_attention(q, k, v, mask)
+    } else {
+        composed_attention(q, k, v, mask)
+    }
+}
+
+/// Whether [`attention`] takes the fused op: 4-D f32 tensors on the CPU, OpenBLAS loaded.
+fn takes_fused(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
+    q.device().is_cpu()
         && [q, k, v]
             .iter()
             .all(|t| t.dtype() == DType::F32 && t.rank() == 4)
-        && blas::backend().is_some();
-    if !fused {
-        let scores = blas::matmul(q, false, k, true)?;
-        let probs = masked_softmax(&scores, mask)?;
-        return blas::matmul(&probs, false, v, false);
-    }
+        && blas::backend().is_some()
+}
+
+/// [`attention`] composed of products and the masked softmax, each recorded by candle's graph.
+fn composed_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let scores = blas::matmul(q, false, k, true)?;
+    let probs = masked_softmax(&scores, mask)?;
+    blas::matmul(&probs, false, v, false)
+}
+
+/// The fused form of [`attention`] (its forward fails without OpenBLAS: it has no other
+/// backend). Its tests call it directly, so they cannot pass on the composed form.
+fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let (b, h, t, _) = q.dims4()?;
     let s = k.dim(2)?;
     let mask = mask.map(|m| row_mask(m, (b, h, t, s))).transpose()?;
@@ -234,12 +250,31 @@ mod tests {
     use crate::models::nn::testing::seeded;
     use candle_core::{Device, Var};
 
-    /// The fused attention against candle's own composed products and softmax, forward and the
-    /// gradients of q, k and v: self-attention with a causal mask shared by the batch,
-    /// cross-attention (S ≠ T) with a padding mask per batch item, and no mask; and with k
-    /// frozen, which must get no gradient.
+    /// The fused attention against candle's own composed products and softmax.
     #[test]
     fn fused_attention_matches_the_composed_form_and_its_gradients() {
+        // The op runs only with OpenBLAS; without, `attention` takes the composed form and a
+        // test through it would compare that form with itself.
+        crate::models::blas::loaded_for("the fused attention");
+        matches_candle(fused_attention);
+        // And `attention` takes the op for such tensors.
+        let x = seeded(5, (4, 2), 1.0).reshape((1, 2, 2, 2)).unwrap();
+        assert!(takes_fused(&x, &x, &x));
+    }
+
+    /// The form `attention` takes off the CPU and without OpenBLAS, against candle's own.
+    #[test]
+    fn composed_attention_matches_candle_and_its_gradients() {
+        matches_candle(composed_attention);
+    }
+
+    /// `attend` against candle's own composed products and softmax, forward and the gradients
+    /// of q, k and v: self-attention with a causal mask shared by the batch, cross-attention
+    /// (S ≠ T) with a padding mask per batch item, and no mask; and with k frozen, which must
+    /// get no gradient.
+    fn matches_candle(
+        attend: impl Fn(&Tensor, &Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+    ) {
         let diff = crate::models::clap::tests::max_abs_diff;
         let (b, h, t, d) = (2, 3, 5, 4);
         let dev = Device::Cpu;
@@ -291,7 +326,7 @@ mod tests {
             } else {
                 k.as_tensor().clone()
             };
-            let ours = attention(q.as_tensor(), &kt, v.as_tensor(), mask).unwrap();
+            let ours = attend(q.as_tensor(), &kt, v.as_tensor(), mask).unwrap();
             let scores = q.as_tensor().matmul(&kt.t().unwrap()).unwrap();
             let scores = match mask {
                 Some(m) => scores.broadcast_add(m).unwrap(),

@@ -1,23 +1,29 @@
 //! Single-precision GEMM through the system's OpenBLAS, loaded at run time.
 //!
-//! candle's CPU matmul (the `gemm` crate) runs AVX2 micro-kernels at ≈ 80 GFLOP/s on this
-//! 2-core machine; OpenBLAS's AVX-512 kernels run the training shapes (`[1006 × 1024] ·
-//! [1024 × 4096]` and friends) at ≈ 190–200 GFLOP/s, PyTorch/MKL's speed. Training spends most
-//! of its time in those products, so every linear layer on the CPU goes through
-//! [`linear`], which calls OpenBLAS when it is there and candle otherwise — the library is an
-//! accelerator, never a requirement: without `libopenblas0` (Debian/Ubuntu) everything still
-//! runs, only slower. `TUNELAB_BLAS=off` turns it off; [`backend`] says what is in use.
+//! candle's CPU matmul (the `gemm` crate) runs AVX2 micro-kernels at ≈ 80 GFLOP/s on a 2-core
+//! AVX-512 Xeon; OpenBLAS's AVX-512 kernels run the training shapes (`[1006 × 1024] ·
+//! [1024 × 4096]` and friends) there at ≈ 190–200 GFLOP/s, PyTorch/MKL's speed. Training spends
+//! most of its time in those products, so the products of the linear layers ([`linear`]) and of
+//! attention ([`matmul`]; the fused attention's `batched` and `product`) and EnCodec's
+//! convolutions ([`gemm`], which reads a window of a wider matrix in place) call OpenBLAS when it
+//! is there and candle otherwise — the library is an accelerator, never a requirement: without
+//! `libopenblas0` (Debian/Ubuntu) everything still runs, only slower. `TUNELAB_BLAS=off` turns
+//! it off; [`backend`] says what is in use. Products of a few rows (a decoding step) stay with
+//! candle, or `models::gemv` for a frozen weight.
 //!
-//! [`linear`] is a custom op with its own backward that computes the weight's gradient only for
-//! a weight that is trained (a `Var` or the result of one): candle's matmul backward computes
-//! both sides always, so a LoRA step paid for a full gradient of every frozen matrix.
+//! [`matmul`] (and so [`linear`]) is a custom op with its own backward that computes a side's
+//! gradient only for an operand that is trained (a `Var` or the result of one): candle's matmul
+//! backward computes both sides always, so a LoRA step paid for a full gradient of every frozen
+//! matrix.
 //!
 //! OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back to its slowest
-//! generic kernels (≈ 35 GFLOP/s here); before loading it we name the core type from the CPU's
-//! own feature flags unless the user set `OPENBLAS_CORETYPE`. Its idle threads go to sleep at
-//! once after a product (`OPENBLAS_THREAD_TIMEOUT`, unless set) instead of spinning.
+//! generic kernels (≈ 35 GFLOP/s on that Xeon); before loading it we name the core type from
+//! the CPU's own feature flags unless the user set `OPENBLAS_CORETYPE`. Its idle threads go to
+//! sleep at once after a product (`OPENBLAS_THREAD_TIMEOUT`, unless set) instead of spinning.
 //!
-//! This is the crate's only `unsafe` code (the FFI calls, each with its SAFETY argument).
+//! `unsafe` here: the FFI calls and `batched`'s unzeroed output, each with its SAFETY
+//! argument. (The crate's other `unsafe` code: `models::gemv`'s AVX-512 kernel and `memory`'s
+//! allocator settings.)
 
 #![allow(unsafe_code)]
 

@@ -9,7 +9,7 @@ use super::cpu::contiguous_f32;
 use super::simd::{lane_sum_f64, wide};
 use crate::error::Result;
 
-/// Layer norm over the last dimension, composed of differentiable ops (PyTorch `nn.LayerNorm`).
+/// Layer norm over the last dimension that records a backward (PyTorch `nn.LayerNorm`).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     pub weight: Tensor,

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use tunelab::eval::listen::loudness::measure;
-use tunelab::eval::listen::session::{Choice, Response, SessionLog, Which};
+use tunelab::eval::listen::{Choice, Response, SessionLog, Which};
 
 #[test]
 fn a_session_is_prepared_answered_and_scored() {

@@ -382,7 +382,7 @@ fn improv_and_primed_generation_write_midi() {
 #[test]
 fn a_listening_session_compares_two_midi_models() {
     use tunelab::eval::listen::prepare::{prepare_session, ClipMaker, Contender, SessionPlan};
-    use tunelab::eval::listen::session::SessionLog;
+    use tunelab::eval::listen::SessionLog;
     use tunelab::generate::soundfont::{find_soundfont, SoundFont};
     let dir = tempfile::tempdir().unwrap();
     let ds = midi_dataset(dir.path());
@@ -580,7 +580,7 @@ fn the_shipped_demo_is_ready_offline() {
         candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu),
     )
     .unwrap();
-    let some = |pieces: &[tunelab::data::midi_dataset::Piece]| -> Vec<_> {
+    let some = |pieces: &[tunelab::data::midi_dataset::DatasetPiece]| -> Vec<_> {
         pieces
             .iter()
             .filter(|p| p.split == tunelab::data::dataset::Split::Valid)
@@ -646,7 +646,7 @@ fn the_engine_prepares_a_midi_session() {
         }
     };
     assert!(progress >= 2, "one progress line per model and prompt");
-    let s = tunelab::eval::listen::session::SessionLog::open(&log).unwrap();
+    let s = tunelab::eval::listen::SessionLog::open(&log).unwrap();
     assert_eq!(s.spec().clips.len(), 2);
     assert_eq!(s.spec().model_b.id, tuned.display().to_string());
 }

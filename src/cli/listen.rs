@@ -8,10 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::eval::listen::prepare::{contender, prepare_session, SessionPlan};
-use crate::eval::listen::session::{
-    answers_to_csv, pool, results_to_csv, ResultsOptions, SessionLog,
-};
 use crate::eval::listen::stats::{min_wins_for_significance, power_votes, TiePolicy};
+use crate::eval::listen::{answers_to_csv, pool, results_to_csv, ResultsOptions, SessionLog};
 use crate::eval::report::EvalReport;
 use crate::eval::verdict::{export_json, metrics_path, table, verdict};
 

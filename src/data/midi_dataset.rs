@@ -18,7 +18,7 @@ const MIDI_EXTENSIONS: [&str; 3] = ["mid", "midi", "smf"];
 
 /// One piece as the trainer reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Piece {
+pub struct DatasetPiece {
     pub id: String,
     pub split: Split,
     pub events: Vec<u32>,
@@ -90,7 +90,7 @@ fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
     atomic_write(path, text.as_bytes())
 }
 
-fn import_file(src: &Path, path: &Path, opts: &ImportOptions) -> Result<(Segment, Piece)> {
+fn import_file(src: &Path, path: &Path, opts: &ImportOptions) -> Result<(Segment, DatasetPiece)> {
     let (notes, midi) = read_midi(path)?;
     let (mut info, sidecar) = read_info(path)?;
     if let Some(json) = sidecar {
@@ -129,7 +129,7 @@ fn import_file(src: &Path, path: &Path, opts: &ImportOptions) -> Result<(Segment
     };
     Ok((
         seg,
-        Piece {
+        DatasetPiece {
             id: rel,
             split,
             events,
@@ -165,7 +165,7 @@ fn complete_info(info: &mut crate::data::dataset::Info, midi: &MidiInfo) {
 }
 
 /// The pieces of a MIDI dataset.
-pub fn read_pieces(dataset: &Path) -> Result<Vec<Piece>> {
+pub fn read_pieces(dataset: &Path) -> Result<Vec<DatasetPiece>> {
     let path = dataset.join("events.jsonl");
     if !path.is_file() {
         return Err(Error::MissingFile {

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::eval::listen::session::{to_json, Results, SessionLog};
 use crate::eval::listen::stats::{power_votes, TiePolicy};
+use crate::eval::listen::{to_json, Results, SessionLog};
 use crate::eval::report::{EvalReport, ModelEval};
 
 /// The objective report's file name inside a session folder.
@@ -98,7 +98,7 @@ pub fn verdict(results: &Results, report: Option<&EvalReport>) -> Verdict {
     let s = &results.summary;
     let counted_a = s.n as f64 - s.wins_b;
     let mut notes = Vec::new();
-    let mut row = |role: &'static str, m: &crate::eval::listen::session::ModelRef, votes: f64| {
+    let mut row = |role: &'static str, m: &crate::eval::listen::ModelRef, votes: f64| {
         let metrics = match report {
             Some(r) => match find(r, &m.id, &m.weights_sha256) {
                 Ok(e) => Some(e.clone()),
@@ -319,8 +319,8 @@ pub fn export_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::listen::session::ModelRef;
     use crate::eval::listen::stats::{summarise, Pref};
+    use crate::eval::listen::ModelRef;
     use crate::eval::report::HeldOut;
 
     fn model(label: &str, id: &str, sha: &str) -> ModelRef {

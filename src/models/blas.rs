@@ -1,23 +1,29 @@
 //! Single-precision GEMM through the system's OpenBLAS, loaded at run time.
 //!
-//! candle's CPU matmul (the `gemm` crate) runs AVX2 micro-kernels at ≈ 80 GFLOP/s on this
-//! 2-core machine; OpenBLAS's AVX-512 kernels run the training shapes (`[1006 × 1024] ·
-//! [1024 × 4096]` and friends) at ≈ 190–200 GFLOP/s, PyTorch/MKL's speed. Training spends most
-//! of its time in those products, so every linear layer on the CPU goes through
-//! [`linear`], which calls OpenBLAS when it is there and candle otherwise — the library is an
-//! accelerator, never a requirement: without `libopenblas0` (Debian/Ubuntu) everything still
-//! runs, only slower. `TUNELAB_BLAS=off` turns it off; [`backend`] says what is in use.
+//! candle's CPU matmul (the `gemm` crate) runs AVX2 micro-kernels at ≈ 80 GFLOP/s on a 2-core
+//! AVX-512 Xeon; OpenBLAS's AVX-512 kernels run the training shapes (`[1006 × 1024] ·
+//! [1024 × 4096]` and friends) there at ≈ 190–200 GFLOP/s, PyTorch/MKL's speed. Training spends
+//! most of its time in those products, so the products of the linear layers ([`linear`]) and of
+//! attention ([`matmul`]; the fused attention's `batched` and `product`) and EnCodec's
+//! convolutions ([`gemm`], which reads a window of a wider matrix in place) call OpenBLAS when it
+//! is there and candle otherwise — the library is an accelerator, never a requirement: without
+//! `libopenblas0` (Debian/Ubuntu) everything still runs, only slower. `TUNELAB_BLAS=off` turns
+//! it off; [`backend`] says what is in use. Products of a few rows (a decoding step) stay with
+//! candle, or `models::gemv` for a frozen weight.
 //!
-//! [`linear`] is a custom op with its own backward that computes the weight's gradient only for
-//! a weight that is trained (a `Var` or the result of one): candle's matmul backward computes
-//! both sides always, so a LoRA step paid for a full gradient of every frozen matrix.
+//! [`matmul`] (and so [`linear`]) is a custom op with its own backward that computes a side's
+//! gradient only for an operand that is trained (a `Var` or the result of one): candle's matmul
+//! backward computes both sides always, so a LoRA step paid for a full gradient of every frozen
+//! matrix.
 //!
 //! OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back to its slowest
-//! generic kernels (≈ 35 GFLOP/s here); before loading it we name the core type from the CPU's
-//! own feature flags unless the user set `OPENBLAS_CORETYPE`. Its idle threads go to sleep at
-//! once after a product (`OPENBLAS_THREAD_TIMEOUT`, unless set) instead of spinning.
+//! generic kernels (≈ 35 GFLOP/s on that Xeon); before loading it we name the core type from
+//! the CPU's own feature flags unless the user set `OPENBLAS_CORETYPE`. Its idle threads go to
+//! sleep at once after a product (`OPENBLAS_THREAD_TIMEOUT`, unless set) instead of spinning.
 //!
-//! This is the crate's only `unsafe` code (the FFI calls, each with its SAFETY argument).
+//! `unsafe` here: the FFI calls and `batched`'s unzeroed output, each with its SAFETY
+//! argument. (The crate's other `unsafe` code: `models::gemv`'s AVX-512 kernel and `memory`'s
+//! allocator settings.)
 
 #![allow(unsafe_code)]
 
@@ -89,6 +95,18 @@ fn blas() -> Option<&'static Blas> {
 /// when candle's own GEMM is used.
 pub fn backend() -> Option<&'static str> {
     blas().map(|b| b.name.as_str())
+}
+
+/// The BLAS in use, for a test of a path that runs only with OpenBLAS: without it such a test
+/// would pass on candle's fallback and check nothing, so it fails here, saying why.
+#[cfg(test)]
+pub(crate) fn loaded_for(test: &str) -> &'static str {
+    backend().unwrap_or_else(|| {
+        panic!(
+            "{test} needs OpenBLAS, which is not loaded (install libopenblas0; TUNELAB_BLAS=off \
+             turns it off): on candle's fallback this test would check nothing"
+        )
+    })
 }
 
 fn load() -> Option<Blas> {
@@ -296,9 +314,15 @@ fn sgemm(
 /// Rows of the left operand up to which [`matmul`] leaves the product to candle.
 const FEW_ROWS: usize = 16;
 
-/// Whether [`matmul`] will take the OpenBLAS path for `a` and `b`.
-fn usable(a: &Tensor, b: &Tensor) -> bool {
-    a.device().is_cpu()
+/// Whether [`matmul`] multiplies `op(a)` and `b` through OpenBLAS: on the CPU in f32 with
+/// OpenBLAS loaded, for more than [`FEW_ROWS`] rows. A product of a few rows (a decoding step)
+/// stays with candle, which reads strided views such as a KV cache in place; copying them to
+/// contiguous would cost more than it saves.
+fn takes_blas(a: &Tensor, ta: bool, b: &Tensor) -> bool {
+    let rows = a.dims().len().checked_sub(if ta { 1 } else { 2 });
+    let few_rows = rows.is_some_and(|d| a.dims()[d] <= FEW_ROWS);
+    !few_rows
+        && a.device().is_cpu()
         && a.dtype() == candle_core::DType::F32
         && b.dtype() == candle_core::DType::F32
         && backend().is_some()
@@ -315,11 +339,7 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// the last two dimensions when its flag is set: `matmul(q, false, k, true)` is `q · kᵀ` without
 /// materialising `kᵀ`. Differentiable; OpenBLAS on the CPU in f32, candle's matmul elsewhere.
 pub fn matmul(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> Result<Tensor> {
-    // A product of a few rows (a decoding step) stays with candle, which reads strided views
-    // such as a KV cache in place; copying them to contiguous would cost more than it saves.
-    let rows = a.dims().len().checked_sub(if ta { 1 } else { 2 });
-    let few_rows = rows.is_some_and(|d| a.dims()[d] <= FEW_ROWS);
-    if few_rows || !usable(a, b) {
+    if !takes_blas(a, ta, b) {
         let a = if ta { a.t()? } else { a.clone() };
         let b = if tb { b.t()? } else { b.clone() };
         return Ok(a.matmul(&b)?);
@@ -497,6 +517,10 @@ mod tests {
     use crate::testing::max_abs_diff;
     use candle_core::{Device, Var};
 
+    /// Why a test fails where its product would not take the OpenBLAS path: candle's matmul,
+    /// the reference, would then be compared with itself.
+    const NOT_BLAS: &str = "this product stays with candle (too few rows?): nothing to compare";
+
     fn seeded(seed: u64, shape: (usize, usize)) -> Tensor {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -518,13 +542,20 @@ mod tests {
 
     #[test]
     fn linear_and_its_gradients_equal_candle_matmul() {
-        // Odd sizes, and a transposed (non-contiguous) input.
-        let x = Var::from_tensor(&seeded(1, (37, 13)).t().unwrap()).unwrap(); // [13, 37]
+        // Without OpenBLAS `linear` is candle's matmul, the reference itself.
+        loaded_for("linear's product");
+        // Odd sizes, more rows than `FEW_ROWS` (which stay with candle), and a transposed
+        // (non-contiguous) input.
+        let x = Var::from_tensor(&seeded(1, (37, 19)).t().unwrap()).unwrap(); // [19, 37]
         let w = Var::from_tensor(&seeded(2, (29, 37))).unwrap();
-        let g = seeded(3, (13, 29));
+        assert!(
+            takes_blas(x.as_tensor(), false, w.as_tensor()),
+            "{NOT_BLAS}"
+        );
+        let g = seeded(3, (19, 29));
         let ours = linear(x.as_tensor(), w.as_tensor()).unwrap();
         let want = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
-        assert_eq!(ours.dims(), &[13, 29]);
+        assert_eq!(ours.dims(), &[19, 29]);
         assert!(max_abs_diff(&ours, &want) < 1e-5);
         let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
         let gw = (want * &g).unwrap().sum_all().unwrap().backward().unwrap();
@@ -537,11 +568,13 @@ mod tests {
 
     #[test]
     fn batched_products_and_gradients_equal_candle_for_every_transposition() {
+        loaded_for("the batched product");
         let dev = Device::Cpu;
         let seeded4 =
             |seed: u64, r: usize, c: usize| seeded(seed, (6 * r, c)).reshape((2, 3, r, c)).unwrap();
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-            let (m, k, n) = (7, 5, 4);
+            // More rows than `FEW_ROWS`, which stay with candle.
+            let (m, k, n) = (19, 5, 4);
             let a = Var::from_tensor(&if ta {
                 seeded4(10, k, m)
             } else {
@@ -554,6 +587,7 @@ mod tests {
                 seeded4(11, k, n)
             })
             .unwrap();
+            assert!(takes_blas(a.as_tensor(), ta, b.as_tensor()), "{NOT_BLAS}");
             let g = seeded4(12, m, n);
             let ours = matmul(a.as_tensor(), ta, b.as_tensor(), tb).unwrap();
             let op = |t: &Tensor, tr: bool| if tr { t.t().unwrap() } else { t.clone() };
@@ -578,9 +612,7 @@ mod tests {
     /// shapes that take OpenBLAS's small-matrix, single-thread and threaded paths.
     #[test]
     fn a_stored_product_does_not_read_its_destination() {
-        if backend().is_none() {
-            return;
-        }
+        loaded_for("sgemm's beta = 0 store");
         for (m, n, k) in [
             (3, 5, 7),
             (1, 64, 33),
@@ -624,14 +656,21 @@ mod tests {
 
     #[test]
     fn a_frozen_weight_gets_no_gradient() {
-        let x = Var::from_tensor(&seeded(4, (5, 8))).unwrap();
+        // candle's own matmul (the fallback) stores one, of the frozen weight's full size.
+        loaded_for("linear's backward");
+        let x = Var::from_tensor(&seeded(4, (20, 8))).unwrap();
         let frozen = seeded(5, (6, 8));
+        assert!(takes_blas(x.as_tensor(), false, &frozen), "{NOT_BLAS}");
         let y = linear(x.as_tensor(), &frozen).unwrap();
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         assert!(g.get(x.as_tensor()).is_some());
-        if backend().is_some() {
-            // candle's own matmul would have stored one (of the frozen weight's full size).
-            assert!(g.get(&frozen).is_none());
-        }
+        assert!(g.get(&frozen).is_none());
+        // candle files the gradient it computes under the id of `frozen.t()`, so the line above
+        // holds on its path too: no gradient of the weight's size may be stored at all.
+        let sizes: Vec<usize> = g
+            .get_ids()
+            .filter_map(|id| g.get_id(*id).map(|t| t.elem_count()))
+            .collect();
+        assert!(!sizes.contains(&frozen.elem_count()), "{sizes:?}");
     }
 }

@@ -1,6 +1,8 @@
-//! The models, candle maths only (no datasets, no run folders, no UI): MusicGen (T5 → LM →
-//! EnCodec), the Music Transformer, CLAP, the layers and CPU kernels they share, LoRA adapters
-//! with PEFT's naming, and reading checkpoints from files or the Hugging Face Hub.
+//! The models, candle maths only (no datasets, no run folders, no GUI, no audio device):
+//! MusicGen (T5 → LM → EnCodec), the Music Transformer and CLAP; checkpoint files and the
+//! Hugging Face Hub; LoRA adapters (`lora`) with PEFT's naming and merge (`peft`); and what the
+//! models share: layers and ops that record a backward (`nn`), CPU matrix products (`blas`,
+//! `gemv`) and vectorised maths (`vmath`).
 
 pub mod blas;
 pub mod checkpoint;

@@ -15,7 +15,7 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::data::dataset::Split;
-use crate::data::midi_dataset::{read_pieces, Piece};
+use crate::data::midi_dataset::{read_pieces, DatasetPiece};
 use crate::error::{Error, Result};
 use crate::models::lora::{attach_lora_to, LoraConfig, LoraTarget};
 use crate::models::music_transformer::vocab::{BOS, EOS, NOTE_OFF, NOTE_ON, PAD};
@@ -33,8 +33,8 @@ const PURPOSE_TRANSPOSE: u64 = 5;
 
 pub struct MidiLearner {
     pub model: MusicTransformer,
-    train: Vec<Piece>,
-    valid: Vec<Piece>,
+    train: Vec<DatasetPiece>,
+    valid: Vec<DatasetPiece>,
     lora: Option<LoraConfig>,
 }
 
@@ -171,7 +171,7 @@ pub fn window_loss(
 }
 
 /// `BOS, events…, EOS`.
-fn sequence(p: &Piece) -> Vec<u32> {
+fn sequence(p: &DatasetPiece) -> Vec<u32> {
     let mut s = Vec::with_capacity(p.events.len() + 2);
     s.push(BOS);
     s.extend(&p.events);
@@ -301,7 +301,7 @@ impl Learner for MidiLearner {
 /// `batch_size`, at most `batches` batches: `(ce, tokens)`.
 pub fn cross_entropy(
     model: &MusicTransformer,
-    pieces: &[Piece],
+    pieces: &[DatasetPiece],
     window: usize,
     batch_size: usize,
     batches: usize,

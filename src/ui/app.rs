@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use crate::audio::{AudioSink, SharedPlayer};
 use crate::engine::{EngineHandle, Event, JobId, JobOutput};
-use crate::ui::common::Outbox;
 use crate::ui::dataset::DatasetPanel;
 use crate::ui::evaluate::EvalPanel;
 use crate::ui::generate::GeneratePanel;
 use crate::ui::listen::ListenPanel;
 use crate::ui::models::ModelsPanel;
+use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
 use crate::ui::state::{State, Theme};
 use crate::ui::status::Status;

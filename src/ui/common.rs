@@ -1,92 +1,9 @@
-//! What the panels share: the [`Outbox`] a panel queues engine commands and requests to the
-//! shell in (sent once, at the end of the frame), the labelled form [`field`], the clip
-//! [`waveform`], and [`FileDialog`], the one way a panel opens a system file dialog without
-//! blocking the UI thread.
+//! Widgets the panels share: the labelled form [`field`], the clip [`waveform`], and
+//! [`FileDialog`], the one way a panel opens a system file dialog without blocking the UI
+//! thread.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-
-use crate::engine::{Command, JobId};
-use crate::ui::panel::Request;
-use crate::ui::status::Status;
-
-/// What the panels queued this frame: engine commands with fresh job ids, cancellations (each
-/// naming the job it cancels), and requests to the shell. The shell sends and applies them
-/// once, at the end of the frame; a panel never acts on the engine or another panel itself.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    commands: Vec<Command>,
-    cancels: Vec<JobId>,
-    requests: Vec<Request>,
-    next_job: JobId,
-}
-
-/// An outbox's contents, taken by the shell to apply.
-#[derive(Debug, Default)]
-pub struct Queued {
-    pub commands: Vec<Command>,
-    pub cancels: Vec<JobId>,
-    pub requests: Vec<Request>,
-}
-
-impl Outbox {
-    /// A fresh job id (unique for this studio).
-    pub fn job(&mut self) -> JobId {
-        self.next_job += 1;
-        self.next_job
-    }
-
-    /// Queues a command for the engine.
-    pub fn send(&mut self, cmd: Command) {
-        self.commands.push(cmd);
-    }
-
-    /// Asks the engine to cancel `job` (applied before the frame's commands are sent).
-    pub fn cancel(&mut self, job: JobId) {
-        if !self.cancels.contains(&job) {
-            self.cancels.push(job);
-        }
-    }
-
-    /// Asks the shell for something beyond the panel (another panel, the tab, the status bar).
-    pub fn request(&mut self, r: Request) {
-        self.requests.push(r);
-    }
-
-    /// Replaces the status line.
-    pub fn status(&mut self, s: Status) {
-        self.request(Request::Status(s));
-    }
-
-    pub fn commands(&self) -> &[Command] {
-        &self.commands
-    }
-
-    pub fn cancels(&self) -> &[JobId] {
-        &self.cancels
-    }
-
-    pub fn requests(&self) -> &[Request] {
-        &self.requests
-    }
-
-    /// The last status line queued, if any.
-    pub fn last_status(&self) -> Option<&Status> {
-        self.requests.iter().rev().find_map(|r| match r {
-            Request::Status(s) => Some(s),
-            _ => None,
-        })
-    }
-
-    /// Empties the outbox (the job counter goes on).
-    pub fn take(&mut self) -> Queued {
-        Queued {
-            commands: std::mem::take(&mut self.commands),
-            cancels: std::mem::take(&mut self.cancels),
-            requests: std::mem::take(&mut self.requests),
-        }
-    }
-}
 
 /// A labelled form field: the label (with its tooltip) names the widget for screen readers.
 pub fn field(
@@ -274,25 +191,5 @@ mod tests {
         assert!(d.open_with("model", || None));
         assert_eq!(answer(&mut d), None);
         assert!(!d.is_open());
-    }
-
-    #[test]
-    fn the_outbox_names_each_cancelled_job_once_and_hands_everything_over() {
-        let mut out = Outbox::default();
-        let (a, b) = (out.job(), out.job());
-        assert_ne!(a, b);
-        out.send(Command::PauseTraining);
-        out.cancel(a);
-        out.cancel(a);
-        out.cancel(b);
-        out.status(Status::Info("one".into()));
-        out.status(Status::Error("two".into()));
-        assert_eq!(out.last_status(), Some(&Status::Error("two".into())));
-        let q = out.take();
-        assert_eq!(q.cancels, [a, b]);
-        assert!(matches!(q.commands.as_slice(), [Command::PauseTraining]));
-        assert_eq!(q.requests.len(), 2);
-        assert!(out.commands().is_empty() && out.cancels().is_empty());
-        assert!(out.job() > b, "job ids keep counting");
     }
 }

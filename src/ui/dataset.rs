@@ -16,32 +16,13 @@ use crate::data::dataset::{ImportOptions, ImportReport, Info, Segment, Split};
 use crate::data::midi::Note;
 use crate::dsp::mel::LogMel;
 use crate::engine::{Command, Event, JobId, JobOutput};
-use crate::ui::common::{field, waveform, Outbox};
+use crate::ui::common::{field, waveform};
+use crate::ui::forms::DatasetForm;
+use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
 use crate::ui::state::State;
 use crate::ui::status::Status;
 use crate::ui::tab::Tab;
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct DatasetForm {
-    pub source: String,
-    pub dataset: String,
-    pub segment_seconds: f64,
-}
-
-impl Default for DatasetForm {
-    fn default() -> Self {
-        Self {
-            source: crate::demo::assets_dir()
-                .join("demo/midi/folk")
-                .display()
-                .to_string(),
-            dataset: crate::demo::dataset_dir("folk").display().to_string(),
-            segment_seconds: 30.0,
-        }
-    }
-}
 
 pub struct DatasetPanel {
     pub form: DatasetForm,

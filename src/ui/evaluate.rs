@@ -8,35 +8,12 @@ use std::path::PathBuf;
 use crate::data::dataset::Split;
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::eval::report::{EvalOptions, EvalReport};
-use crate::ui::common::{field, Outbox};
+use crate::ui::common::field;
+use crate::ui::forms::EvalForm;
+use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel};
 use crate::ui::state::State;
 use crate::ui::tab::Tab;
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct EvalForm {
-    pub baseline: String,
-    pub candidate: String,
-    pub dataset: String,
-    pub clips: usize,
-    pub seconds: f64,
-    /// Optional LAION-CLAP folder for the prompt–clip score (empty: none).
-    pub clap: String,
-}
-
-impl Default for EvalForm {
-    fn default() -> Self {
-        Self {
-            baseline: "facebook/musicgen-small".into(),
-            candidate: "runs/first".into(),
-            dataset: "datasets/mine".into(),
-            clips: 8,
-            seconds: 10.0,
-            clap: String::new(),
-        }
-    }
-}
 
 pub struct EvalPanel {
     pub form: EvalForm,

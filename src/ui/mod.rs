@@ -5,9 +5,10 @@
 //! play, off the UI thread where it could take a while.
 //!
 //! - `app.rs`: the shell (tab bar, event routing, the outbox applied at the end of the frame,
-//!   the status bar); `state.rs`: what is persisted; `tab.rs`: the tabs and their names;
-//! - `panel.rs`: the trait every panel implements and the requests panels make of the shell;
-//!   `common.rs`: what panels share (outbox, form field, waveform, file dialogs);
+//!   the status bar); `state.rs`: what is persisted, `forms.rs`: each panel's persisted form;
+//!   `tab.rs`: the tabs and their names;
+//! - `panel.rs`: the trait every panel implements, the requests panels make of the shell and
+//!   the outbox they go in; `common.rs`: widgets panels share (form field, waveform, dialogs);
 //!   `status.rs`: the typed status line; `runs.rs`: training runs as the panels list them;
 //! - the panels: `models.rs`, `generate/`, `dataset.rs`, `train/`, `evaluate.rs`, `listen/`;
 //! - `bench.rs`: the headless studio behind `tunelab bench ui`.
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod common;
 pub mod dataset;
 pub mod evaluate;
+pub mod forms;
 pub mod generate;
 pub mod listen;
 pub mod models;

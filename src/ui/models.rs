@@ -10,30 +10,13 @@ use std::path::Path;
 use crate::engine::{Command, Event, JobId};
 use crate::models::hub::{cached_models, CachedModel};
 use crate::models::nn::WeightMode;
-use crate::ui::common::{field, DialogKind, FileDialog, Outbox};
+use crate::ui::common::{field, DialogKind, FileDialog};
+use crate::ui::forms::ModelsForm;
+use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
 use crate::ui::runs::{find_runs, RunEntry};
 use crate::ui::state::State;
 use crate::ui::tab::Tab;
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct ModelsForm {
-    pub spec: String,
-    /// Where training runs are looked for.
-    pub runs_dir: String,
-    pub weights: WeightMode,
-}
-
-impl Default for ModelsForm {
-    fn default() -> Self {
-        Self {
-            spec: crate::demo::model_dir().display().to_string(),
-            runs_dir: crate::demo::demo_dir().join("runs").display().to_string(),
-            weights: WeightMode::F32,
-        }
-    }
-}
 
 pub struct ModelsPanel {
     pub form: ModelsForm,

@@ -1,13 +1,12 @@
 //! The shape every tab's panel has (as the egui demo app's panels): the [`Panel`] trait the
 //! shell iterates by [`Tab`], and the [`Request`]s a panel hands the shell for anything beyond
-//! itself. A panel never reaches into another panel or the engine: clicks and engine events
-//! queue commands and requests in the [`Outbox`], which the shell applies once, at the end of
-//! the frame (as rerun's command sender).
+//! itself, and the [`Outbox`] they go in. A panel never reaches into another panel or the
+//! engine: clicks and engine events queue commands and requests in the outbox, which the shell
+//! applies once, at the end of the frame (as rerun's command sender).
 
 use std::path::PathBuf;
 
-use crate::engine::{Event, JobId};
-use crate::ui::common::Outbox;
+use crate::engine::{Command, Event, JobId};
 use crate::ui::runs::RunEntry;
 use crate::ui::state::State;
 use crate::ui::status::Status;
@@ -74,4 +73,107 @@ pub enum Request {
     /// The training runs found in the runs folder (the Generate panel's model picker offers
     /// them).
     Runs(Vec<RunEntry>),
+}
+
+/// What the panels queued this frame: engine commands with fresh job ids, cancellations (each
+/// naming the job it cancels), and requests to the shell. The shell sends and applies them
+/// once, at the end of the frame; a panel never acts on the engine or another panel itself.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    commands: Vec<Command>,
+    cancels: Vec<JobId>,
+    requests: Vec<Request>,
+    next_job: JobId,
+}
+
+/// An outbox's contents, taken by the shell to apply.
+#[derive(Debug, Default)]
+pub struct Queued {
+    pub commands: Vec<Command>,
+    pub cancels: Vec<JobId>,
+    pub requests: Vec<Request>,
+}
+
+impl Outbox {
+    /// A fresh job id (unique for this studio).
+    pub fn job(&mut self) -> JobId {
+        self.next_job += 1;
+        self.next_job
+    }
+
+    /// Queues a command for the engine.
+    pub fn send(&mut self, cmd: Command) {
+        self.commands.push(cmd);
+    }
+
+    /// Asks the engine to cancel `job` (applied before the frame's commands are sent).
+    pub fn cancel(&mut self, job: JobId) {
+        if !self.cancels.contains(&job) {
+            self.cancels.push(job);
+        }
+    }
+
+    /// Asks the shell for something beyond the panel (another panel, the tab, the status bar).
+    pub fn request(&mut self, r: Request) {
+        self.requests.push(r);
+    }
+
+    /// Replaces the status line.
+    pub fn status(&mut self, s: Status) {
+        self.request(Request::Status(s));
+    }
+
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
+    }
+
+    pub fn cancels(&self) -> &[JobId] {
+        &self.cancels
+    }
+
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
+    }
+
+    /// The last status line queued, if any.
+    pub fn last_status(&self) -> Option<&Status> {
+        self.requests.iter().rev().find_map(|r| match r {
+            Request::Status(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Empties the outbox (the job counter goes on).
+    pub fn take(&mut self) -> Queued {
+        Queued {
+            commands: std::mem::take(&mut self.commands),
+            cancels: std::mem::take(&mut self.cancels),
+            requests: std::mem::take(&mut self.requests),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_names_each_cancelled_job_once_and_hands_everything_over() {
+        let mut out = Outbox::default();
+        let (a, b) = (out.job(), out.job());
+        assert_ne!(a, b);
+        out.send(Command::PauseTraining);
+        out.cancel(a);
+        out.cancel(a);
+        out.cancel(b);
+        out.status(Status::Info("one".into()));
+        out.status(Status::Error("two".into()));
+        assert_eq!(out.last_status(), Some(&Status::Error("two".into())));
+        let q = out.take();
+        assert_eq!(q.cancels, [a, b]);
+        assert!(matches!(q.commands.as_slice(), [Command::PauseTraining]));
+        assert_eq!(q.requests.len(), 2);
+        assert!(out.commands().is_empty() && out.cancels().is_empty());
+        assert!(out.job() > b, "job ids keep counting");
+    }
 }

@@ -2,13 +2,8 @@
 //! app key), filled from the panels' forms when eframe saves. Runtime handles (the engine, the
 //! audio stream, jobs) are never in it.
 
-use crate::ui::dataset::DatasetForm;
-use crate::ui::evaluate::EvalForm;
-use crate::ui::generate::GenerateForm;
-use crate::ui::listen::ListenForm;
-use crate::ui::models::ModelsForm;
+use crate::ui::forms::{DatasetForm, EvalForm, GenerateForm, ListenForm, ModelsForm, TrainForm};
 use crate::ui::tab::Tab;
-use crate::ui::train::TrainForm;
 
 /// Form values persisted across restarts.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::log::SessionLog;
-use super::model::{sha256_hex, Choice, Clip, ModelRef, Response, SessionSpec, Side, Trial, Which};
+use super::model::{
+    sha256_hex, Choice, ModelRef, Response, SessionClip, SessionSpec, Side, Trial, Which,
+};
 
 pub(super) const PROMPTS: [&str; 4] = [
     "lofi piano, rain",
@@ -32,7 +34,7 @@ pub(super) fn spec(
         for &s in &seeds {
             for m in [Which::A, Which::B] {
                 let sha = sha256_hex(format!("{p}-{s}-{m:?}").as_bytes());
-                clips.push(Clip {
+                clips.push(SessionClip {
                     prompt_idx: p,
                     seed: s,
                     model: m,

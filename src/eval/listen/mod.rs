@@ -15,8 +15,7 @@
 //! - [`prepare`]: generating and loudness-matching the clips of a new session;
 //! - [`error`]: the shared [`ListenError`].
 //!
-//! The session types are re-exported here, and under [`session`] for the callers written before
-//! the split.
+//! The session types are re-exported here (`eval::listen::SessionLog`, …).
 
 pub mod blind;
 pub mod error;
@@ -36,17 +35,11 @@ pub use error::ListenError;
 pub use export::{answers_to_csv, results_to_csv, to_json, ANSWER_CSV_COLUMNS};
 pub use log::{SessionLog, TornTail, LOG_FORMAT};
 pub use model::{
-    sha256_file, sha256_hex, Answer, Choice, Clip, ModelRef, PlayState, PlayTarget, Response,
-    SessionSpec, Side, Trial, Which,
+    sha256_file, sha256_hex, Answer, Choice, ModelRef, PlayState, PlayTarget, Response,
+    SessionClip, SessionSpec, Side, Trial, Which,
 };
 pub use plan::plan_trials;
 pub use results::{
     pool, results, AbxResult, BootstrapCi, BootstrapInterval, PromptCount, RaterCount, Results,
     ResultsOptions,
 };
-
-/// The session API under its pre-split path (`eval::listen::session::X`), so existing callers
-/// keep compiling; new code can use `eval::listen::X`.
-pub mod session {
-    pub use super::{blind::*, export::*, log::*, model::*, plan::*, results::*};
-}

@@ -10,7 +10,7 @@
 //! format (see [`super::log::LOG_FORMAT`]): change a field and bump it.
 //!
 //! What: [`Which`], [`Side`], [`Choice`], [`PlayTarget`], [`PlayState`],
-//! [`ModelRef`], [`Clip`], [`SessionSpec`] and its validation, [`Trial`],
+//! [`ModelRef`], [`SessionClip`], [`SessionSpec`] and its validation, [`Trial`],
 //! [`Response`], [`Answer`], [`sha256_hex`] and [`sha256_file`].
 
 use std::collections::BTreeSet;
@@ -96,7 +96,7 @@ pub struct ModelRef {
 
 /// A generated, loudness-matched clip.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Clip {
+pub struct SessionClip {
     /// Index into [`SessionSpec::prompts`].
     pub prompt_idx: usize,
     /// Generation seed (one of [`SessionSpec::seeds`]).
@@ -144,7 +144,7 @@ pub struct SessionSpec {
     /// Seed for planning (combined with the rater name).
     pub seed: u64,
     /// The clips (all prompts × seeds × both models).
-    pub clips: Vec<Clip>,
+    pub clips: Vec<SessionClip>,
 }
 
 /// One planned trial.
@@ -375,7 +375,7 @@ impl SessionSpec {
     }
 
     /// The clip of one (prompt, seed, model).
-    pub(super) fn clip(&self, prompt_idx: usize, seed: u64, model: Which) -> Result<&Clip> {
+    pub(super) fn clip(&self, prompt_idx: usize, seed: u64, model: Which) -> Result<&SessionClip> {
         self.clips
             .iter()
             .find(|c| c.prompt_idx == prompt_idx && c.seed == seed && c.model == model)
@@ -387,7 +387,7 @@ impl SessionSpec {
     }
 
     /// The clip with this content hash, if any.
-    pub fn clip_by_sha(&self, sha: &str) -> Option<&Clip> {
+    pub fn clip_by_sha(&self, sha: &str) -> Option<&SessionClip> {
         self.clips.iter().find(|c| c.sha256 == sha)
     }
 

@@ -9,7 +9,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::loudness::match_pair;
-use super::session::{sha256_hex, Clip, ModelRef, SessionLog, SessionSpec, Which};
+use super::{sha256_hex, ModelRef, SessionClip, SessionLog, SessionSpec, Which};
 use crate::data::audio::wav_bytes;
 use crate::data::midi::decode;
 use crate::error::{Error, Result};
@@ -225,7 +225,7 @@ pub fn prepare_session<'a>(
                 let sha = sha256_hex(&bytes);
                 let path = clip_dir.join(format!("{sha}.wav"));
                 atomic_write(&path, &bytes)?;
-                clips.push(Clip {
+                clips.push(SessionClip {
                     prompt_idx: pi,
                     seed,
                     model: which,

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use crate::audio::Player;
 use crate::engine::{Event, JobId, JobOutput, ModelInfo};
-use crate::generate::midi::MidiGenerateParams;
-use crate::generate::GenerateParams;
 use crate::models::Family;
-use crate::ui::common::{DialogKind, FileDialog, Outbox};
+use crate::ui::common::{DialogKind, FileDialog};
+pub use crate::ui::forms::{GenerateForm, MidiForm};
+use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
 use crate::ui::runs::RunEntry;
 use crate::ui::state::State;
@@ -34,69 +34,6 @@ use crate::ui::tab::Tab;
 
 pub use history::{history_path, read_history, ClipParams, HistoryEntry, HistoryWriter};
 pub use request::{LoadedAs, Pending};
-
-/// The form (persisted).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct GenerateForm {
-    /// A Hub repo id, a local model folder, or a training run.
-    pub model_spec: String,
-    /// A LoRA adapter (PEFT folder or LoRA run) attached unmerged on load; empty = none.
-    pub adapter: String,
-    /// The checkpoint of a training run to load (`best`, `step-000200`); empty = `last`.
-    pub checkpoint: String,
-    pub params: GenerateParams,
-    pub midi: MidiForm,
-    /// Clips are written here, with the history (`history.jsonl`).
-    pub clips_dir: String,
-    /// Clips per click, with seeds `seed`, `seed + 1`, ….
-    pub variations: usize,
-}
-
-impl Default for GenerateForm {
-    fn default() -> Self {
-        Self {
-            // The shipped demo model: the studio works offline on first start.
-            model_spec: crate::demo::model_dir().display().to_string(),
-            adapter: String::new(),
-            checkpoint: String::new(),
-            params: GenerateParams {
-                prompt: "lo-fi hip hop with warm piano and vinyl crackle".into(),
-                duration: 5.0,
-                ..Default::default()
-            },
-            midi: MidiForm::default(),
-            clips_dir: crate::demo::demo_dir().join("clips").display().to_string(),
-            variations: 1,
-        }
-    }
-}
-
-/// The Generate tab's settings for a Music Transformer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct MidiForm {
-    pub params: MidiGenerateParams,
-    /// A MIDI file whose first `prime_seconds` the piece continues; empty = improv.
-    pub prime: String,
-    pub prime_seconds: f64,
-    /// Pieces are written here as `piece-<seed>.mid` / `.wav`.
-    pub out_dir: String,
-    /// A SoundFont (.sf2) to render with; empty = the first installed.
-    pub soundfont: String,
-}
-
-impl Default for MidiForm {
-    fn default() -> Self {
-        Self {
-            params: MidiGenerateParams::default(),
-            prime: String::new(),
-            prime_seconds: 5.0,
-            out_dir: crate::demo::demo_dir().join("pieces").display().to_string(),
-            soundfont: String::new(),
-        }
-    }
-}
 
 /// The clip on show: its samples and, once written, its file.
 #[derive(Debug, Clone)]

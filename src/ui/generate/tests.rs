@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::engine::Command;
+use crate::generate::GenerateParams;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 

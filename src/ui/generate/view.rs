@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::models::Family;
-use crate::ui::common::{field, waveform, Outbox};
+use crate::ui::common::{field, waveform};
 use crate::ui::generate::{GeneratePanel, Pick};
+use crate::ui::panel::Outbox;
 use crate::ui::status::Status;
 
 impl GeneratePanel {

@@ -21,24 +21,16 @@ use std::time::Duration;
 
 use crate::audio::Player;
 use crate::engine::{Event, JobId, JobOutput};
-use crate::eval::listen::session::{
-    BlindView, Choice, PlayState, PlayTarget, Response, SessionLog, Side,
-};
-use crate::ui::common::{field, Outbox};
+use crate::eval::listen::{BlindView, Choice, PlayState, PlayTarget, Response, SessionLog, Side};
+use crate::ui::common::field;
+pub use crate::ui::forms::{ListenForm, SetupForm};
+use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel};
 use crate::ui::state::State;
 use crate::ui::tab::Tab;
 
 pub use results::ResultsView;
-pub use setup::{test_prompts, SetupForm};
-
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct ListenForm {
-    pub log: String,
-    pub rater: String,
-    pub setup: SetupForm,
-}
+pub use setup::test_prompts;
 
 pub struct ListenPanel {
     pub form: ListenForm,

@@ -7,13 +7,14 @@
 use std::path::PathBuf;
 
 use crate::engine::{Command, Event, JobId, JobOutput};
-use crate::eval::listen::session::{
+use crate::eval::listen::stats::TiePolicy;
+use crate::eval::listen::{
     answers_to_csv, pool, results_to_csv, Results, ResultsOptions, SessionLog,
 };
-use crate::eval::listen::stats::TiePolicy;
 use crate::eval::report::{EvalOptions, EvalReport};
 use crate::eval::verdict::{export_json, metrics_path, verdict, Verdict};
-use crate::ui::common::{field, Outbox};
+use crate::ui::common::field;
+use crate::ui::panel::Outbox;
 
 pub struct ResultsView {
     /// The session logs pooled (the first one's folder holds `metrics.json` and the exports).

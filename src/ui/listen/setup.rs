@@ -7,62 +7,9 @@ use std::path::PathBuf;
 use crate::engine::Command;
 use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::listen::stats::{min_wins_for_significance, power_votes};
-use crate::ui::common::{field, Outbox};
+use crate::ui::common::field;
 use crate::ui::listen::ListenPanel;
-
-/// A new session, prepared by the engine (as `tunelab listen new`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct SetupForm {
-    /// Model A (e.g. the baseline) and B (e.g. the fine-tune): Hub id, folder or run.
-    pub model_a: String,
-    pub model_b: String,
-    /// One prompt per line (MusicGen: text; Music Transformer: `improv` or a MIDI file to
-    /// continue).
-    pub prompts: String,
-    /// A dataset whose test split gives the prompts.
-    pub dataset: String,
-    pub clips_per_prompt: usize,
-    pub seconds: f64,
-    pub trials: usize,
-    pub abx: bool,
-    pub catch_every: usize,
-    /// Where the session goes (clips and `session.jsonl`).
-    pub out: String,
-}
-
-impl Default for SetupForm {
-    fn default() -> Self {
-        let demo = crate::demo::demo_dir();
-        Self {
-            model_a: crate::demo::model_dir().display().to_string(),
-            model_b: demo.join("runs/folk-finetune").display().to_string(),
-            prompts: "improv".into(),
-            dataset: crate::demo::dataset_dir("folk").display().to_string(),
-            clips_per_prompt: 2,
-            seconds: 10.0,
-            trials: 20,
-            abx: false,
-            catch_every: 0,
-            out: demo
-                .join("sessions/folk-vs-classical")
-                .display()
-                .to_string(),
-        }
-    }
-}
-
-impl SetupForm {
-    /// The prompts, one per non-empty line.
-    pub fn prompt_list(&self) -> Vec<String> {
-        self.prompts
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect()
-    }
-}
+use crate::ui::panel::Outbox;
 
 /// Prompts from a dataset's test split: captions of audio segments, or the pieces of a MIDI
 /// dataset (each continued from its opening), at most `n`, in the dataset's order.

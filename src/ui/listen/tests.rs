@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::engine::Command;
-use crate::eval::listen::session::{Clip, ModelRef, SessionSpec, Which};
+use crate::eval::listen::{ModelRef, SessionClip, SessionSpec, Which};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
@@ -15,10 +15,10 @@ fn session(dir: &std::path::Path) -> PathBuf {
                 .map(|i| gain * (i as f32 * f * std::f32::consts::TAU / 32_000.0).sin())
                 .collect();
             let bytes = crate::data::audio::wav_bytes(&x, 32_000).unwrap();
-            let sha = crate::eval::listen::session::sha256_hex(&bytes);
+            let sha = crate::eval::listen::sha256_hex(&bytes);
             let path = dir.join(format!("{sha}.wav"));
             std::fs::write(&path, &bytes).unwrap();
-            clips.push(Clip {
+            clips.push(SessionClip {
                 prompt_idx: pi,
                 seed: 0,
                 model: which,

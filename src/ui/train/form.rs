@@ -1,60 +1,15 @@
-//! The Train panel's form: the run's configuration (mode and hyper-parameters with
-//! audiocraft's defaults, a tooltip per field) and its folder, persisted across restarts.
+//! The Train panel's form drawn: the run's configuration (mode and hyper-parameters with
+//! audiocraft's defaults, a tooltip per field) and its folder. The form's data, persisted across
+//! restarts, is `ui::forms::TrainForm`.
 
 use std::path::PathBuf;
 
 use crate::models::Family;
-use crate::store::run_config::{Mode, TrainConfig};
+use crate::store::run_config::Mode;
 use crate::ui::common::field;
-
-/// The form (persisted).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct TrainForm {
-    pub config: TrainConfig,
-    pub run_dir: String,
-}
-
-impl Default for TrainForm {
-    fn default() -> Self {
-        // The offline demo: fine-tune the shipped classical model on the folk tunes.
-        let mut config = TrainConfig {
-            dataset: crate::demo::dataset_dir("folk"),
-            model: crate::demo::model_dir().display().to_string(),
-            family: Family::Midi,
-            mode: Mode::Full,
-            steps: 200,
-            batch_size: 4,
-            lr: Some(3e-4),
-            warmup_steps: 10,
-            eval_every: 20,
-            save_every: 20,
-            ..Default::default()
-        };
-        config.midi.max_events = Some(256);
-        Self {
-            config,
-            run_dir: crate::demo::demo_dir()
-                .join("runs")
-                .join("folk-finetune")
-                .display()
-                .to_string(),
-        }
-    }
-}
+use crate::ui::forms::TrainForm;
 
 impl TrainForm {
-    /// Sets the dataset and follows its kind: a MIDI dataset trains a Music Transformer, an
-    /// audio one MusicGen.
-    pub fn set_dataset(&mut self, dataset: PathBuf) {
-        if crate::data::midi_dataset::is_midi_dataset(&dataset) {
-            self.config.family = Family::Midi;
-        } else if dataset.join("segments.jsonl").is_file() {
-            self.config.family = Family::Musicgen;
-        }
-        self.config.dataset = dataset;
-    }
-
     /// The form's fields (a grid of four columns).
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         egui::Grid::new("train-form").num_columns(4).show(ui, |ui| {

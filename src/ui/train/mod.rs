@@ -18,16 +18,16 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 use crate::audio::Player;
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::train::events::TrainEvent;
-use crate::ui::common::Outbox;
+use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel};
 use crate::ui::state::State;
 use crate::ui::tab::Tab;
 
+pub use crate::ui::forms::TrainForm;
 pub use curves::{read_curves, read_previews, Curves};
-pub use form::TrainForm;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
+pub enum RunStatus {
     Idle,
     Running,
     Paused,
@@ -35,7 +35,7 @@ pub enum RunState {
 
 pub struct TrainPanel {
     pub form: TrainForm,
-    pub state: RunState,
+    pub state: RunStatus,
     pub job: Option<JobId>,
     pub curves: Curves,
     pub per_codebook: bool,
@@ -53,7 +53,7 @@ impl TrainPanel {
     pub fn new(form: TrainForm, player: Player) -> Self {
         let mut p = Self {
             form,
-            state: RunState::Idle,
+            state: RunStatus::Idle,
             job: None,
             curves: Curves::default(),
             per_codebook: false,
@@ -76,7 +76,7 @@ impl TrainPanel {
     pub fn start(&mut self, out: &mut Outbox) {
         let job = out.job();
         self.job = Some(job);
-        self.state = RunState::Running;
+        self.state = RunStatus::Running;
         self.curves = Curves {
             total: self.form.config.steps,
             ..Default::default()
@@ -139,9 +139,9 @@ impl TrainPanel {
                 paused,
             } if Some(*job) == self.job => {
                 self.state = if *paused {
-                    RunState::Paused
+                    RunStatus::Paused
                 } else {
-                    RunState::Running
+                    RunStatus::Running
                 };
                 for e in events {
                     self.apply(e);
@@ -149,7 +149,7 @@ impl TrainPanel {
                 true
             }
             Event::Done { job, result } if Some(*job) == self.job => {
-                self.state = RunState::Idle;
+                self.state = RunStatus::Idle;
                 self.job = None;
                 self.log.push(match result {
                     Ok(JobOutput::Trained(s)) => format!(
@@ -190,7 +190,7 @@ impl TrainPanel {
     }
 
     fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
-        let idle = self.state == RunState::Idle;
+        let idle = self.state == RunStatus::Idle;
         ui.add_enabled_ui(idle, |ui| self.form.ui(ui));
         ui.horizontal(|ui| {
             if ui
@@ -206,7 +206,7 @@ impl TrainPanel {
             {
                 let job = out.job();
                 self.job = Some(job);
-                self.state = RunState::Running;
+                self.state = RunStatus::Running;
                 self.curves = Curves::default();
                 out.send(Command::Train {
                     job,
@@ -215,17 +215,17 @@ impl TrainPanel {
                 });
             }
             match self.state {
-                RunState::Running => {
+                RunStatus::Running => {
                     if ui.button("Pause").clicked() {
                         out.send(Command::PauseTraining);
                     }
                 }
-                RunState::Paused => {
+                RunStatus::Paused => {
                     if ui.button("Continue").clicked() {
                         out.send(Command::ResumeTraining);
                     }
                 }
-                RunState::Idle => {}
+                RunStatus::Idle => {}
             }
             if !idle && ui.button("Stop").clicked() {
                 out.send(Command::StopTraining);
@@ -347,7 +347,7 @@ impl TrainPanel {
         let frac = c.step as f32 / c.total as f32;
         let eta = (c.total.saturating_sub(c.step)) as f64 * c.seconds_per_step;
         let state = match self.state {
-            RunState::Paused => " · paused",
+            RunStatus::Paused => " · paused",
             _ => "",
         };
         ui.add(egui::ProgressBar::new(frac).text(format!(

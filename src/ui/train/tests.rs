@@ -135,7 +135,7 @@ fn start_pause_resume_stop_send_the_commands_and_events_draw_curves() {
         }
     ));
     h.run();
-    assert_eq!(h.state().panel.state, RunState::Idle);
+    assert_eq!(h.state().panel.state, RunStatus::Idle);
     assert!(h.state().panel.log.iter().any(|l| l.contains("boom")));
 }
 

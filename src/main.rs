@@ -52,7 +52,7 @@ mod gui {
             tunelab::ui::run(tab)
         }
         fn bench(&self, a: &BenchUiArgs) -> anyhow::Result<()> {
-            tunelab::ui::bench::run(a.steps, a.seconds, a.json)
+            tunelab::ui::bench::run(a.steps, a.seconds, a.json, a.device)
         }
     }
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, IndexOp, Tensor};
 use common::*;
 use tunelab::generate::generate_codes;
 use tunelab::models::musicgen::sampling::{Sampler, SamplingParams};
@@ -140,7 +140,7 @@ fn decoder_logits_match_with_and_without_cfg() {
         uncond.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
     );
     let g = tunelab::models::musicgen::sampling::guide(&c, &u, 3.0);
-    let g = Tensor::from_vec(g, cond.dims(), &Device::Cpu).unwrap();
+    let g = Tensor::from_vec(g, cond.dims(), &device()).unwrap();
     let err = max_abs_diff(&g, &r["logits_cfg"]);
     assert!(err <= TOL, "CFG logits: {err}");
 }
@@ -245,7 +245,7 @@ fn greedy_audio_matches_hf() {
     let audio = model.decode_codes(&c.codes).unwrap();
     let r = load("greedy_audio.safetensors");
     let want = r["audio.0"].flatten_all().unwrap();
-    let got = Tensor::from_vec(audio.clone(), audio.len(), &Device::Cpu).unwrap();
+    let got = Tensor::from_vec(audio.clone(), audio.len(), &device()).unwrap();
     let err = max_abs_diff(&got, &want);
     assert!(err <= TOL, "audio of the greedy clip: {err}");
     let _ = model.condition(&[String::new()]).unwrap();

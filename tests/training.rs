@@ -6,7 +6,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use common::*;
 use tunelab::models::checkpoint::{load_tensors, ModelFiles};
 use tunelab::models::musicgen::config::MusicgenConfig;
@@ -16,7 +16,7 @@ use tunelab::train::loss::{codebook_cross_entropy, shift_right};
 fn tiny_parts() -> (MusicgenConfig, std::collections::HashMap<String, Tensor>) {
     let files = ModelFiles::in_dir(&tiny_dir()).unwrap();
     let cfg = MusicgenConfig::from_file(&files.config).unwrap();
-    let tensors = load_tensors(&files.weights, DType::F32, &Device::Cpu).unwrap();
+    let tensors = load_tensors(&files.weights, DType::F32, &device()).unwrap();
     (cfg, tensors)
 }
 
@@ -33,13 +33,13 @@ fn delayed_labels(codes: &[Vec<Vec<u32>>]) -> Tensor {
         .collect();
     let (b, k, t) = (rows.len(), rows[0].len(), rows[0][0].len());
     let flat: Vec<u32> = rows.into_iter().flatten().flatten().collect();
-    Tensor::from_vec(flat, (b, k, t), &Device::Cpu).unwrap()
+    Tensor::from_vec(flat, (b, k, t), &device()).unwrap()
 }
 
 #[test]
 fn every_trainable_tensor_gets_a_finite_nonzero_gradient() {
     let (cfg, tensors) = tiny_parts();
-    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu);
+    let (lm, varmap) = trainable_lm(&cfg, &tensors, &device());
     let mut frozen = tiny();
     let (states, mask) = frozen
         .text
@@ -139,7 +139,7 @@ fn tensor_norm(t: &Tensor) -> f64 {
 fn full_finetune_step_matches_pytorch() {
     let r = grad_ref();
     let (cfg, tensors) = tiny_parts();
-    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu);
+    let (lm, varmap) = trainable_lm(&cfg, &tensors, &device());
     let (cond, labels) = fixture_batch(&r, &lm);
     let inputs = shift_right(&labels, 2048).unwrap();
     assert_eq!(
@@ -222,7 +222,7 @@ fn lora_step_matches_peft() {
     let r = grad_ref();
     let (cfg, tensors) = tiny_parts();
     // Frozen base: plain tensors, no VarMap.
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &device());
     let mut lm =
         tunelab::models::musicgen::decoder::MusicgenLm::new(&cfg.decoder, cfg.t5_hidden_size(), vb)
             .unwrap();
@@ -309,7 +309,7 @@ fn loss_falls_on_two_short_clips() {
     // Two 1 s clips (a 220 Hz tone, a noise burst pattern) encoded by the fixture's EnCodec, then
     // 40 full fine-tuning steps on them: the loss must fall below half its starting value.
     let (cfg, tensors) = tiny_parts();
-    let (lm, varmap) = trainable_lm(&cfg, &tensors, &Device::Cpu);
+    let (lm, varmap) = trainable_lm(&cfg, &tensors, &device());
     let mut frozen = tiny();
     let tone: Vec<f32> = (0..32_000)
         .map(|i| 0.4 * (2.0 * std::f32::consts::PI * 220.0 * i as f32 / 32_000.0).sin())
@@ -383,7 +383,7 @@ fn activation_checkpointing_gives_the_plain_gradients() {
     for lora in [false, true] {
         let mut t = tensors.clone();
         let (mut lm, mut vars) =
-            tunelab::train::trainable::build_lm(&cfg, &mut t, |_| !lora, &Device::Cpu).unwrap();
+            tunelab::train::trainable::build_lm(&cfg, &mut t, |_| !lora, &device()).unwrap();
         let lcfg = LoraConfig {
             r: 4,
             alpha: 8.0,

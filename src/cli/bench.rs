@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -42,6 +41,9 @@ pub struct BenchUiArgs {
     /// Print one JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Where the studio's engine runs: auto, cpu, cuda, cuda:N, metal.
+    #[arg(long, default_value = "auto")]
+    pub device: crate::models::device::DeviceChoice,
 }
 
 impl BenchCommand {
@@ -71,15 +73,21 @@ pub struct BenchGenerateArgs {
     #[arg(long)]
     pub json: bool,
     /// Also run `tools/bench_pytorch.py` (needs python3 with torch and transformers) on the same
-    /// layout and length, one after the other, and print the ratios.
+    /// layout, length, device and precision, one after the other, and print the ratios.
     #[arg(long)]
     pub pytorch: bool,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 #[derive(Debug, Serialize)]
 struct GenerateReport {
     model: String,
     weights: String,
+    /// Where it ran (`cpu`, `cuda:0`), the device's name, and the LM's precision.
+    device: String,
+    device_name: String,
+    precision: String,
     threads: usize,
     audio_seconds: f64,
     frames: usize,
@@ -91,6 +99,8 @@ struct GenerateReport {
     wall_seconds: f64,
     real_time_factor: f64,
     peak_rss_mb: f64,
+    /// Host↔device transfers per decoding step (the sampled ids up, the logits down).
+    transfers_per_step: f64,
 }
 
 impl BenchGenerateArgs {
@@ -101,11 +111,13 @@ impl BenchGenerateArgs {
             "large" => Preset::Large,
             other => anyhow::bail!("unknown size {other} (small, medium, large)"),
         };
-        let device = Device::Cpu;
+        let opened = self.device.open()?;
+        let device = opened.device.clone();
         let (mut model, tensors) =
             MusicGen::random(MusicgenConfig::preset(preset), 0, &device).context("building")?;
         drop(tensors);
         model.set_weight_mode(self.weights)?;
+        model.set_precision(opened.precision)?;
         let frames = (self.seconds * model.frame_rate()).round() as usize;
         let k = model.num_codebooks();
 
@@ -115,13 +127,16 @@ impl BenchGenerateArgs {
         let states = model.text.encode_ids(&ids)?;
         let mask = candle_core::Tensor::ones((1, 12), candle_core::DType::U32, &device)?;
         let cond = model.lm.condition(&states, &mask)?;
+        device.synchronize()?;
         let t5 = t0.elapsed().as_secs_f64();
 
         let mut sampler = Sampler::new(SamplingParams::default(), 0);
         let t1 = Instant::now();
+        let transfers = crate::models::device::transfers();
         let codes = generate_codes(&model, &cond, frames, None, 3.0, &mut sampler, &mut |_| {
             true
         })?;
+        let transfers = crate::models::device::transfers() - transfers;
         let lm = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
         let audio = model.decode_codes(&codes)?;
@@ -132,6 +147,9 @@ impl BenchGenerateArgs {
         let r = GenerateReport {
             model: preset.repo_id().to_string() + " layout, random weights",
             weights: self.weights.to_string(),
+            device: opened.info.id.clone(),
+            device_name: opened.info.name.clone(),
+            precision: opened.precision.to_string(),
             threads: candle_core::utils::get_num_threads(),
             audio_seconds,
             frames,
@@ -143,9 +161,10 @@ impl BenchGenerateArgs {
             wall_seconds: wall,
             real_time_factor: audio_seconds / wall,
             peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6).unwrap_or(f64::NAN),
+            transfers_per_step: transfers as f64 / steps as f64,
         };
         let reference = if self.pytorch {
-            Some(run_pytorch(self.seconds)?)
+            Some(run_pytorch(self.seconds, &opened)?)
         } else {
             None
         };
@@ -157,7 +176,10 @@ impl BenchGenerateArgs {
             println!("{v}");
         } else {
             println!("model            {}", r.model);
-            println!("weights          {} ({} threads)", r.weights, r.threads);
+            println!(
+                "device           {} ({}), {} compute, {} weights ({} CPU threads)",
+                r.device, r.device_name, r.precision, r.weights, r.threads
+            );
             println!(
                 "audio            {:.2} s ({} frames, {} decoder steps, CFG 3, top-k 250)",
                 r.audio_seconds, r.frames, r.decode_steps
@@ -173,6 +195,10 @@ impl BenchGenerateArgs {
                 r.wall_seconds, r.real_time_factor
             );
             println!("peak RSS         {:.0} MB", r.peak_rss_mb);
+            println!(
+                "transfers        {:.1} host↔device per step",
+                r.transfers_per_step
+            );
             if let Some(p) = &reference {
                 let f = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
                 let (step, wall) = (f("step_ms_median"), f("generate_wall_s"));
@@ -188,7 +214,19 @@ impl BenchGenerateArgs {
     }
 }
 
-/// Runs the PyTorch reference benchmark and returns its JSON report.
-fn run_pytorch(seconds: f64) -> anyhow::Result<serde_json::Value> {
-    run_python_json("bench_pytorch.py", &["--seconds", &seconds.to_string()])
+/// Runs the PyTorch reference benchmark on the same device and precision and returns its JSON
+/// report.
+fn run_pytorch(seconds: f64, on: &super::device::Opened) -> anyhow::Result<serde_json::Value> {
+    let device = if on.device.is_cuda() { "cuda" } else { "cpu" };
+    run_python_json(
+        "bench_pytorch.py",
+        &[
+            "--seconds",
+            &seconds.to_string(),
+            "--device",
+            device,
+            "--dtype",
+            on.precision.name(),
+        ],
+    )
 }

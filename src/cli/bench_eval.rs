@@ -10,7 +10,6 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 
@@ -34,11 +33,16 @@ pub struct BenchEvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 #[derive(Debug, Serialize)]
 struct EvalBench {
     model: String,
+    /// Where it ran (`cpu`, `cuda:0`) and the device's name.
+    device: String,
+    device_name: String,
     threads: usize,
     clips: usize,
     seconds_per_clip: f64,
@@ -80,7 +84,8 @@ fn synthetic_clip(i: usize, seconds: f64) -> Vec<f32> {
 impl BenchEvalArgs {
     pub fn run(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.clips >= 2, "--clips must be at least 2");
-        let device = Device::Cpu;
+        let opened = self.device.open()?;
+        let device = opened.device.clone();
         let (model, tensors) = MusicGen::random(MusicgenConfig::preset(Preset::Small), 0, &device)
             .context("building the musicgen-small layout")?;
         drop(tensors);
@@ -122,6 +127,8 @@ impl BenchEvalArgs {
         let (metrics, scoring) = score_generated(&model, &refs, &generated, &opts)?;
         let r = EvalBench {
             model: "facebook/musicgen-small layout (EnCodec 32 kHz), random weights".into(),
+            device: opened.info.id.clone(),
+            device_name: opened.info.name.clone(),
             threads: candle_core::utils::get_num_threads(),
             clips: n,
             seconds_per_clip: self.seconds,

@@ -43,11 +43,26 @@ pub struct BenchTrainArgs {
     /// each mode right after ours, and compare against it (without it, no comparison is made).
     #[arg(long)]
     pub pytorch: bool,
+    /// Clips per batch.
+    #[arg(long, default_value_t = 2)]
+    pub batch_size: usize,
+    /// Seconds per clip (the dataset's clips are this long).
+    #[arg(long, default_value_t = 10.0)]
+    pub max_seconds: f64,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ModeReport {
     mode: String,
+    /// Where it ran (`cpu`, `cuda:0`), the device's name, and the passes' precision.
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    device_name: String,
+    #[serde(default)]
+    precision: String,
     threads: usize,
     batch: String,
     trainable_parameters: usize,
@@ -61,6 +76,12 @@ struct ModeReport {
     product_seconds_per_step: f64,
     #[serde(default)]
     product_gflop_per_step: f64,
+    /// Host↔device transfers per step (losses, counts, the gradient norm).
+    #[serde(default)]
+    transfers_per_step: f64,
+    /// On a GPU: the most device memory in use (total − free) seen after a step, in MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gpu_memory_peak_mb: Option<f64>,
     /// PyTorch on the same batch, measured in this run (`--pytorch`); absent otherwise, and
     /// then the report makes no comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,15 +101,23 @@ impl ModeReport {
     /// The report's line(s) as printed.
     fn describe(&self) -> String {
         let mut s = format!(
-            "{:5} {} · {} trainable · {:.2} s/step (first {:.2}) · {:.0} tok/s · peak {:.0} MB",
+            "{:5} {} on {} ({}, {}) · {} trainable · {:.2} s/step (first {:.2}) · {:.0} tok/s · \
+             peak RSS {:.0} MB · {:.1} transfers/step",
             self.mode,
             self.batch,
+            self.device,
+            self.device_name,
+            self.precision,
             self.trainable_parameters,
             self.seconds_per_step,
             self.first_step_seconds,
             self.tokens_per_second,
             self.peak_rss_mb,
+            self.transfers_per_step,
         );
+        if let Some(gpu) = self.gpu_memory_peak_mb {
+            s.push_str(&format!(" · GPU memory in use {gpu:.0} MB"));
+        }
         match &self.pytorch {
             Some(p) => s.push_str(&format!(
                 " · PyTorch in this run {:.2} s, {:.0} MB → time {:.2}×, memory {:.2}×",
@@ -115,7 +144,8 @@ impl BenchTrainArgs {
             .work
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("tunelab-bench-train"));
-        let (model_dir, dataset, import) = prepare(&work)?;
+        let opened = self.device.open()?;
+        let (model_dir, dataset, import) = prepare(&work, self.max_seconds, &opened.device)?;
         let modes: Vec<&str> = match self.mode.as_str() {
             "both" => vec!["full", "lora"],
             "full" => vec!["full"],
@@ -133,6 +163,16 @@ impl BenchTrainArgs {
                     .arg(self.steps.to_string())
                     .arg("--work")
                     .arg(&work)
+                    .args(["--batch-size", &self.batch_size.to_string()])
+                    .args(["--max-seconds", &self.max_seconds.to_string()])
+                    .args(["--device", &self.device.device.to_string()])
+                    .args(
+                        self.device
+                            .precision
+                            .iter()
+                            .flat_map(|p| ["--dtype", p.name()]),
+                    )
+                    .args(self.device.tf32.then_some("--tf32"))
                     .args(self.pytorch.then_some("--pytorch"))
                     .output()
                     .context("running the benchmark child")?;
@@ -168,13 +208,15 @@ impl BenchTrainArgs {
     ) -> anyhow::Result<ModeReport> {
         let run = work.join(format!("run-{mode}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&run);
+        let opened = self.device.open()?;
         let cfg = TrainConfig {
             dataset: dataset.to_path_buf(),
             model: model_dir.display().to_string(),
             mode: mode.parse::<Mode>()?,
             steps: self.steps,
-            batch_size: 2,
-            max_seconds: 10.0,
+            batch_size: self.batch_size,
+            max_seconds: self.max_seconds,
+            precision: opened.precision,
             warmup_steps: 1,
             condition_dropout: 1.0,
             eval_every: 0,
@@ -187,11 +229,16 @@ impl BenchTrainArgs {
             },
             ..Default::default()
         };
-        let mut trainer = Trainer::create(cfg, &run, &Device::Cpu, &mut |_| {})?;
+        let mut trainer = Trainer::create(cfg, &run, &opened.device, &mut |_| {})?;
         let mut steps = Vec::new();
         let mut products = crate::models::blas::product_totals();
+        let transfers = crate::models::device::transfers();
+        let mut gpu_peak: Option<u64> = None;
         trainer.run(&mut |e: &TrainEvent| {
             if let TrainEvent::Step(m) = e {
+                if let Some(used) = crate::models::device::memory_in_use(&opened.device) {
+                    gpu_peak = Some(gpu_peak.unwrap_or(0).max(used));
+                }
                 let now = crate::models::blas::product_totals();
                 let (secs, flop) = (now.0 - products.0, now.1 - products.1);
                 products = now;
@@ -206,7 +253,9 @@ impl BenchTrainArgs {
                 steps.push((m.seconds, m.tokens_per_s, secs, flop));
             }
         })?;
+        let transfers = (crate::models::device::transfers() - transfers) as f64;
         let peak = peak_rss_bytes().unwrap_or(0) as f64 / 1e6;
+        let gpu_memory_peak_mb = gpu_peak.map(|b| b as f64 / 1e6);
         let trainable = trainer.trainable_parameters();
         drop(trainer);
         let _ = std::fs::remove_dir_all(&run);
@@ -223,25 +272,47 @@ impl BenchTrainArgs {
         let pytorch = if self.pytorch {
             // PyTorch settles over its first steps (measured 13.5, 8.4, 6.8, 7.6, 6.6 s for LoRA).
             let steps = self.steps.max(4).to_string();
+            let on_gpu = opened.device.is_cuda();
             let v = super::reference::run_python_json(
                 "bench_train_pytorch.py",
-                &["--mode", mode, "--steps", &steps],
+                &[
+                    "--mode",
+                    mode,
+                    "--steps",
+                    &steps,
+                    "--device",
+                    if on_gpu { "cuda" } else { "cpu" },
+                    "--dtype",
+                    opened.precision.name(),
+                    "--batch",
+                    &self.batch_size.to_string(),
+                    "--seconds",
+                    &self.max_seconds.to_string(),
+                ],
             )?;
             let num = |k: &str| v[k].as_f64().context(format!("PyTorch report lacks {k}"));
-            let (s, mb) = (num("seconds_per_step")?, num("peak_rss_mb")?);
+            let s = num("seconds_per_step")?;
+            // Memory is compared where it is spent: the GPU's, or the process's on the CPU.
+            let (mb, ours) = match (on_gpu, gpu_memory_peak_mb) {
+                (true, Some(g)) => (num("peak_gpu_mb")?, g),
+                _ => (num("peak_rss_mb")?, peak),
+            };
             Some(Reference {
                 seconds_per_step: s,
                 peak_rss_mb: mb,
                 time_ratio: sps / s,
-                memory_ratio: peak / mb,
+                memory_ratio: ours / mb,
             })
         } else {
             None
         };
         Ok(ModeReport {
             mode: mode.into(),
+            device: opened.info.id.clone(),
+            device_name: opened.info.name.clone(),
+            precision: opened.precision.to_string(),
             threads: candle_core::utils::get_num_threads(),
-            batch: "2 × 10 s".into(),
+            batch: format!("{} × {} s", self.batch_size, self.max_seconds),
             trainable_parameters: trainable,
             first_step_seconds: steps.first().map(|s| s.0).unwrap_or(f64::NAN),
             seconds_per_step: sps,
@@ -249,6 +320,8 @@ impl BenchTrainArgs {
             peak_rss_mb: peak,
             product_seconds_per_step: product_s,
             product_gflop_per_step: product_gflop,
+            transfers_per_step: transfers / steps.len().max(1) as f64,
+            gpu_memory_peak_mb,
             pytorch,
         })
     }
@@ -261,8 +334,14 @@ struct ImportReport {
     audio_per_second: f64,
 }
 
-/// The random musicgen-small model on disk, a 6 × 10 s dataset, and the import throughput.
-fn prepare(work: &Path) -> anyhow::Result<(PathBuf, PathBuf, ImportReport)> {
+/// The random musicgen-small model on disk, a dataset of 6 clips of `seconds` (at least 10),
+/// and the import throughput.
+fn prepare(
+    work: &Path,
+    seconds: f64,
+    device: &Device,
+) -> anyhow::Result<(PathBuf, PathBuf, ImportReport)> {
+    let seconds = seconds.max(10.0);
     let model_dir = work.join("musicgen-small-random");
     if !model_dir.join("model.safetensors").is_file() {
         eprintln!(
@@ -279,11 +358,14 @@ fn prepare(work: &Path) -> anyhow::Result<(PathBuf, PathBuf, ImportReport)> {
     }
     let audio = work.join("audio");
     std::fs::create_dir_all(&audio)?;
+    let audio = audio.join(format!("{seconds}s"));
+    std::fs::create_dir_all(&audio)?;
+    let samples = (seconds * 32_000.0) as u32;
     for i in 0..6u32 {
         let p = audio.join(format!("clip{i}.wav"));
         if !p.is_file() {
             let f = 110.0 * (i + 2) as f32;
-            let x: Vec<f32> = (0..320_000u32)
+            let x: Vec<f32> = (0..samples)
                 .map(|n| 0.3 * (std::f32::consts::TAU * f * n as f32 / 32_000.0).sin())
                 .collect();
             write_wav(&p, &x, 32_000)?;
@@ -291,10 +373,10 @@ fn prepare(work: &Path) -> anyhow::Result<(PathBuf, PathBuf, ImportReport)> {
     }
     let dataset = work.join(format!("dataset-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dataset);
-    let model = MusicGen::load(&model_dir, &Device::Cpu, crate::models::nn::WeightMode::F32)?;
+    let model = MusicGen::load(&model_dir, device, crate::models::nn::WeightMode::F32)?;
     let t = Instant::now();
     let opts = ImportOptions {
-        segment_seconds: 10.0,
+        segment_seconds: seconds,
         train: 1.0,
         valid: 0.0,
         ..Default::default()
@@ -326,6 +408,11 @@ mod tests {
             peak_rss_mb: 3000.0,
             product_seconds_per_step: 11.0,
             product_gflop_per_step: 2385.0,
+            transfers_per_step: 9.0,
+            gpu_memory_peak_mb: None,
+            device: "cpu".into(),
+            device_name: "test".into(),
+            precision: "f32".into(),
             pytorch,
         }
     }

@@ -24,6 +24,8 @@ pub struct EncodeArgs {
     /// A Hugging Face repo id or a local model directory (its codec is used).
     #[arg(long)]
     pub model: String,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -75,8 +77,9 @@ impl DatasetCommand {
             Self::Encode(a) => {
                 let spec = crate::store::ModelSpec::resolve(&a.model)
                     .with_context(|| format!("finding model {}", a.model))?;
+                let opened = a.device.open()?;
                 let model = spec
-                    .load(&candle_core::Device::Cpu, Default::default(), &mut |_| {})
+                    .load(&opened.device, Default::default(), &mut |_| {})
                     .and_then(|m| m.into_musicgen(&spec))
                     .with_context(|| format!("loading {spec}"))?;
                 let t = std::time::Instant::now();

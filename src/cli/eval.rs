@@ -37,6 +37,8 @@ pub struct EvalArgs {
     /// preprocessor_config.json) for the prompt–clip CLAP score; none ships with tunelab.
     #[arg(long)]
     pub clap: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 impl EvalArgs {
@@ -55,7 +57,8 @@ impl EvalArgs {
             clap: self.clap.clone(),
             ..Default::default()
         };
-        let device = candle_core::Device::Cpu;
+        let opened = self.device.open()?;
+        let (device, precision) = (&opened.device, opened.precision);
         let mut models = Vec::new();
         for (i, spec) in self.models.iter().enumerate() {
             let adapter = self
@@ -63,9 +66,15 @@ impl EvalArgs {
                 .as_deref()
                 .filter(|_| i + 1 == self.models.len());
             eprintln!("evaluating {spec}…");
-            let r = evaluate_spec(spec, adapter, &self.dataset, &opts, &device, &mut |s| {
-                eprintln!("  {s}")
-            })
+            let r = evaluate_spec(
+                spec,
+                adapter,
+                &self.dataset,
+                &opts,
+                device,
+                precision,
+                &mut |s| eprintln!("  {s}"),
+            )
             .with_context(|| format!("evaluating {spec}"))?;
             models.push(r);
         }

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::device::DeviceArgs;
 use crate::data::audio::write_wav;
 use crate::engine::{Command, EngineHandle, Event, JobOutput};
 use crate::generate::midi::{prime_from_midi, MidiGenerateParams};
@@ -73,6 +74,8 @@ pub struct GenerateArgs {
     /// Also write the generated codes as JSON `[codebooks][frames]` (un-delayed).
     #[arg(long)]
     pub save_codes: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 impl GenerateArgs {
@@ -85,6 +88,18 @@ impl GenerateArgs {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
+        bar.set_message("device");
+        engine.send(Command::SetDevice {
+            job: 0,
+            device: self.device.device,
+            precision: self.device.precision,
+            tf32: self.device.tf32,
+        });
+        if let JobOutput::DeviceReady { device, precision } =
+            wait(&rx, 0, &bar).context("opening the device")?
+        {
+            bar.suspend(|| eprintln!("device: {device} · {precision}"));
+        }
         bar.set_message("loading");
         engine.send(Command::LoadModel {
             job: 1,

@@ -60,6 +60,8 @@ pub struct NewArgs {
     pub target_lufs: f64,
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +125,7 @@ impl NewArgs {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         );
+        let opened = self.device.open()?;
         let log = prepare_session(
             &self.out,
             &id,
@@ -132,14 +135,16 @@ impl NewArgs {
                 &self.model_a,
                 self.prime_seconds,
                 self.soundfont.clone(),
-                &candle_core::Device::Cpu,
+                &opened.device,
+                opened.precision,
             )?,
             contender(
                 "B",
                 &self.model_b,
                 self.prime_seconds,
                 self.soundfont.clone(),
-                &candle_core::Device::Cpu,
+                &opened.device,
+                opened.precision,
             )?,
             &mut |s| eprintln!("{s}"),
         )?;

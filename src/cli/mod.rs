@@ -10,6 +10,7 @@ pub mod bench_eval;
 pub mod bench_train;
 pub mod dataset;
 pub mod demo;
+pub mod device;
 pub mod eval;
 pub mod export;
 pub mod generate;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::models::device::Precision;
 use crate::models::lora::LoraTarget;
 use crate::models::Family;
 use crate::store::run_config::{EmaConfig, Mode, TrainConfig};
@@ -109,6 +110,8 @@ pub struct TrainArgs {
     /// Print one JSON line per step instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: super::device::DeviceArgs,
 }
 
 impl TrainArgs {
@@ -173,13 +176,27 @@ impl TrainArgs {
     }
 
     pub fn run(&self) -> anyhow::Result<()> {
-        let device = candle_core::Device::Cpu;
+        let (device, info) = crate::models::device::open(self.device.device)?;
+        crate::models::device::set_tf32(self.device.tf32);
         let mut say = |s: &str| eprintln!("{s}…");
         let mut trainer = match &self.resume {
-            Some(dir) => Trainer::resume(dir, &device, &mut say)
-                .with_context(|| format!("resuming the run in {}", dir.display()))?,
+            Some(dir) => {
+                eprintln!("device: {info} (the run's precision: see its config.json)");
+                Trainer::resume(dir, &device, &mut say)
+                    .with_context(|| format!("resuming the run in {}", dir.display()))?
+            }
             None => {
-                let cfg = self.config()?;
+                let mut cfg = self.config()?;
+                // Mixed precision by default where it pays (a GPU); a Music Transformer is f32.
+                cfg.precision = match self.device.precision {
+                    Some(p) => p,
+                    None if cfg.family == Family::Midi => Precision::F32,
+                    None => info.default_precision(),
+                };
+                if !info.supports(cfg.precision) {
+                    anyhow::bail!("{info} cannot train in {}", cfg.precision);
+                }
+                eprintln!("device: {info} · {}", cfg.precision);
                 let run = self.run.clone().unwrap_or_default();
                 Trainer::create(cfg, &run, &device, &mut say)
                     .with_context(|| format!("starting a run in {}", run.display()))?

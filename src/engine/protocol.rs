@@ -8,6 +8,7 @@ use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::report::{EvalOptions, EvalReport};
 use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{Clip, GenerateParams};
+use crate::models::device::{DeviceChoice, DeviceInfo, Precision};
 use crate::models::nn::WeightMode;
 use crate::models::Family;
 use crate::store::run_config::TrainConfig;
@@ -19,6 +20,17 @@ pub type JobId = u64;
 /// Requests to the engine.
 #[derive(Debug, Clone)]
 pub enum Command {
+    /// Move the engine to another device (and precision): every later job runs there. The
+    /// loaded model is dropped (load it again on the new device). Ends with
+    /// `Done(DeviceReady)`; on failure the engine stays where it was.
+    SetDevice {
+        job: JobId,
+        device: DeviceChoice,
+        /// `None`: the device's default (bf16 on CUDA ≥ 8.0, f16 below, f32 on the CPU).
+        precision: Option<Precision>,
+        /// Let CUDA's f32 matrix products use TF32.
+        tf32: bool,
+    },
     /// Load a MusicGen from a local directory or a Hugging Face repo id (downloading into the
     /// HF cache with progress events), or a Music Transformer (a model folder or a MIDI run).
     /// Replaces the current model.
@@ -100,7 +112,8 @@ impl Command {
     /// `Shutdown`).
     pub fn job(&self) -> Option<JobId> {
         match self {
-            Self::LoadModel { job, .. }
+            Self::SetDevice { job, .. }
+            | Self::LoadModel { job, .. }
             | Self::LoadRandom { job, .. }
             | Self::Generate { job, .. }
             | Self::GenerateMidi { job, .. }
@@ -118,6 +131,11 @@ impl Command {
 /// What a finished job produced.
 #[derive(Debug, Clone)]
 pub enum JobOutput {
+    /// The engine's device and precision from now on.
+    DeviceReady {
+        device: DeviceInfo,
+        precision: Precision,
+    },
     ModelLoaded(ModelInfo),
     Clip(Clip),
     Piece(Piece),
@@ -139,6 +157,9 @@ pub struct ModelInfo {
     /// The language model's parameters, summed over its real tensors (see
     /// `store::LoadedModel::parameters`).
     pub parameters: usize,
+    /// Where it runs (`cpu`, `cuda:0`, …) and in which precision.
+    pub device: String,
+    pub precision: Precision,
 }
 
 /// Messages from the engine.

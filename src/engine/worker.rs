@@ -17,6 +17,7 @@ use crate::eval::listen::prepare::SessionPlan;
 use crate::eval::report::{evaluate_spec, EvalOptions, EvalReport, LATENT_CAVEAT};
 use crate::generate::midi::{MidiGenerateParams, Piece};
 use crate::generate::{self, GenerateParams};
+use crate::models::device::{open_with_precision, set_tf32, DeviceChoice, DeviceInfo, Precision};
 use crate::models::musicgen::config::MusicgenConfig;
 use crate::models::musicgen::MusicGen;
 use crate::models::nn::WeightMode;
@@ -81,6 +82,8 @@ impl EngineHandle {
                     wake,
                     cancels: shared,
                     device: Device::Cpu,
+                    device_info: crate::models::device::describe(&Device::Cpu),
+                    precision: Precision::F32,
                 };
                 w.run(rx)
             })?;
@@ -120,7 +123,10 @@ struct Worker {
     events: Sender<Event>,
     wake: Waker,
     cancels: Arc<Cancels>,
+    /// The one device every job runs on, and the precision models run in there.
     device: Device,
+    device_info: DeviceInfo,
+    precision: Precision,
 }
 
 impl Worker {
@@ -133,6 +139,15 @@ impl Worker {
             }
             match cmd {
                 Command::Shutdown => break,
+                Command::SetDevice {
+                    job,
+                    device,
+                    precision,
+                    tf32,
+                } => {
+                    let r = self.set_device(device, precision, tf32);
+                    self.done(job, r);
+                }
                 Command::LoadModel {
                     job,
                     spec,
@@ -144,17 +159,7 @@ impl Worker {
                     self.done(job, r.map(JobOutput::ModelLoaded));
                 }
                 Command::LoadRandom { job, preset, seed } => {
-                    let r = MusicGen::random(MusicgenConfig::preset(preset), seed, &self.device)
-                        .map(|(m, _)| {
-                            let parameters = m.lm.tensors().values().map(|t| t.elem_count()).sum();
-                            let loaded = LoadedModel {
-                                model: Model::Musicgen(Box::new(m)),
-                                parameters,
-                            };
-                            let info = model_info(&loaded, None);
-                            self.model = Some(loaded.model);
-                            info
-                        });
+                    let r = self.load_random(preset, seed);
                     self.done(job, r.map(JobOutput::ModelLoaded));
                 }
                 Command::Generate { job, params } => {
@@ -245,7 +250,8 @@ impl Worker {
         for spec in models {
             let events = self.events.clone();
             let wake = self.wake.clone();
-            let r = evaluate_spec(spec, None, dataset, options, &self.device, &mut |s| {
+            let (d, p) = (&self.device, self.precision);
+            let r = evaluate_spec(spec, None, dataset, options, d, p, &mut |s| {
                 let message = format!("{spec}: {s}");
                 if events.send(Event::Progress { job, message }).is_ok() {
                     wake();
@@ -310,6 +316,44 @@ impl Worker {
         });
     }
 
+    /// A model of a published layout with random weights, on the engine's device and precision.
+    fn load_random(
+        &mut self,
+        preset: crate::models::musicgen::config::Preset,
+        seed: u64,
+    ) -> Result<ModelInfo> {
+        let (mut m, _) = MusicGen::random(MusicgenConfig::preset(preset), seed, &self.device)?;
+        let parameters = m.lm.tensors().values().map(|t| t.elem_count()).sum();
+        m.set_weight_mode(WeightMode::F32)?;
+        m.set_precision(self.precision)?;
+        let loaded = LoadedModel {
+            precision: m.precision(),
+            model: Model::Musicgen(Box::new(m)),
+            parameters,
+        };
+        let info = self.model_info(&loaded, None);
+        self.model = Some(loaded.model);
+        Ok(info)
+    }
+
+    fn set_device(
+        &mut self,
+        choice: DeviceChoice,
+        precision: Option<Precision>,
+        tf32: bool,
+    ) -> Result<JobOutput> {
+        let (device, info, precision) = open_with_precision(choice, precision)?;
+        set_tf32(tf32);
+        self.model = None; // a model lives on the device it was loaded on
+        self.device = device;
+        self.device_info = info.clone();
+        self.precision = precision;
+        Ok(JobOutput::DeviceReady {
+            device: info,
+            precision,
+        })
+    }
+
     fn load(
         &mut self,
         job: JobId,
@@ -346,11 +390,12 @@ impl Worker {
         self.model = None; // free the old one before loading the new
         let opts = LoadOptions {
             weights,
+            precision: self.precision,
             adapter: adapter.as_ref(),
             checkpoint: checkpoint.as_deref(),
         };
         let loaded = model.load(&self.device, opts, &mut progress)?;
-        let info = model_info(&loaded, model.local_dir());
+        let info = self.model_info(&loaded, model.local_dir());
         self.model = Some(loaded.model);
         Ok(info)
     }
@@ -375,8 +420,9 @@ impl Worker {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         );
-        let a = contender("A", model_a, prime_seconds, None, &self.device)?;
-        let b = contender("B", model_b, prime_seconds, None, &self.device)?;
+        let (d, p) = (&self.device, self.precision);
+        let a = contender("A", model_a, prime_seconds, None, d, p)?;
+        let b = contender("B", model_b, prime_seconds, None, d, p)?;
         let events = self.events.clone();
         let wake = self.wake.clone();
         prepare_session(dir, &id, plan, a, b, &mut |s| {
@@ -532,29 +578,35 @@ impl Observer for EngineObserver<'_> {
     }
 }
 
-/// What the UI shows of a loaded model; `source` is where it was loaded from.
-fn model_info(loaded: &LoadedModel, source: Option<&Path>) -> ModelInfo {
-    match &loaded.model {
-        Model::Musicgen(m) => ModelInfo {
-            family: Family::Musicgen,
-            source: source.map(Path::to_path_buf).or_else(|| m.source.clone()),
-            description: m.describe(),
-            sample_rate: m.sample_rate(),
-            codebooks: m.config.decoder.num_codebooks,
-            parameters: loaded.parameters,
-        },
-        Model::Midi(m) => {
-            let cfg = m.config();
-            ModelInfo {
-                family: Family::Midi,
-                source: source.map(Path::to_path_buf),
-                description: format!(
-                    "Music Transformer · {} layers × {} · window {} events",
-                    cfg.num_hidden_layers, cfg.hidden_size, cfg.max_position_embeddings
-                ),
-                sample_rate: crate::generate::midi::RENDER_RATE,
-                codebooks: 1,
+impl Worker {
+    /// What the UI shows of a loaded model; `source` is where it was loaded from.
+    fn model_info(&self, loaded: &LoadedModel, source: Option<&Path>) -> ModelInfo {
+        match &loaded.model {
+            Model::Musicgen(m) => ModelInfo {
+                family: Family::Musicgen,
+                source: source.map(Path::to_path_buf).or_else(|| m.source.clone()),
+                description: m.describe(),
+                sample_rate: m.sample_rate(),
+                codebooks: m.config.decoder.num_codebooks,
                 parameters: loaded.parameters,
+                device: self.device_info.id.clone(),
+                precision: loaded.precision,
+            },
+            Model::Midi(m) => {
+                let cfg = m.config();
+                ModelInfo {
+                    family: Family::Midi,
+                    source: source.map(Path::to_path_buf),
+                    description: format!(
+                        "Music Transformer · {} layers × {} · window {} events",
+                        cfg.num_hidden_layers, cfg.hidden_size, cfg.max_position_embeddings
+                    ),
+                    sample_rate: crate::generate::midi::RENDER_RATE,
+                    codebooks: 1,
+                    parameters: loaded.parameters,
+                    device: self.device_info.id.clone(),
+                    precision: loaded.precision,
+                }
             }
         }
     }

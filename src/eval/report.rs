@@ -23,6 +23,7 @@ use crate::eval::metrics::fad::{bootstrap_ci, fad_inf, ConfidenceInterval, FadIn
 use crate::eval::metrics::kad::{kad_bootstrap, KadBootstrap, KadConfig};
 use crate::eval::metrics::memorise::{flag_copies, frame_keys, mean_latent, nearest, CopyFlag};
 use crate::generate::{generate, GenerateParams};
+use crate::models::device::Precision;
 use crate::models::musicgen::MusicGen;
 use crate::models::Family;
 use crate::store::spec::weights_sha256;
@@ -467,6 +468,7 @@ pub fn evaluate_spec(
     dataset: &Path,
     opts: &EvalOptions,
     device: &candle_core::Device,
+    precision: Precision,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ModelEval> {
     let model = ModelSpec::resolve(spec)?;
@@ -500,6 +502,7 @@ pub fn evaluate_spec(
     };
     let load = LoadOptions {
         adapter: adapter.as_ref(),
+        precision,
         ..Default::default()
     };
     let mut m = model

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::audio;
 use crate::error::{Error, Result};
+use crate::models::device::count_transfer;
 use crate::models::musicgen::decoder::{Conditioning, DecoderCache};
 use crate::models::musicgen::sampling::{guide, Sampler, SamplingParams};
 use crate::models::musicgen::MusicGen;
@@ -320,6 +321,8 @@ fn generate_window(
             }
         }
         let s = input_cols.len();
+        // The step's two transfers: the input ids up, the last logits down.
+        count_transfer();
         let input = Tensor::from_vec(cols, (batch, k, s), &device)?;
         let logits = model.lm.forward(&input, &cond, Some(&mut cache))?;
         // Last position only: [B, K, V].
@@ -327,6 +330,7 @@ fn generate_window(
             .narrow(2, s - 1, 1)?
             .squeeze(2)?
             .to_dtype(DType::F32)?;
+        count_transfer();
         let rows = last.to_vec3::<f32>()?;
         for kk in 0..k {
             let Some(t) = pattern.frame_at(pos, kk, k, frames) else {

@@ -7,6 +7,7 @@
 pub mod blas;
 pub mod checkpoint;
 pub mod clap;
+pub mod device;
 pub mod encodec;
 pub mod gemv;
 pub mod hub;

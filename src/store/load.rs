@@ -15,6 +15,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::models::checkpoint::{load_tensors, ModelFiles};
+use crate::models::device::Precision;
 use crate::models::hub::DownloadProgress;
 use crate::models::lora::{attach_lora, detach_lora, LoraConfig};
 use crate::models::music_transformer::{MusicTransformer, MusicTransformerConfig};
@@ -40,6 +41,8 @@ pub struct LoadedModel {
     /// the decoder, its heads and the text projection, plus any attached adapter; T5 and EnCodec,
     /// frozen parts of every MusicGen, are not counted. Music Transformer: every tensor).
     pub parameters: usize,
+    /// The precision it computes in (a Music Transformer always f32).
+    pub precision: Precision,
 }
 
 impl LoadedModel {
@@ -76,6 +79,8 @@ impl LoadedModel {
 pub struct LoadOptions<'a> {
     /// Storage of a MusicGen's large matrices (f32, q8, q4k); a Music Transformer is f32.
     pub weights: WeightMode,
+    /// A MusicGen's compute precision (f32, bf16, f16); a Music Transformer is f32.
+    pub precision: Precision,
     /// A LoRA adapter to attach unmerged (a PEFT folder or a LoRA run; MusicGen only).
     pub adapter: Option<&'a ModelSpec>,
     /// Which checkpoint of a run (`best`, `last`, `step-000200`; default `last`). Runs only.
@@ -112,6 +117,7 @@ impl ModelSpec {
                 Ok(LoadedModel {
                     model: Model::Midi(Box::new(m)),
                     parameters,
+                    precision: Precision::F32,
                 })
             }
             Self::PeftAdapter(_) => Err(Error::InvalidRequest(format!(
@@ -127,7 +133,9 @@ impl ModelSpec {
                     parameters += attach_adapter(&mut m, a)?;
                 }
                 m.set_weight_mode(opts.weights)?;
+                m.set_precision(opts.precision)?;
                 Ok(LoadedModel {
+                    precision: m.precision(),
                     model: Model::Musicgen(Box::new(m)),
                     parameters,
                 })

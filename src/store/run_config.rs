@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::device::Precision;
 use crate::models::lora::LoraConfig;
 use crate::models::musicgen::patterns::CodebookPattern;
 use crate::models::Family;
@@ -182,6 +183,34 @@ pub struct TrainConfig {
     /// unprimed piece whenever this is set: their models take no text).
     pub preview_prompt: Option<String>,
     pub preview_seconds: f64,
+    /// Precision of the forward and backward passes: f32, bf16 (mixed precision: f32 master
+    /// weights and AdamW moments), or f16 (the same, with dynamic loss scaling). Checkpoints are
+    /// f32 whatever it is.
+    pub precision: Precision,
+    /// f16's dynamic loss scaling (as PyTorch's `GradScaler`).
+    pub loss_scale: LossScaleConfig,
+    /// The device the run was created on, as `id (name)`; each start and resume also logs its
+    /// device in `metrics.jsonl`.
+    pub device: String,
+}
+
+/// f16's dynamic loss scale: the loss is multiplied by `init` before the backward pass; a step
+/// whose gradients overflow is skipped and halves the scale; `growth_interval` good steps in a
+/// row double it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LossScaleConfig {
+    pub init: f64,
+    pub growth_interval: u64,
+}
+
+impl Default for LossScaleConfig {
+    fn default() -> Self {
+        Self {
+            init: 65536.0,
+            growth_interval: 2000,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -221,6 +250,9 @@ impl Default for TrainConfig {
             max_bad_steps: 5,
             preview_prompt: None,
             preview_seconds: 5.0,
+            precision: Precision::F32,
+            loss_scale: LossScaleConfig::default(),
+            device: String::new(),
         }
     }
 }
@@ -268,6 +300,14 @@ impl TrainConfig {
             if !(0.0..1.0).contains(&e.decay) || e.every == 0 {
                 return bad("EMA decay must be within 0..1 and its period at least 1");
             }
+        }
+        if self.family == Family::Midi && self.precision != Precision::F32 {
+            return bad("a Music Transformer trains in f32 (--dtype f32)");
+        }
+        if !(self.loss_scale.init.is_finite() && self.loss_scale.init >= 1.0)
+            || self.loss_scale.growth_interval == 0
+        {
+            return bad("the loss scale must start at 1 or more and grow every 1 or more steps");
         }
         if self.family == Family::Midi && self.mode == Mode::Scratch {
             crate::models::music_transformer::MusicTransformerConfig::preset(&self.midi.preset)?;

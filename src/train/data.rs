@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::dataset::{Info, Split};
 use crate::data::token_cache::{read_codes, read_index};
 use crate::error::{Error, Result};
+use crate::models::device::count_transfer;
 use crate::models::musicgen::patterns::CodebookPattern;
 
 /// One encoded segment.
@@ -197,6 +198,7 @@ pub fn make_batch(
             flat.extend(std::iter::repeat_n(pad, s - row.len()));
         }
     }
+    count_transfer();
     let labels = Tensor::from_vec(flat, (rows.len(), k, s), device)?;
     Ok(Batch {
         labels,

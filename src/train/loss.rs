@@ -7,6 +7,7 @@
 use candle_core::{DType, IndexOp, Tensor, D};
 
 use crate::error::{Error, Result};
+use crate::models::device::count_transfer;
 
 /// Loss and its per-codebook parts.
 #[derive(Debug, Clone)]
@@ -44,7 +45,9 @@ pub fn log_softmax(xs: &Tensor) -> Result<Tensor> {
 }
 
 /// Cross-entropy of `logits` `[B, K, T, V]` against `labels` `[B, K, T]` (u32), ignoring
-/// `ignore`. A codebook with no counted token contributes nothing (HF would give NaN).
+/// `ignore`. A codebook with no counted token contributes nothing (HF would give NaN). The
+/// logits may be in reduced precision: the cross-entropy is computed in f32. Two values cross
+/// from the device to the host (the token counts and the per-codebook cross-entropies).
 pub fn codebook_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> Result<LossOutput> {
     let (b, k, t, v) = logits.dims4()?;
     if labels.dims() != [b, k, t] {
@@ -54,36 +57,42 @@ pub fn codebook_cross_entropy(logits: &Tensor, labels: &Tensor, ignore: u32) -> 
             logits.dims()
         )));
     }
+    let logits = logits.to_dtype(DType::F32)?;
+    let mask = labels.ne(ignore)?; // u8 [B, K, T]
+    let maskf = mask.to_dtype(DType::F32)?;
+    count_transfer();
+    let counts = maskf.sum(2)?.sum(0)?.to_vec1::<f32>()?; // [K]
     let mut parts = Vec::with_capacity(k);
-    let mut ce = Vec::with_capacity(k);
-    let mut tokens = Vec::with_capacity(k);
-    for kk in 0..k {
-        let lg = logits.i((.., kk))?.reshape((b * t, v))?;
-        let lab = labels.i((.., kk))?.flatten_all()?;
-        let mask = lab.ne(ignore)?; // u8
-        let count = mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    let mut counted = Vec::with_capacity(k);
+    for (kk, &count) in counts.iter().enumerate() {
         if count == 0.0 {
-            ce.push(0.0);
-            tokens.push(0);
             continue;
         }
-        let safe = mask.where_cond(&lab, &lab.zeros_like()?)?;
+        let lg = logits.i((.., kk))?.reshape((b * t, v))?;
+        let lab = labels.i((.., kk))?.flatten_all()?;
+        let m = mask.i((.., kk))?.flatten_all()?;
+        let safe = m.where_cond(&lab, &lab.zeros_like()?)?;
         let logp = log_softmax(&lg)?;
         let picked = logp.gather(&safe.unsqueeze(1)?, 1)?.squeeze(1)?;
-        let maskf = mask.to_dtype(DType::F32)?;
-        let nll = (picked.neg()? * maskf)?.sum_all()?;
-        let ce_k = (nll / count as f64)?;
-        ce.push(ce_k.to_scalar::<f32>()?);
-        tokens.push(count as usize);
-        parts.push(ce_k);
+        let nll = (picked.neg()? * maskf.i((.., kk))?.flatten_all()?)?.sum_all()?;
+        parts.push((nll / count as f64)?);
+        counted.push(kk);
     }
     if parts.is_empty() {
         return Err(Error::InvalidRequest(
             "no position to learn from: every label is padding".into(),
         ));
     }
+    let stacked = Tensor::stack(&parts, 0)?;
+    count_transfer();
+    let values = stacked.detach().to_vec1::<f32>()?;
+    let mut ce = vec![0f32; k];
+    for (&kk, &c) in counted.iter().zip(&values) {
+        ce[kk] = c;
+    }
+    let tokens = counts.iter().map(|&c| c as usize).collect();
     // HF divides the sum by the number of codebooks.
-    let loss = (Tensor::stack(&parts, 0)?.sum_all()? / k as f64)?;
+    let loss = (stacked.sum_all()? / k as f64)?;
     Ok(LossOutput { loss, ce, tokens })
 }
 

@@ -17,6 +17,7 @@ use rand::Rng;
 use crate::data::dataset::Split;
 use crate::data::midi_dataset::{read_pieces, DatasetPiece};
 use crate::error::{Error, Result};
+use crate::models::device::count_transfer;
 use crate::models::lora::{attach_lora_to, LoraConfig, LoraTarget};
 use crate::models::music_transformer::vocab::{BOS, EOS, NOTE_OFF, NOTE_ON, PAD};
 use crate::models::music_transformer::{is_head_key, MusicTransformer, MusicTransformerConfig};
@@ -164,6 +165,7 @@ pub fn window_loss(
         labels.extend(std::iter::repeat_n(PAD, len - n));
     }
     let device = model.device();
+    count_transfer();
     let inputs = Tensor::from_vec(inputs, (windows.len(), len), device)?;
     let labels = Tensor::from_vec(labels, (windows.len(), 1, len), device)?;
     let logits = model.forward(&inputs, None)?.unsqueeze(1)?;
@@ -252,6 +254,7 @@ impl Learner for MidiLearner {
             windows.push(transpose(w, shift));
         }
         let out = window_loss(&self.model, &windows)?;
+        count_transfer();
         let loss = out.loss.to_scalar::<f32>()? as f64;
         if loss.is_finite() {
             grads.add_from(&(&out.loss * scale)?.backward()?, vars)?;

@@ -12,6 +12,7 @@ use crate::data::token_cache::{codec_fingerprint, encode_dataset};
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateParams};
 use crate::models::checkpoint::{load_tensors, ModelFiles};
+use crate::models::device::count_transfer;
 use crate::models::lora::{attach_lora, set_dropout_seed, LoraConfig};
 use crate::models::musicgen::config::{GenerationConfig, MusicgenConfig};
 use crate::models::musicgen::decoder::Conditioning;
@@ -116,6 +117,8 @@ impl MusicgenLearner {
             &files.weights_label(),
         )?;
         model.lm = lm;
+        // Mixed precision: the weights stay f32 masters, the passes run in the run's precision.
+        model.lm.set_compute_dtype(cfg.precision.dtype());
         model.source = Some(base.to_path_buf());
 
         let mut vars = vars;
@@ -200,6 +203,7 @@ impl MusicgenLearner {
             mask.extend((0..len).map(|i| u32::from(i < n)));
         }
         let states = Tensor::stack(&states, 0)?;
+        count_transfer();
         let mask = Tensor::from_vec(mask, (rows.len(), len), &device)?;
         Ok((states, mask))
     }
@@ -311,11 +315,13 @@ impl Learner for MusicgenLearner {
             )?
         } else {
             let out = self.loss_of(&batch)?;
+            count_transfer();
             if out.loss.to_scalar::<f32>()?.is_finite() {
                 grads.add_from(&(&out.loss * scale)?.backward()?, vars)?;
             }
             out
         };
+        count_transfer();
         Ok(MicroBatch {
             loss: out.loss.to_scalar::<f32>()? as f64,
             ce: out.ce.iter().map(|&c| c as f64).collect(),

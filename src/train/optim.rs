@@ -15,6 +15,7 @@ use candle_nn::ParamsAdamW;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::models::device::count_transfer;
 use crate::models::nn::{contiguous_f32, on_cpu_f32};
 
 /// Where gradients are looked up: candle's `GradStore` or tunelab's accumulated [`Grads`].
@@ -107,10 +108,22 @@ impl AdamW {
     /// `clip_grad_norm_` coefficient, folded into the update). Returns the norm before
     /// clipping; a non-finite norm updates nothing.
     pub fn clipped_step(&mut self, grads: &impl GradSource, max_norm: f64) -> Result<f64> {
+        self.clipped_step_unscaled(grads, max_norm, 1.0)
+    }
+
+    /// [`Self::clipped_step`] for gradients of a loss multiplied by a loss scale: they are
+    /// multiplied by `unscale` (1 / the loss scale) on the way, folded into the update like the
+    /// clipping. Returns the norm of the unscaled gradients.
+    pub fn clipped_step_unscaled(
+        &mut self,
+        grads: &impl GradSource,
+        max_norm: f64,
+        unscale: f64,
+    ) -> Result<f64> {
         let vars: Vec<Var> = self.vars.iter().map(|(_, v)| v.clone()).collect();
-        let norm = grad_norm(grads, &vars)?;
+        let norm = grad_norm(grads, &vars)? * unscale;
         if norm.is_finite() {
-            self.step_scaled(grads, clip_coefficient(norm, max_norm))?;
+            self.step_scaled(grads, clip_coefficient(norm, max_norm) * unscale)?;
         }
         Ok(norm)
     }
@@ -271,11 +284,24 @@ pub fn adamw_params(lr: f64) -> ParamsAdamW {
 }
 
 /// Global L2 norm of the gradients of `vars` (missing gradients count as zero).
+///
+/// On the CPU each gradient is summed in place; on a device every gradient's sum of squares
+/// stays there until one transfer brings them all to the host, where they are added in order.
 pub fn grad_norm(grads: &impl GradSource, vars: &[Var]) -> Result<f64> {
     let mut sq = 0f64;
+    let mut on_device = Vec::new();
     for v in vars {
         if let Some(g) = grads.grad(v.as_tensor()) {
-            sq += sum_of_squares(g)?;
+            match in_place_sum_of_squares(g)? {
+                Some(s) => sq += s,
+                None => on_device.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?),
+            }
+        }
+    }
+    count_transfer();
+    if !on_device.is_empty() {
+        for s in Tensor::stack(&on_device, 0)?.to_vec1::<f64>()? {
+            sq += s;
         }
     }
     Ok(sq.sqrt())
@@ -287,20 +313,13 @@ pub fn clip_coefficient(norm: f64, max_norm: f64) -> f64 {
     (max_norm / (norm + 1e-6)).min(1.0)
 }
 
-/// Σ x² of a tensor, accumulated in f64.
-fn sum_of_squares(t: &Tensor) -> Result<f64> {
-    let in_place = on_cpu_f32(t, |x| {
+/// Σ x² of an f32 CPU tensor, in place and accumulated in f64 (`None` for other tensors).
+fn in_place_sum_of_squares(t: &Tensor) -> Result<Option<f64>> {
+    Ok(on_cpu_f32(t, |x| {
         x.par_chunks(CHUNK)
             .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
             .sum()
-    })?;
-    if let Some(sum) = in_place {
-        return Ok(sum);
-    }
-    Ok(t.to_dtype(DType::F64)?
-        .sqr()?
-        .sum_all()?
-        .to_scalar::<f64>()?)
+    })?)
 }
 
 /// Elements per parallel task of the in-place passes.

@@ -20,6 +20,7 @@ use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::device::Precision;
 use crate::models::Family;
 use crate::store::run::{self, weights_of, EMA, OPTIMIZER, WEIGHTS};
 use crate::store::run_config::TrainConfig;
@@ -39,6 +40,15 @@ struct RunState {
     optimizer_steps: u64,
     best_valid_ce: Option<f64>,
     bad_in_row: usize,
+    /// f16's dynamic loss scale (1 in f32 and bf16) and the good steps since it last changed.
+    #[serde(default = "one")]
+    loss_scale: f64,
+    #[serde(default)]
+    good_in_row: u64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 pub struct Trainer {
@@ -50,17 +60,20 @@ pub struct Trainer {
     opt: AdamW,
     ema: Option<Ema>,
     state: RunState,
+    /// The device it runs on (`cpu`, `cuda:0`), for the log.
+    device: String,
 }
 
 impl Trainer {
     /// Prepares a new run in `run_dir` (which must not hold a run yet).
     pub fn create(
-        cfg: TrainConfig,
+        mut cfg: TrainConfig,
         run_dir: &Path,
         device: &Device,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         cfg.validate()?;
+        cfg.device = crate::models::device::describe(device).to_string();
         if run::config_path(run_dir).exists() {
             return Err(Error::InvalidRequest(format!(
                 "{} already holds a run: resume it or choose another folder",
@@ -92,6 +105,13 @@ impl Trainer {
         progress: &mut dyn FnMut(&str),
         resume_from: Option<&Path>,
     ) -> Result<Self> {
+        if device.is_metal() {
+            return Err(Error::InvalidRequest(
+                "training on Metal is not supported: candle's Metal backend has open defects in \
+                 convolution weight gradients (candle PR #3839); train on the CPU or a CUDA GPU"
+                    .into(),
+            ));
+        }
         let saved = resume_from.map(run::load_checkpoint).transpose()?;
         let saved_w = saved
             .as_ref()
@@ -125,6 +145,11 @@ impl Trainer {
             optimizer_steps: 0,
             best_valid_ce: None,
             bad_in_row: 0,
+            loss_scale: match cfg.precision {
+                Precision::F16 => cfg.loss_scale.init,
+                _ => 1.0,
+            },
+            good_in_row: 0,
         };
         if let (Some(path), Some((saved, meta))) = (resume_from, saved.as_ref()) {
             progress("restoring the checkpoint");
@@ -155,6 +180,7 @@ impl Trainer {
             opt,
             ema,
             state,
+            device: crate::models::device::describe(device).id,
         })
     }
 
@@ -194,7 +220,8 @@ impl Trainer {
         self.log(
             "start",
             serde_json::json!({"step": self.state.step, "total": total,
-                "trainable_parameters": self.trainable_parameters()}),
+                "trainable_parameters": self.trainable_parameters(),
+                "device": self.device, "precision": self.cfg.precision}),
         )?;
         observer.event(&TrainEvent::Started {
             step: self.state.step,
@@ -310,13 +337,15 @@ impl Trainer {
         let mut total_tokens = 0;
         let mut grads = Grads::default();
         let mut finite = true;
+        let loss_scale = self.state.loss_scale;
         for micro in 0..cfg.grad_accum {
             // Dropout masks (LoRA, model) drawn from the run seed and the micro-batch index.
             let mut r =
                 crate::train::data::rng_for(cfg.seed, 4, (step * cfg.grad_accum + micro) as u64);
             self.learner
                 .set_dropout_seed(Some(rand::Rng::random::<u64>(&mut r)));
-            let scale = 1.0 / cfg.grad_accum as f64;
+            // The loss scale (f16) multiplies the backward pass only; the loss reported is not.
+            let scale = loss_scale / cfg.grad_accum as f64;
             let out = self.learner.micro_batch(
                 &cfg,
                 self.state.position,
@@ -340,10 +369,30 @@ impl Trainer {
             self.state.bad_in_row += 1;
             return Ok(Err(format!("non-finite loss ({loss})")));
         }
-        let grad_norm = self.opt.clipped_step(&grads, cfg.clip_grad_norm)?;
+        let grad_norm =
+            self.opt
+                .clipped_step_unscaled(&grads, cfg.clip_grad_norm, 1.0 / loss_scale)?;
         if !grad_norm.is_finite() {
+            self.state.good_in_row = 0;
+            if cfg.precision == Precision::F16 && loss_scale > 1.0 {
+                // An overflow of f16 gradients: back the scale off (not a divergence).
+                self.state.loss_scale = (loss_scale / 2.0).max(1.0);
+                return Ok(Err(format!(
+                    "f16 gradients overflowed at loss scale {loss_scale}: scale backed off to {}",
+                    self.state.loss_scale
+                )));
+            }
             self.state.bad_in_row += 1;
             return Ok(Err(format!("non-finite gradient norm ({grad_norm})")));
+        }
+        self.state.good_in_row += 1;
+        if cfg.precision == Precision::F16
+            && self
+                .state
+                .good_in_row
+                .is_multiple_of(cfg.loss_scale.growth_interval)
+        {
+            self.state.loss_scale = loss_scale * 2.0;
         }
         self.state.optimizer_steps = self.opt.t;
         self.state.bad_in_row = 0;

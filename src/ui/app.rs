@@ -100,8 +100,15 @@ impl TunelabApp {
         }
         let ctx = cc.egui_ctx.clone();
         let mut app = Self::with_waker(state, Arc::new(move || ctx.request_repaint()));
+        app.open_device();
         app.load_local_model();
         app
+    }
+
+    /// Moves the engine to the device the Models form names (before anything loads).
+    pub fn open_device(&mut self) {
+        self.panels.models.set_device(&mut self.outbox);
+        self.apply();
     }
 
     /// Builds the app around a fresh engine and the default audio device; `wake` is called

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::models::device::DeviceChoice;
 use crate::ui::{State, Tab, TunelabApp};
 
 /// Frame times of one phase.
@@ -122,7 +123,12 @@ fn fixtures(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 /// Runs the phases in a scratch folder under `work` and returns their frame times.
-pub fn measure(work: &Path, steps: usize, seconds: f64) -> anyhow::Result<Vec<FrameStats>> {
+pub fn measure(
+    work: &Path,
+    steps: usize,
+    seconds: f64,
+    device: DeviceChoice,
+) -> anyhow::Result<Vec<FrameStats>> {
     let (model, ds) = fixtures(work).context("making the benchmark's model and dataset")?;
     let mut state = State {
         tab: Tab::Train,
@@ -142,11 +148,13 @@ pub fn measure(work: &Path, steps: usize, seconds: f64) -> anyhow::Result<Vec<Fr
     state.train.config.midi.max_events = Some(64);
     state.train.run_dir = work.join("run").display().to_string();
     state.models.runs_dir = work.display().to_string();
+    state.models.device = device;
     let mut h = Headless {
         ctx: egui::Context::default(),
         app: TunelabApp::with_waker(state, Arc::new(|| {})),
         start: Instant::now(),
     };
+    h.app.open_device();
     let limit = Duration::from_secs(600);
     let mut out = Vec::new();
 
@@ -173,9 +181,9 @@ pub fn measure(work: &Path, steps: usize, seconds: f64) -> anyhow::Result<Vec<Fr
 }
 
 /// Measures and prints (a table, or one JSON array).
-pub fn run(steps: usize, seconds: f64, json: bool) -> anyhow::Result<()> {
+pub fn run(steps: usize, seconds: f64, json: bool, device: DeviceChoice) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("tunelab-bench-ui-{}", std::process::id()));
-    let stats = measure(&work, steps, seconds);
+    let stats = measure(&work, steps, seconds, device);
     let _ = std::fs::remove_dir_all(&work);
     let stats = stats?;
     if json {
@@ -219,7 +227,7 @@ mod tests {
     #[test]
     fn the_benchmark_trains_and_generates_while_frames_are_timed() {
         let dir = tempfile::tempdir().unwrap();
-        let stats = measure(dir.path(), 2, 1.0).unwrap();
+        let stats = measure(dir.path(), 2, 1.0, DeviceChoice::Cpu).unwrap();
         assert_eq!(stats.len(), 3);
         assert!(stats.iter().all(|s| s.frames > 0), "{stats:?}");
         // The phases really ran: the run finished and a piece was written.

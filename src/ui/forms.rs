@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::generate::midi::MidiGenerateParams;
 use crate::generate::GenerateParams;
+use crate::models::device::{DeviceChoice, Precision};
 use crate::models::nn::WeightMode;
 use crate::models::Family;
 use crate::store::run_config::{Mode, TrainConfig};
@@ -19,6 +20,10 @@ pub struct ModelsForm {
     /// Where training runs are looked for.
     pub runs_dir: String,
     pub weights: WeightMode,
+    /// The device the engine runs on (`auto`: the first GPU that opens, else the CPU).
+    pub device: DeviceChoice,
+    /// Its compute precision (`None`: the device's default).
+    pub precision: Option<Precision>,
 }
 
 impl Default for ModelsForm {
@@ -27,6 +32,8 @@ impl Default for ModelsForm {
             spec: crate::demo::model_dir().display().to_string(),
             runs_dir: crate::demo::demo_dir().join("runs").display().to_string(),
             weights: WeightMode::F32,
+            device: DeviceChoice::Auto,
+            precision: None,
         }
     }
 }

@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use crate::engine::{Command, Event, JobId};
+use crate::engine::{Command, Event, JobId, JobOutput};
+use crate::models::device::{DeviceChoice, DeviceInfo, Precision};
 use crate::models::hub::{cached_models, CachedModel};
 use crate::models::nn::WeightMode;
 use crate::ui::common::{field, DialogKind, FileDialog};
@@ -16,10 +17,15 @@ use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
 use crate::ui::runs::{find_runs, RunEntry};
 use crate::ui::state::State;
+use crate::ui::status::Status;
 use crate::ui::tab::Tab;
 
 pub struct ModelsPanel {
     pub form: ModelsForm,
+    /// Where the engine runs now, as it last said (`None` until it has).
+    pub device: Option<(DeviceInfo, Precision)>,
+    /// The device change asked of the engine and not yet answered.
+    device_job: Option<JobId>,
     pub cached: Vec<CachedModel>,
     pub runs: Vec<RunEntry>,
     /// The runs changed since they were last announced to the shell.
@@ -31,6 +37,8 @@ impl ModelsPanel {
     pub fn new(form: ModelsForm) -> Self {
         let mut p = Self {
             form,
+            device: None,
+            device_job: None,
             cached: Vec::new(),
             runs: Vec::new(),
             runs_changed: false,
@@ -50,6 +58,85 @@ impl ModelsPanel {
         self.runs_changed = true;
     }
 
+    /// Asks the engine to run on the form's device and precision (from now on; the loaded
+    /// model is dropped there and has to be loaded again).
+    pub fn set_device(&mut self, out: &mut Outbox) {
+        let job = out.job();
+        out.send(Command::SetDevice {
+            job,
+            device: self.form.device,
+            precision: self.form.precision,
+            tf32: false,
+        });
+        self.device_job = Some(job);
+    }
+
+    /// The device picker: the choices, and what the engine runs on now (name, free memory).
+    fn device_ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox, busy: bool) {
+        ui.horizontal(|ui| {
+            let before = (self.form.device, self.form.precision);
+            field(
+                ui,
+                "Device",
+                "Where models load, generate, train and evaluate (auto: the first GPU that \
+                 opens, else the CPU).",
+                |ui| {
+                    egui::ComboBox::from_id_salt("device")
+                        .selected_text(self.form.device.to_string())
+                        .show_ui(ui, |ui| {
+                            for d in [
+                                DeviceChoice::Auto,
+                                DeviceChoice::Cpu,
+                                DeviceChoice::Cuda(0),
+                                DeviceChoice::Cuda(1),
+                                DeviceChoice::Metal(0),
+                            ] {
+                                ui.selectable_value(&mut self.form.device, d, d.to_string());
+                            }
+                        })
+                        .response
+                },
+            );
+            let name = |p: Option<Precision>| match p {
+                Some(p) => p.to_string(),
+                None => "device default".into(),
+            };
+            field(
+                ui,
+                "Precision",
+                "The model's compute precision: f32 on the CPU; bf16 (or f16 below compute \
+                 capability 8.0) by default on a GPU.",
+                |ui| {
+                    egui::ComboBox::from_id_salt("precision")
+                        .selected_text(name(self.form.precision))
+                        .show_ui(ui, |ui| {
+                            for p in [
+                                None,
+                                Some(Precision::F32),
+                                Some(Precision::Bf16),
+                                Some(Precision::F16),
+                            ] {
+                                ui.selectable_value(&mut self.form.precision, p, name(p));
+                            }
+                        })
+                        .response
+                },
+            );
+            if (self.form.device, self.form.precision) != before && !busy {
+                self.set_device(out);
+            }
+            match (&self.device, self.device_job) {
+                (_, Some(_)) => {
+                    ui.spinner();
+                }
+                (Some((info, p)), None) => {
+                    ui.label(format!("running on {info} · {p}"));
+                }
+                (None, None) => {}
+            }
+        });
+    }
+
     fn load(&mut self, spec: String, out: &mut Outbox) {
         let job = out.job();
         self.form.spec = spec.clone();
@@ -64,6 +151,7 @@ impl ModelsPanel {
     }
 
     fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox, busy: bool) {
+        self.device_ui(ui, out, busy);
         ui.horizontal(|ui| {
             field(
                 ui,
@@ -188,9 +276,25 @@ impl Panel for ModelsPanel {
         self.draw(ui, out, model.any());
     }
 
-    /// Loads are the shell's to follow (and the Generate panel's to take): none is owned here.
-    fn on_event(&mut self, _ev: &Event, _out: &mut Outbox) -> bool {
-        false
+    /// Its device changes; loads are the shell's to follow (and the Generate panel's to take).
+    fn on_event(&mut self, ev: &Event, out: &mut Outbox) -> bool {
+        match ev {
+            Event::Done { job, result } if Some(*job) == self.device_job => {
+                self.device_job = None;
+                match result {
+                    Ok(JobOutput::DeviceReady { device, precision }) => {
+                        out.status(Status::Info(format!(
+                            "Running on {device} · {precision}. Load a model to use it there."
+                        )));
+                        self.device = Some((device.clone(), *precision));
+                    }
+                    Ok(_) => {}
+                    Err(e) => out.status(Status::Error(format!("Device: {e}"))),
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     fn poll(&mut self, out: &mut Outbox) {
@@ -203,7 +307,7 @@ impl Panel for ModelsPanel {
     }
 
     fn jobs(&self) -> Vec<JobId> {
-        Vec::new()
+        self.device_job.into_iter().collect()
     }
 
     fn save(&self, state: &mut State) {
@@ -285,5 +389,50 @@ mod tests {
             h.state().out.commands(),
             [Command::LoadModel { spec, .. }] if spec.ends_with("my-lora")
         ));
+    }
+
+    #[test]
+    fn the_device_picker_moves_the_engine_and_shows_where_it_runs() {
+        let mut panel = ModelsPanel::new(ModelsForm {
+            device: DeviceChoice::Cpu,
+            precision: Some(Precision::F32),
+            ..Default::default()
+        });
+        let mut out = Outbox::default();
+        panel.set_device(&mut out);
+        let job = match out.commands() {
+            [Command::SetDevice {
+                job,
+                device: DeviceChoice::Cpu,
+                precision: Some(Precision::F32),
+                tf32: false,
+            }] => *job,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(panel.jobs(), [job]);
+        out.take();
+        let info = crate::models::device::describe(&candle_core::Device::Cpu);
+        let done = Event::Done {
+            job,
+            result: Ok(JobOutput::DeviceReady {
+                device: info.clone(),
+                precision: Precision::F32,
+            }),
+        };
+        assert!(panel.on_event(&done, &mut out), "its own job");
+        assert_eq!(panel.device, Some((info, Precision::F32)));
+        assert!(panel.jobs().is_empty());
+        assert!(matches!(out.last_status(), Some(Status::Info(s)) if s.contains("Running on cpu")));
+        // A refusal says why, and the panel keeps what it had.
+        panel.set_device(&mut out);
+        let job = panel.jobs()[0];
+        out.take();
+        let refused = Event::Done {
+            job,
+            result: Err("this build has no CUDA support".into()),
+        };
+        assert!(panel.on_event(&refused, &mut out));
+        assert!(matches!(out.last_status(), Some(Status::Error(s)) if s.contains("no CUDA")));
+        assert!(panel.device.is_some());
     }
 }

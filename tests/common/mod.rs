@@ -16,12 +16,28 @@ pub fn tiny_dir() -> PathBuf {
     fixtures().join("tiny-musicgen")
 }
 
-pub fn tiny() -> MusicGen {
-    MusicGen::load(&tiny_dir(), &Device::Cpu, WeightMode::F32).expect("tiny fixture loads")
+/// The device the parity and gradient tests run on: the CPU, or the one
+/// `TUNELAB_TEST_DEVICE` names (`cuda`, `cuda:1`, …), as `scripts/gpu-check` runs them on a
+/// GPU. A device that does not open fails the test rather than falling back.
+pub fn device() -> Device {
+    match std::env::var("TUNELAB_TEST_DEVICE") {
+        Ok(d) => {
+            let choice = d.parse().expect("TUNELAB_TEST_DEVICE names a device");
+            tunelab::models::device::open(choice)
+                .expect("the device TUNELAB_TEST_DEVICE names opens")
+                .0
+        }
+        Err(_) => Device::Cpu,
+    }
 }
 
+pub fn tiny() -> MusicGen {
+    MusicGen::load(&tiny_dir(), &device(), WeightMode::F32).expect("tiny fixture loads")
+}
+
+/// A reference file's tensors, on the test device.
 pub fn load(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join(name), &Device::Cpu).expect("fixture loads")
+    candle_core::safetensors::load(fixtures().join(name), &device()).expect("fixture loads")
 }
 
 pub fn ids(t: &Tensor) -> Vec<u32> {
@@ -54,8 +70,13 @@ pub fn unpadded_rows(ids: &Tensor, mask: &Tensor) -> Vec<Vec<u32>> {
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
+    let host = |t: &Tensor| {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap()
+    };
+    let (a, b) = (host(a), host(b));
     (a - b)
         .unwrap()
         .abs()

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::generate::midi::{generate_events, prime_from_midi, MidiGenerateParams, RENDER_RATE};
 use crate::generate::soundfont::{render, SoundFont};
 use crate::generate::{generate, GenerateParams};
+use crate::models::device::Precision;
 use crate::models::music_transformer::MusicTransformer;
 use crate::models::musicgen::MusicGen;
 use crate::store::spec::weights_sha256;
@@ -127,13 +128,14 @@ pub struct Contender<'a> {
 
 /// The contender named `spec` (see [`ModelSpec::resolve`]): a Music Transformer (model folder
 /// or MIDI run; pieces rendered through `soundfont`, default the first installed) or a MusicGen
-/// (Hub id, folder or run), loaded on `device` when its turn comes.
+/// (Hub id, folder or run), loaded on `device` in `precision` (a MusicGen's) when its turn comes.
 pub fn contender(
     label: &str,
     spec: &str,
     prime_seconds: f64,
     soundfont: Option<PathBuf>,
     device: &Device,
+    precision: Precision,
 ) -> Result<Contender<'static>> {
     use crate::generate::soundfont::find_soundfont;
     let model = ModelSpec::resolve(spec)?;
@@ -154,7 +156,11 @@ pub fn contender(
         id: spec.into(),
         weights_sha256: weights_sha256(&dir),
         load: Box::new(move || {
-            let loaded = model.load(&device, LoadOptions::default(), &mut |_| {})?;
+            let opts = LoadOptions {
+                precision,
+                ..Default::default()
+            };
+            let loaded = model.load(&device, opts, &mut |_| {})?;
             Ok(match loaded.model {
                 Model::Musicgen(m) => ClipMaker::Musicgen(m),
                 Model::Midi(m) => {

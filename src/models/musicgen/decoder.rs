@@ -266,6 +266,10 @@ pub struct MusicgenLm {
     pub lm_heads: Vec<Linear>,
     positions: Tensor,
     cfg: DecoderConfig,
+    /// The precision activations are computed in (f32, or bf16/f16 for reduced-precision
+    /// inference and mixed-precision training). Layer norms and softmaxes run in f32 whatever
+    /// it is; logits come out in it.
+    compute: DType,
 }
 
 impl MusicgenLm {
@@ -351,6 +355,7 @@ impl MusicgenLm {
             lm_heads,
             positions,
             cfg: cfg.clone(),
+            compute: DType::F32,
         })
     }
 
@@ -360,6 +365,42 @@ impl MusicgenLm {
 
     pub fn device(&self) -> &Device {
         self.positions.device()
+    }
+
+    /// The precision activations are computed in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Computes in `dtype` from now on, the weights staying as they are (mixed-precision
+    /// training: f32 master weights are cast where they are used, and their gradients come back
+    /// in f32).
+    pub fn set_compute_dtype(&mut self, dtype: DType) {
+        self.compute = dtype;
+    }
+
+    /// Stores the large weights (projections, heads, embeddings) in `dtype` and computes in it:
+    /// reduced-precision inference (layer norms keep f32 parameters).
+    pub fn to_inference_dtype(&mut self, dtype: DType) -> Result<()> {
+        for layer in &mut self.layers {
+            for (_, l) in layer.self_attn.linears_mut() {
+                l.to_dtype(dtype)?;
+            }
+            for (_, l) in layer.encoder_attn.linears_mut() {
+                l.to_dtype(dtype)?;
+            }
+            layer.fc1.to_dtype(dtype)?;
+            layer.fc2.to_dtype(dtype)?;
+        }
+        for head in &mut self.lm_heads {
+            head.to_dtype(dtype)?;
+        }
+        self.enc_to_dec_proj.to_dtype(dtype)?;
+        for table in &mut self.embed_tokens {
+            *table = table.detach().to_dtype(dtype)?;
+        }
+        self.compute = dtype;
+        Ok(())
     }
 
     /// Lays the large matrices out for inference in `mode` (embeddings stay fp32).
@@ -384,7 +425,9 @@ impl MusicgenLm {
     /// T5 states `[B, L, 768]` and mask `[B, L]` → what the decoder attends to
     /// (`enc_to_dec_proj(states) * mask`).
     pub fn condition(&self, text_states: &Tensor, mask: &Tensor) -> Result<Conditioning> {
-        let proj = self.enc_to_dec_proj.forward(text_states)?;
+        let proj = self
+            .enc_to_dec_proj
+            .forward(&text_states.to_dtype(self.compute)?)?;
         let m = mask.to_dtype(proj.dtype())?.unsqueeze(D::Minus1)?;
         Ok(Conditioning {
             states: proj.broadcast_mul(&m)?,
@@ -392,7 +435,8 @@ impl MusicgenLm {
         })
     }
 
-    /// Codes `[B, K, S]` (u32, 2048 = pad/BOS) → logits `[B, K, S, vocab]`.
+    /// Codes `[B, K, S]` (u32, 2048 = pad/BOS) → logits `[B, K, S, vocab]` (in the compute
+    /// precision).
     ///
     /// With a cache, positions continue from what the cache has seen and the cache grows by S.
     pub fn forward(
@@ -427,7 +471,11 @@ impl MusicgenLm {
         let mut xs: Option<Tensor> = None;
         for (i, table) in self.embed_tokens.iter().enumerate().take(k) {
             let ids = codes.narrow(1, i, 1)?.flatten_all()?;
-            let e = table.index_select(&ids, 0)?.reshape((b, s, ()))?;
+            // Summed in f32 whatever the tables' precision.
+            let e = table
+                .index_select(&ids, 0)?
+                .reshape((b, s, ()))?
+                .to_dtype(DType::F32)?;
             xs = Some(match xs {
                 Some(x) => (x + e)?,
                 None => e,
@@ -448,8 +496,8 @@ impl MusicgenLm {
                 self.cfg.max_position_embeddings
             )));
         }
-        let pos = self.positions.narrow(0, offset, s)?.to_dtype(xs.dtype())?;
-        Ok(xs.broadcast_add(&pos)?)
+        let pos = self.positions.narrow(0, offset, s)?;
+        Ok(xs.broadcast_add(&pos)?.to_dtype(self.compute)?)
     }
 
     /// Layer `i` on a whole sequence from position 0 (training; no cache).

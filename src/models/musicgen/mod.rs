@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::models::checkpoint::{load_tensors, ModelFiles};
+use crate::models::device::Precision;
 use crate::models::encodec::EncodecModel;
 use crate::models::nn::WeightMode;
 use crate::models::t5::TextEncoder;
@@ -139,6 +140,32 @@ impl MusicGen {
         Ok(())
     }
 
+    /// Runs the LM in `precision` for inference: its large weights are stored in it (bf16 or
+    /// f16 halve their memory) and its activations computed in it; T5 and EnCodec stay f32
+    /// (they run once per prompt and once per clip). 8- and 4-bit weights are CPU formats and
+    /// run in f32 only.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::F32 {
+            return Ok(());
+        }
+        if self.weight_mode != WeightMode::F32 {
+            return Err(Error::InvalidRequest(format!(
+                "{} weights run in f32: choose --weights f32 with --dtype {precision}",
+                self.weight_mode
+            )));
+        }
+        self.lm.to_inference_dtype(precision.dtype())
+    }
+
+    /// The LM's compute precision.
+    pub fn precision(&self) -> Precision {
+        match self.lm.compute_dtype() {
+            DType::BF16 => Precision::Bf16,
+            DType::F16 => Precision::F16,
+            _ => Precision::F32,
+        }
+    }
+
     pub fn device(&self) -> &Device {
         self.lm.device()
     }
@@ -200,13 +227,15 @@ impl MusicGen {
     pub fn describe(&self) -> String {
         let d = &self.config.decoder;
         format!(
-            "MusicGen: decoder {} layers × {} hidden, {} heads, {} codebooks, {} Hz, weights {}",
+            "MusicGen: decoder {} layers × {} hidden, {} heads, {} codebooks, {} Hz, weights {}, \
+             computing in {}",
             d.num_hidden_layers,
             d.hidden_size,
             d.num_attention_heads,
             d.num_codebooks,
             self.sample_rate(),
-            self.weight_mode
+            self.weight_mode,
+            self.precision()
         )
     }
 }

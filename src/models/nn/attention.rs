@@ -35,10 +35,17 @@ fn takes_fused(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
 }
 
 /// [`attention`] composed of products and the masked softmax, each recorded by candle's graph.
+/// In reduced precision the softmax runs in f32 (as PyTorch's attention accumulates), its
+/// probabilities going back to the inputs' precision for the second product.
 fn composed_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let scores = blas::matmul(q, false, k, true)?;
-    let probs = masked_softmax(&scores, mask)?;
-    blas::matmul(&probs, false, v, false)
+    if scores.dtype() == DType::F32 {
+        let probs = masked_softmax(&scores, mask)?;
+        return blas::matmul(&probs, false, v, false);
+    }
+    let mask = mask.map(|m| m.to_dtype(DType::F32)).transpose()?;
+    let probs = masked_softmax(&scores.to_dtype(DType::F32)?, mask.as_ref())?;
+    blas::matmul(&probs.to_dtype(v.dtype())?, false, v, false)
 }
 
 /// The fused form of [`attention`] (its forward fails without OpenBLAS: it has no other

@@ -26,7 +26,13 @@ impl LayerNorm {
         })
     }
 
+    /// Normalises in f32 whatever the input's precision (as autocast runs layer norm), and
+    /// returns the input's precision.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.dtype() != DType::F32 && self.weight.dtype() == DType::F32 {
+            let y = self.forward(&xs.to_dtype(DType::F32)?)?;
+            return Ok(y.to_dtype(xs.dtype())?);
+        }
         let fused = xs.device().is_cpu()
             && [xs, &self.weight, &self.bias]
                 .iter()

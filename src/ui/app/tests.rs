@@ -171,6 +171,8 @@ fn events_go_to_the_panel_whose_job_it_is_and_the_rest_to_the_status_bar() {
         sample_rate: 32_000,
         codebooks: 1,
         parameters: 1,
+        device: "cpu".into(),
+        precision: Default::default(),
     };
     app.route(&Event::Done {
         job: 7,

@@ -416,6 +416,15 @@ impl Panel for GeneratePanel {
                 self.model_loaded(*job, info.clone());
                 false
             }
+            // The engine moved to another device and dropped its model.
+            Event::Done {
+                result: Ok(JobOutput::DeviceReady { .. }),
+                ..
+            } => {
+                self.model = None;
+                self.loaded_as = None;
+                false
+            }
             Event::Done { job, result } if self.owns(*job) => {
                 self.generation_done(*job, result, out);
                 true

@@ -20,6 +20,8 @@ fn musicgen_info() -> ModelInfo {
         sample_rate: 32_000,
         codebooks: 4,
         parameters: 1,
+        device: "cpu".into(),
+        precision: Default::default(),
     }
 }
 

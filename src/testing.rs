@@ -17,3 +17,10 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// `secs` of a sine at `freq` Hz and amplitude 0.5, sampled at `rate`.
+pub fn sine(freq: f32, rate: u32, secs: f32) -> Vec<f32> {
+    (0..(rate as f32 * secs) as usize)
+        .map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
+        .collect()
+}

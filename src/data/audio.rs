@@ -151,12 +151,7 @@ pub fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sine(freq: f32, rate: u32, secs: f32) -> Vec<f32> {
-        (0..(rate as f32 * secs) as usize)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
-            .collect()
-    }
+    use crate::testing::sine;
 
     #[test]
     fn wav_roundtrip_stereo_44k_to_mono_32k() {

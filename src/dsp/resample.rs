@@ -68,12 +68,7 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sine(freq: f32, rate: u32, secs: f32) -> Vec<f32> {
-        (0..(rate as f32 * secs) as usize)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
-            .collect()
-    }
+    use crate::testing::sine;
 
     #[test]
     fn resampling_adds_no_delay_at_any_rate() {

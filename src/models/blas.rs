@@ -9,7 +9,8 @@
 //! is there and candle otherwise — the library is an accelerator, never a requirement: without
 //! `libopenblas0` (Debian/Ubuntu) everything still runs, only slower. `TUNELAB_BLAS=off` turns
 //! it off; [`backend`] says what is in use. Products of a few rows (a decoding step) stay with
-//! candle, or `models::gemv` for a frozen weight.
+//! candle, or `models::gemv` for a frozen weight. Every path here asks [`fast_path`]: f32 on the
+//! CPU, `TUNELAB_GENERIC_OPS` not set (`models::nn::fast_path`), and the library loaded.
 //!
 //! [`matmul`] (and so [`linear`]) is a custom op with its own backward that computes a side's
 //! gradient only for an operand that is trained (a `Var` or the result of one): candle's matmul
@@ -36,7 +37,7 @@ use std::time::Instant;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::nn::contiguous_f32;
+use crate::models::nn::{contiguous_f32, Shortcut};
 
 const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
@@ -95,6 +96,12 @@ fn blas() -> Option<&'static Blas> {
 /// when candle's own GEMM is used.
 pub fn backend() -> Option<&'static str> {
     blas().map(|b| b.name.as_str())
+}
+
+/// Whether OpenBLAS may compute with these tensors: the CPU shortcuts' condition
+/// ([`crate::models::nn::fast_path`]) and the library loaded.
+pub fn fast_path<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> bool {
+    crate::models::nn::fast_path(tensors) && backend().is_some()
 }
 
 /// The BLAS in use, for a test of a path that runs only with OpenBLAS: without it such a test
@@ -305,6 +312,7 @@ fn sgemm(
             ldc,
         );
     }
+    Shortcut::Blas.entered();
     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     PRODUCT_NANOS.fetch_add(nanos, Ordering::Relaxed);
     PRODUCT_FLOP.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
@@ -314,18 +322,14 @@ fn sgemm(
 /// Rows of the left operand up to which [`matmul`] leaves the product to candle.
 const FEW_ROWS: usize = 16;
 
-/// Whether [`matmul`] multiplies `op(a)` and `b` through OpenBLAS: on the CPU in f32 with
-/// OpenBLAS loaded, for more than [`FEW_ROWS`] rows. A product of a few rows (a decoding step)
-/// stays with candle, which reads strided views such as a KV cache in place; copying them to
-/// contiguous would cost more than it saves.
+/// Whether [`matmul`] multiplies `op(a)` and `b` through OpenBLAS: on its [`fast_path`], for
+/// more than [`FEW_ROWS`] rows. A product of a few rows (a decoding step) stays with candle,
+/// which reads strided views such as a KV cache in place; copying them to contiguous would cost
+/// more than it saves.
 fn takes_blas(a: &Tensor, ta: bool, b: &Tensor) -> bool {
     let rows = a.dims().len().checked_sub(if ta { 1 } else { 2 });
     let few_rows = rows.is_some_and(|d| a.dims()[d] <= FEW_ROWS);
-    !few_rows
-        && a.device().is_cpu()
-        && a.dtype() == candle_core::DType::F32
-        && b.dtype() == candle_core::DType::F32
-        && backend().is_some()
+    !few_rows && fast_path([a, b])
 }
 
 /// `x · wᵀ` for `x` `[M, K]` and `w` `[N, K]` (a linear layer's weight), differentiable. On the
@@ -514,6 +518,7 @@ impl CustomOp2 for Bmm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::nn::force_generic_ops;
     use crate::testing::max_abs_diff;
     use candle_core::{Device, Var};
 
@@ -544,6 +549,7 @@ mod tests {
     fn linear_and_its_gradients_equal_candle_matmul() {
         // Without OpenBLAS `linear` is candle's matmul, the reference itself.
         loaded_for("linear's product");
+        let _fast = force_generic_ops(false);
         // Odd sizes, more rows than `FEW_ROWS` (which stay with candle), and a transposed
         // (non-contiguous) input.
         let x = Var::from_tensor(&seeded(1, (37, 19)).t().unwrap()).unwrap(); // [19, 37]
@@ -552,6 +558,11 @@ mod tests {
             takes_blas(x.as_tensor(), false, w.as_tensor()),
             "{NOT_BLAS}"
         );
+        {
+            // TUNELAB_GENERIC_OPS=1 leaves the product to candle.
+            let _generic = force_generic_ops(true);
+            assert!(!takes_blas(x.as_tensor(), false, w.as_tensor()));
+        }
         let g = seeded(3, (19, 29));
         let ours = linear(x.as_tensor(), w.as_tensor()).unwrap();
         let want = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
@@ -569,6 +580,7 @@ mod tests {
     #[test]
     fn batched_products_and_gradients_equal_candle_for_every_transposition() {
         loaded_for("the batched product");
+        let _fast = force_generic_ops(false);
         let dev = Device::Cpu;
         let seeded4 =
             |seed: u64, r: usize, c: usize| seeded(seed, (6 * r, c)).reshape((2, 3, r, c)).unwrap();
@@ -658,6 +670,7 @@ mod tests {
     fn a_frozen_weight_gets_no_gradient() {
         // candle's own matmul (the fallback) stores one, of the frozen weight's full size.
         loaded_for("linear's backward");
+        let _fast = force_generic_ops(false);
         let x = Var::from_tensor(&seeded(4, (20, 8))).unwrap();
         let frozen = seeded(5, (6, 8));
         assert!(takes_blas(x.as_tensor(), false, &frozen), "{NOT_BLAS}");

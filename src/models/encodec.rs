@@ -6,6 +6,9 @@
 //! Weight-norm tensors are read as `weight_g`/`weight_v`; the checkpoint loader renames
 //! transformers 5.x's `parametrizations.weight.original0/1` to those names.
 //! The codec is always frozen in tunelab, so effective conv weights are computed once at load.
+//!
+//! The convolutions run through OpenBLAS on its `blas::fast_path` (f32 on the CPU, the library
+//! loaded, `TUNELAB_GENERIC_OPS` not set) and as candle's products and convolutions elsewhere.
 
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use candle_nn::VarBuilder;
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::models::blas;
-use crate::models::nn::{contiguous_f32, elu, Linear, WeightMode};
+use crate::models::nn::{contiguous_f32, elu, Linear, Shortcut, WeightMode};
 
 /// HF `EncodecConfig` (the fields that change the computation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,7 +282,7 @@ impl Conv1d {
         let (b, c_in, lp) = xs.dims3()?;
         let c_out = self.bias.dim(0)?;
         let l_out = lp + 1 - self.kernel_eff;
-        on_blas_input(xs, "convolution input", |x| {
+        on_blas_input(xs, &self.weight, "convolution input", |x| {
             let bias = self.bias.to_vec1::<f32>()?;
             let taps = self
                 .taps
@@ -304,16 +307,18 @@ impl Conv1d {
     }
 }
 
-/// Runs a BLAS path `f` on the contiguous f32 values of `xs`; `None` (the caller falls back to
-/// candle) off the CPU, outside f32 or without OpenBLAS.
+/// Runs a BLAS path `f` on the contiguous f32 values of `xs` (convolved with `weight`); `None`
+/// (the caller falls back to candle) off [`blas::fast_path`].
 fn on_blas_input(
     xs: &Tensor,
+    weight: &Tensor,
     what: &str,
     f: impl FnOnce(&[f32]) -> Result<Option<Tensor>>,
 ) -> Result<Option<Tensor>> {
-    if !xs.device().is_cpu() || xs.dtype() != DType::F32 || blas::backend().is_none() {
+    if !blas::fast_path([xs, weight]) {
         return Ok(None);
     }
+    Shortcut::Convolution.entered();
     let xs = xs.contiguous()?;
     let (storage, layout) = xs.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
@@ -387,7 +392,7 @@ impl ConvTranspose1d {
         }
         let s = self.stride;
         let n_out = (t - 1) * s + kk;
-        on_blas_input(xs, "transposed convolution input", |x| {
+        on_blas_input(xs, &self.weight, "transposed convolution input", |x| {
             let w = self.weight.flatten_all()?.to_vec1::<f32>()?; // [c_in, c_out·K]
             let bias = self.bias.to_vec1::<f32>()?;
             let mut ys = vec![0f32; b * c_out * n_out];

@@ -12,11 +12,16 @@
 //! through `pulp`) 14.5 GB/s; the four-row AVX-512 kernel with prefetch 24 GB/s. OpenBLAS's
 //! `sgemm` with 2 rows reaches only 10 GB/s on these shapes.
 //!
+//! A CPU shortcut: its caller (`models::nn::linear`) asks `models::nn::fast_path` first, so
+//! `TUNELAB_GENERIC_OPS=1` leaves these products to candle.
+//!
 //! The AVX-512 kernel is `unsafe` (CPU intrinsics): it runs only after the CPU reported the
 //! feature at run time, and reads only inside slices whose lengths are checked first.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
+
+use crate::models::nn::Shortcut;
 
 /// `y[m, o] = Σ_i x[m, i] · w[o, i]` for a row-major `w` `[out, in]` and `x` `[m, in]`; returns
 /// `y` row-major `[m, out]`.
@@ -26,6 +31,7 @@ use rayon::prelude::*;
 /// (checked by the caller, asserted in debug builds).
 pub fn rows_matmul(w: &[f32], x: &[f32], m: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
     debug_assert!(w.len() >= out_dim * in_dim && x.len() >= m * in_dim);
+    Shortcut::Gemv.entered();
     if m == 0 || out_dim == 0 {
         return Vec::new();
     }

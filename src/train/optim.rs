@@ -5,18 +5,19 @@
 //! On the CPU the update, the clipping scale, the gradient norm and the EMA run in place, one
 //! parallel pass per array: the composed tensor arithmetic made a dozen single-threaded passes
 //! over every weight and allocated as many temporaries (3–4 s of a full fine-tuning step on
-//! musicgen-small, 0.6 s fused). Elsewhere (CUDA) the same arithmetic runs as tensor ops.
+//! musicgen-small, 0.6 s fused). Elsewhere (CUDA), and with `TUNELAB_GENERIC_OPS=1`, the same
+//! arithmetic runs as tensor ops (the in-place passes ask `models::nn::fast_path`).
 
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 use candle_nn::ParamsAdamW;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::models::device::count_transfer;
-use crate::models::nn::{contiguous_f32, on_cpu_f32};
+use crate::models::nn::{contiguous_f32, fast_path, on_cpu_f32, Shortcut};
 
 /// Where gradients are looked up: candle's `GradStore` or tunelab's accumulated [`Grads`].
 pub trait GradSource {
@@ -140,7 +141,7 @@ impl AdamW {
                 continue;
             };
             let w = var.as_tensor();
-            if in_place_f32([w, &self.m[i], &self.v[i], g]) {
+            if fast_path([w, &self.m[i], &self.v[i], g]) {
                 let g = g.contiguous()?;
                 for (moment, beta, square) in
                     [(&self.m[i], p.beta1, false), (&self.v[i], p.beta2, true)]
@@ -232,7 +233,7 @@ impl Ema {
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
         for (name, var) in vars {
             if let Some(e) = self.weights.get_mut(name) {
-                if in_place_f32([e, var.as_tensor()]) {
+                if fast_path([&*e, var.as_tensor()]) {
                     e.inplace_op2(
                         &var.as_tensor().contiguous()?,
                         &Blend {
@@ -253,15 +254,17 @@ impl Ema {
 /// Are all values of the tensors finite?
 pub fn all_finite<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<bool> {
     for t in tensors {
-        let in_place = on_cpu_f32(t, |x| {
+        let in_place = in_place(t, |x| {
             x.par_chunks(CHUNK).all(|c| c.iter().all(|v| v.is_finite()))
         })?;
         let finite = match in_place {
             Some(finite) => finite,
+            // `0 · x` is 0 for every finite x and NaN otherwise, and a sum keeps a NaN (a
+            // maximum would not: candle's, as CUDA's `fmaxf`, passes over NaN).
             None => t
                 .to_dtype(DType::F32)?
-                .abs()?
-                .max_all()?
+                .affine(0.0, 0.0)?
+                .sum_all()?
                 .to_scalar::<f32>()?
                 .is_finite(),
         };
@@ -294,13 +297,26 @@ pub fn grad_norm(grads: &impl GradSource, vars: &[Var]) -> Result<f64> {
         if let Some(g) = grads.grad(v.as_tensor()) {
             match in_place_sum_of_squares(g)? {
                 Some(s) => sq += s,
-                None => on_device.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?),
+                // f64 where the device has it (Metal has not: f32 there).
+                None => {
+                    let acc = if g.device().is_metal() {
+                        DType::F32
+                    } else {
+                        DType::F64
+                    };
+                    on_device.push(g.to_dtype(acc)?.sqr()?.sum_all()?);
+                }
             }
         }
     }
     count_transfer();
     if !on_device.is_empty() {
-        for s in Tensor::stack(&on_device, 0)?.to_vec1::<f64>()? {
+        let sums = Tensor::stack(&on_device, 0)?;
+        let sums = match sums.dtype() {
+            DType::F64 => sums.to_vec1::<f64>()?,
+            _ => sums.to_vec1::<f32>()?.into_iter().map(f64::from).collect(),
+        };
+        for s in sums {
             sq += s;
         }
     }
@@ -313,23 +329,27 @@ pub fn clip_coefficient(norm: f64, max_norm: f64) -> f64 {
     (max_norm / (norm + 1e-6)).min(1.0)
 }
 
-/// Σ x² of an f32 CPU tensor, in place and accumulated in f64 (`None` for other tensors).
+/// Σ x² of a tensor on the CPU shortcuts' fast path, in place and accumulated in f64 (`None`
+/// elsewhere).
 fn in_place_sum_of_squares(t: &Tensor) -> Result<Option<f64>> {
-    Ok(on_cpu_f32(t, |x| {
+    in_place(t, |x| {
         x.par_chunks(CHUNK)
             .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
             .sum()
-    })?)
+    })
 }
 
 /// Elements per parallel task of the in-place passes.
 const CHUNK: usize = 1 << 15;
 
-/// Can these tensors take the in-place CPU path (all f32 on the CPU)?
-fn in_place_f32<const N: usize>(tensors: [&Tensor; N]) -> bool {
-    tensors
-        .iter()
-        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+/// Runs a read-only in-place pass `f` over the values of `t` where it is on the CPU shortcuts'
+/// [`fast_path`]; `None` elsewhere (the caller composes tensor ops).
+fn in_place<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    if !fast_path([t]) {
+        return Ok(None);
+    }
+    Shortcut::Optimizer.entered();
+    Ok(on_cpu_f32(t, f)?)
 }
 
 /// The f32 values a contiguous layout covers, writable.
@@ -367,6 +387,7 @@ impl InplaceOp2 for Blend {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
+        Shortcut::Optimizer.entered();
         let (a, x) = (
             f32s_mut(s1, l1)?,
             contiguous_f32(s2, l2, "optimizer input")?,
@@ -408,6 +429,7 @@ impl InplaceOp3 for Update {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
+        Shortcut::Optimizer.entered();
         let (w, m, v) = (
             f32s_mut(s1, l1)?,
             contiguous_f32(s2, l2, "optimizer input")?,
@@ -430,6 +452,7 @@ impl InplaceOp3 for Update {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::nn::force_generic_ops;
     use candle_core::Device;
 
     #[test]
@@ -514,8 +537,16 @@ mod tests {
             };
             (flat(w.as_tensor()), flat(&ema.weights["w"]))
         };
-        let (fused, fused_ema) = run(DType::F32);
+        let (fused, fused_ema) = {
+            let _fast = force_generic_ops(false);
+            run(DType::F32)
+        };
         let (composed, composed_ema) = run(DType::F64);
+        // f32 as a GPU (or TUNELAB_GENERIC_OPS=1) runs it: the composed ops.
+        let (generic, generic_ema) = {
+            let _generic = force_generic_ops(true);
+            run(DType::F32)
+        };
         let w0 = w0.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mut moved = 0;
         for i in 0..fused.len() {
@@ -526,12 +557,23 @@ mod tests {
                 composed[i]
             );
             assert!((fused_ema[i] - composed_ema[i]).abs() < 1e-5, "ema {i}");
+            assert!((generic[i] - composed[i]).abs() < 1e-5, "generic {i}");
+            assert!(
+                (generic_ema[i] - composed_ema[i]).abs() < 1e-5,
+                "generic ema {i}"
+            );
             moved += usize::from((fused[i] - w0[i]).abs() > 1e-3);
         }
         assert!(moved > fused.len() / 2, "{moved} of {} moved", fused.len());
-        assert!(all_finite([&Tensor::new(&[1f32, 2.], &dev).unwrap()]).unwrap());
-        assert!(!all_finite([&Tensor::new(&[1f32, f32::NAN], &dev).unwrap()]).unwrap());
-        assert!(!all_finite([&Tensor::new(&[f32::INFINITY], &dev).unwrap()]).unwrap());
+        for generic in [false, true] {
+            let _forced = force_generic_ops(generic);
+            assert!(all_finite([&Tensor::new(&[1f32, 2.], &dev).unwrap()]).unwrap());
+            assert!(!all_finite([&Tensor::new(&[1f32, f32::NAN], &dev).unwrap()]).unwrap());
+            assert!(!all_finite([&Tensor::new(&[f32::INFINITY], &dev).unwrap()]).unwrap());
+            // A NaN after a larger value, which a maximum would pass over.
+            let late_nan = Tensor::new(&[5f32, f32::NAN, -1.], &dev).unwrap();
+            assert!(!all_finite([&late_nan]).unwrap(), "generic {generic}");
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Element-wise activations, GELU (erf) and ELU: on the CPU in f32 each is one parallel custom
 //! op each way ([`Pointwise`] names the function and its derivative, [`Fused`] makes it an op);
-//! elsewhere candle's own.
+//! elsewhere (and with `TUNELAB_GENERIC_OPS=1`) candle's own.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
-use super::cpu::{contiguous_f32, on_cpu_f32_pair};
+use super::cpu::{contiguous_f32, fast_path, on_cpu_f32_pair, Shortcut};
 use super::simd::wide;
 use crate::error::Result;
 use crate::models::vmath;
@@ -13,7 +13,7 @@ use crate::models::vmath;
 /// it is one parallel pass each way (candle's `gelu_erf` runs single-threaded and its backward
 /// composes ten element-wise ops, each with a fresh buffer); elsewhere it is candle's.
 pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
-    if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
+    if !fast_path([xs]) {
         return Ok(xs.gelu_erf()?);
     }
     Ok(xs.contiguous()?.apply_op1(Fused::<Gelu>::OP)?)
@@ -23,7 +23,7 @@ pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
 /// `eˣ − 1`. On the CPU in f32 one parallel pass each way (candle's runs on one thread, a
 /// quarter of an EnCodec decode); elsewhere candle's.
 pub fn elu(xs: &Tensor) -> Result<Tensor> {
-    if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
+    if !fast_path([xs]) {
         return Ok(xs.elu(1.0)?);
     }
     Ok(xs.contiguous()?.apply_op1(Fused::<Elu>::OP)?)
@@ -106,6 +106,7 @@ impl<P: Pointwise> candle_core::CustomOp1 for Fused<P> {
         s: &candle_core::CpuStorage,
         l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        Shortcut::Activation.entered();
         let x = contiguous_f32(s, l, P::NAME)?;
         let out = par_map2(x, x, |x, _| P::f(x));
         Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
@@ -117,6 +118,7 @@ impl<P: Pointwise> candle_core::CustomOp1 for Fused<P> {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
+        Shortcut::Activation.entered();
         let Some(dx) = on_cpu_f32_pair(arg, grad, |x, g| par_map2(x, g, |x, g| g * P::df(x)))?
         else {
             candle_core::bail!("{}: expected f32 CPU tensors", P::NAME)
@@ -128,11 +130,13 @@ impl<P: Pointwise> candle_core::CustomOp1 for Fused<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::nn::force_generic_ops;
     use crate::models::nn::testing::seeded;
     use candle_core::Var;
 
     #[test]
     fn fused_gelu_matches_candle_and_its_gradient() {
+        let _fast = force_generic_ops(false);
         let x = Var::from_tensor(&(seeded(7, (9, 301), 1.0) * 3.0).unwrap()).unwrap();
         let w = seeded(8, (9, 301), 1.0);
         let ours = gelu_erf(x.as_tensor()).unwrap();
@@ -151,21 +155,31 @@ mod tests {
 
     #[test]
     fn fused_elu_matches_the_composed_form_and_its_gradient() {
-        let x = Var::from_tensor(&(seeded(9, (7, 333), 1.0) * 3.0).unwrap()).unwrap();
-        let w = seeded(10, (7, 333), 1.0);
-        let xt = x.as_tensor();
-        let ours = elu(xt).unwrap();
-        // relu(x) + e^min(x, 0) − 1, from ops candle differentiates.
-        let want = (xt.relu().unwrap() + xt.minimum(0f32).unwrap().exp().unwrap())
-            .unwrap()
-            .affine(1.0, -1.0)
-            .unwrap();
-        let d = (&ours - &want).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{d}");
-        let go = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let gw = (want * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (go.get(xt).unwrap(), gw.get(xt).unwrap());
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{d}");
+        // The fused op, and candle's ELU that a GPU (or TUNELAB_GENERIC_OPS=1) runs.
+        for generic in [false, true] {
+            let _forced = force_generic_ops(generic);
+            let x = Var::from_tensor(&(seeded(9, (7, 333), 1.0) * 3.0).unwrap()).unwrap();
+            let w = seeded(10, (7, 333), 1.0);
+            let xt = x.as_tensor();
+            let ours = elu(xt).unwrap();
+            // relu(x) + e^min(x, 0) − 1, from ops candle differentiates.
+            let want = (xt.relu().unwrap() + xt.minimum(0f32).unwrap().exp().unwrap())
+                .unwrap()
+                .affine(1.0, -1.0)
+                .unwrap();
+            let d = (&ours - &want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                d.to_scalar::<f32>().unwrap() < 1e-6,
+                "generic {generic}: {d}"
+            );
+            let go = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gw = (want * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (go.get(xt).unwrap(), gw.get(xt).unwrap());
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                d.to_scalar::<f32>().unwrap() < 1e-5,
+                "generic {generic}: {d}"
+            );
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! Scaled dot-product attention, `softmax(q·kᵀ + mask)·v`: [`attention`] for training and
 //! prompts (one op with a written-out backward on the CPU with OpenBLAS, so the scores are no
 //! node of candle's graph) and [`single_query_attention`] for a decoding step (one query read
-//! against a KV cache in place, no gradient).
+//! against a KV cache in place, no gradient). Both are CPU shortcuts: elsewhere, and with
+//! `TUNELAB_GENERIC_OPS=1`, attention is composed of candle's products and the masked softmax.
 
 use candle_core::{DType, Tensor};
 
-use super::cpu::{contiguous_f32, cpu_f32};
+use super::cpu::{contiguous_f32, cpu_f32, fast_path, Shortcut};
 use super::simd::dot;
 use super::softmax::{masked_softmax, row_mask, softmax_bwd, softmax_masked_rows};
 use crate::error::{Error, Result};
@@ -25,13 +26,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     }
 }
 
-/// Whether [`attention`] takes the fused op: 4-D f32 tensors on the CPU, OpenBLAS loaded.
+/// Whether [`attention`] takes the fused op: 4-D tensors on OpenBLAS's [`blas::fast_path`].
 fn takes_fused(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
-    q.device().is_cpu()
-        && [q, k, v]
-            .iter()
-            .all(|t| t.dtype() == DType::F32 && t.rank() == 4)
-        && blas::backend().is_some()
+    [q, k, v].iter().all(|t| t.rank() == 4) && blas::fast_path([q, k, v])
 }
 
 /// [`attention`] composed of products and the masked softmax, each recorded by candle's graph.
@@ -85,6 +82,7 @@ impl candle_core::CustomOp3 for FusedAttention {
         s3: &candle_core::CpuStorage,
         l3: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        Shortcut::Attention.entered();
         let (q, k, v) = (
             contiguous_f32(s1, l1, "attention queries")?,
             contiguous_f32(s2, l2, "attention keys")?,
@@ -129,6 +127,7 @@ impl candle_core::CustomOp3 for FusedAttention {
         _res: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Shortcut::Attention.entered();
         let probs = self.probs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(p) = probs else {
             return Err(candle_core::Error::Msg(
@@ -166,7 +165,7 @@ impl candle_core::CustomOp3 for FusedAttention {
 /// place), `mask` additive and broadcastable to `[B, heads, 1, L]`. This is a decoding step's
 /// attention: candle's GEMM spent ≈ 10 ms of each MusicGen step on these 32 tiny products per
 /// layer. It records no gradient (inference only) and returns `None` where it does not apply
-/// (not the CPU, not f32, more than one query, or a key layout with strided rows).
+/// (off its [`fast_path`], more than one query, or a key layout with strided rows).
 pub fn single_query_attention(
     q: &Tensor,
     k: &Tensor,
@@ -174,8 +173,7 @@ pub fn single_query_attention(
     mask: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
     use rayon::prelude::*;
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if !(cpu_f32(q) && cpu_f32(k) && cpu_f32(v)) {
+    if !fast_path([q, k, v]) {
         return Ok(None);
     }
     let (b, h, s, d) = q.dims4()?;
@@ -218,6 +216,7 @@ pub fn single_query_attention(
             "attention: key/value layout exceeds its storage".into(),
         ));
     }
+    Shortcut::SingleQueryAttention.entered();
     let mut out = vec![0f32; b * h * d];
     out.par_chunks_mut(d).enumerate().for_each(|(bh, o)| {
         let (bi, hi) = (bh / h, bh % h);
@@ -253,8 +252,8 @@ pub fn single_query_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::nn::softmax;
     use crate::models::nn::testing::seeded;
+    use crate::models::nn::{force_generic_ops, softmax};
     use candle_core::{Device, Var};
 
     /// The fused attention against candle's own composed products and softmax.
@@ -263,16 +262,24 @@ mod tests {
         // The op runs only with OpenBLAS; without, `attention` takes the composed form and a
         // test through it would compare that form with itself.
         crate::models::blas::loaded_for("the fused attention");
+        let _fast = force_generic_ops(false);
         matches_candle(fused_attention);
-        // And `attention` takes the op for such tensors.
+        // And `attention` takes the op for such tensors, unless TUNELAB_GENERIC_OPS=1.
         let x = seeded(5, (4, 2), 1.0).reshape((1, 2, 2, 2)).unwrap();
         assert!(takes_fused(&x, &x, &x));
+        let _generic = force_generic_ops(true);
+        assert!(!takes_fused(&x, &x, &x));
     }
 
-    /// The form `attention` takes off the CPU and without OpenBLAS, against candle's own.
+    /// The form `attention` takes off the CPU and without OpenBLAS, against candle's own: with
+    /// the CPU's products and fused softmax, and as a GPU runs it (candle's products and the
+    /// composed softmax, `TUNELAB_GENERIC_OPS=1`).
     #[test]
     fn composed_attention_matches_candle_and_its_gradients() {
-        matches_candle(composed_attention);
+        for generic in [false, true] {
+            let _forced = force_generic_ops(generic);
+            matches_candle(composed_attention);
+        }
     }
 
     /// `attend` against candle's own composed products and softmax, forward and the gradients
@@ -362,6 +369,7 @@ mod tests {
 
     #[test]
     fn single_query_attention_equals_the_composed_attention() {
+        let _fast = force_generic_ops(false);
         let (b, h, d, max) = (2, 3, 16, 10);
         let q = seeded(11, (b * h, d), 1.0).reshape((b, h, 1, d)).unwrap();
         // Keys and values as a KV cache holds them: the first `l` of `max` positions, a
@@ -400,6 +408,11 @@ mod tests {
         // Where it does not apply it declines rather than computing something else.
         let two = Tensor::cat(&[&q, &q], 2).unwrap();
         assert!(single_query_attention(&two, &kc, &vc, None)
+            .unwrap()
+            .is_none());
+        // And so it does with TUNELAB_GENERIC_OPS=1.
+        let _generic = force_generic_ops(true);
+        assert!(single_query_attention(&q, &kc, &vc, None)
             .unwrap()
             .is_none());
     }

@@ -2,7 +2,8 @@
 //! ([`Lora`], whose input dropout is seeded so a resumed run draws the same masks), and the
 //! [`WeightMode`] its weight is laid out in for inference. Training products go through
 //! [`matmul_t`] (OpenBLAS when loaded, no gradient for a frozen weight); a frozen weight times a
-//! few rows (a decoding step) through [`rows_matmul`], which streams the weight once.
+//! few rows (a decoding step) through [`rows_matmul`], which streams the weight once. Both are
+//! CPU shortcuts ([`fast_path`]); elsewhere, and with `TUNELAB_GENERIC_OPS=1`, candle's matmul.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::cpu::fast_path;
 use crate::error::{Error, Result};
 use crate::models::blas;
 use crate::models::gemv::rows_matmul;
@@ -238,7 +240,7 @@ fn frozen_matmul(xs: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = xs.dims();
     let in_dim = dims[dims.len() - 1];
     let lead: usize = dims[..dims.len() - 1].iter().product();
-    if lead > SMALL_M || !xs.device().is_cpu() || xs.dtype() != candle_core::DType::F32 {
+    if lead > SMALL_M || !fast_path([xs, w]) {
         return matmul_t(xs, w);
     }
     let (out_dim, w_in) = w.dims2()?;

@@ -4,7 +4,8 @@
 //!
 //! Where candle's composed form is slow on the CPU (single-threaded, or one graph node and one
 //! gradient buffer per step), the op is one candle custom op with its backward written out, and
-//! candle's form remains for other devices and dtypes:
+//! candle's form remains for other devices and dtypes, and for the CPU when
+//! `TUNELAB_GENERIC_OPS=1` (every shortcut asks [`fast_path`]; see `cpu.rs`):
 //!
 //! - `linear.rs`: [`Linear`] with its LoRA adapter, [`WeightMode`], [`seeded_dropout`];
 //! - `norm.rs`: [`LayerNorm`] and its fused op;
@@ -12,7 +13,8 @@
 //! - `attention.rs`: [`attention`] (fused with OpenBLAS) and [`single_query_attention`] (decoding);
 //! - `activations.rs`: [`gelu_erf`] and [`elu`], element-wise ops made fused ops;
 //! - `simd.rs`: the lane-wise sums and the AVX2 dispatch of the ops' loops;
-//! - `cpu.rs`: reading a CPU tensor's f32 values in place (`contiguous_f32`, `on_cpu_f32`).
+//! - `cpu.rs`: the shortcuts' switch and predicate ([`fast_path`], [`generic_ops`]), their
+//!   entry counts ([`Shortcut`]), and reading a CPU tensor's f32 values in place.
 //!
 //! The fused ops' summation orders are part of their results: the PyTorch parity tests and the
 //! exact-resume test compare bit patterns, so a change of lane count or of rows per task is a
@@ -30,7 +32,10 @@ pub(crate) mod testing;
 
 pub use activations::{elu, gelu_erf};
 pub use attention::{attention, single_query_attention};
+#[cfg(test)]
+pub(crate) use cpu::force_generic_ops;
 pub(crate) use cpu::{contiguous_f32, on_cpu_f32};
+pub use cpu::{fast_path, generic_ops, Shortcut, GENERIC_OPS_VAR};
 pub use linear::{matmul_t, seeded_dropout, Linear, Lora, WeightMode};
 pub use norm::LayerNorm;
 pub use softmax::{masked_softmax, softmax};

@@ -1,11 +1,12 @@
 //! Layer norm over the last dimension (PyTorch `nn.LayerNorm`): on the CPU in f32 one custom op
-//! with a written-out backward (candle 0.11's fused `LayerNorm` records none), elsewhere the
-//! composed form, which is also the fused op's reference in the tests.
+//! with a written-out backward (candle 0.11's fused `LayerNorm` records none), elsewhere (and
+//! with `TUNELAB_GENERIC_OPS=1`) the composed form, which is also the fused op's reference in the
+//! tests.
 
 use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::cpu::contiguous_f32;
+use super::cpu::{contiguous_f32, fast_path, Shortcut};
 use super::simd::{lane_sum_f64, wide};
 use crate::error::Result;
 
@@ -33,10 +34,7 @@ impl LayerNorm {
             let y = self.forward(&xs.to_dtype(DType::F32)?)?;
             return Ok(y.to_dtype(xs.dtype())?);
         }
-        let fused = xs.device().is_cpu()
-            && [xs, &self.weight, &self.bias]
-                .iter()
-                .all(|t| t.dtype() == DType::F32)
+        let fused = fast_path([xs, &self.weight, &self.bias])
             && self.weight.rank() == 1
             && xs.dims().last() == Some(&self.weight.dim(0)?);
         if fused {
@@ -100,6 +98,7 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
         lb: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
+        Shortcut::LayerNorm.entered();
         let x = contiguous_f32(sx, lx, "layer norm input")?;
         let w = contiguous_f32(sw, lw, "layer norm weight")?;
         let b = contiguous_f32(sb, lb, "layer norm bias")?;
@@ -132,6 +131,7 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         use rayon::prelude::*;
+        Shortcut::LayerNorm.entered();
         let h = w.elem_count().max(1);
         let xv = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let gv = g.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
@@ -198,9 +198,10 @@ impl candle_core::CustomOp3 for FusedLayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::nn::force_generic_ops;
     use crate::models::nn::softmax;
     use crate::models::nn::testing::seeded;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     #[test]
     fn layer_norm_and_softmax_propagate_gradients() {
@@ -225,6 +226,7 @@ mod tests {
 
     #[test]
     fn fused_layer_norm_equals_the_composed_one_with_gradients() {
+        let _fast = force_generic_ops(false);
         let x = Var::from_tensor(
             &(seeded(20, (6, 40), 2.0) + 0.7)
                 .unwrap()

@@ -1,11 +1,12 @@
 //! Softmax over the last dimension that records a backward ([`softmax`]; candle 0.11's fused
 //! `softmax_last_dim` records none), and the masked softmax of attention ([`masked_softmax`]):
-//! on the CPU in f32 one custom op whose backward keeps only its output. The row kernels here
-//! ([`softmax_masked_rows`], [`softmax_bwd`]) are shared with the fused attention.
+//! on the CPU in f32 one custom op whose backward keeps only its output; elsewhere (and with
+//! `TUNELAB_GENERIC_OPS=1`) the composed form. The row kernels here ([`softmax_masked_rows`],
+//! [`softmax_bwd`]) are shared with the fused attention.
 
 use candle_core::{DType, Tensor, D};
 
-use super::cpu::{contiguous_f32, cpu_f32, on_cpu_f32_pair};
+use super::cpu::{contiguous_f32, cpu_f32, fast_path, on_cpu_f32_pair, Shortcut};
 use super::simd::{dot, lane_max, lane_sum, wide};
 use crate::error::Result;
 use crate::models::vmath;
@@ -21,7 +22,7 @@ pub fn softmax(xs: &Tensor) -> Result<Tensor> {
 /// `[B, heads, S, T]` tensors per attention instead of the five of the composed form. Other
 /// devices and dtypes use the composed form (also differentiable).
 pub fn masked_softmax(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    if !scores.device().is_cpu() || scores.dtype() != DType::F32 || scores.rank() != 4 {
+    if !fast_path([scores]) || scores.rank() != 4 {
         let x = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores.clone(),
@@ -59,6 +60,7 @@ impl candle_core::CustomOp1 for FusedSoftmax {
         s: &candle_core::CpuStorage,
         l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        Shortcut::Softmax.entered();
         let x = contiguous_f32(s, l, "softmax input")?;
         let t = l.dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; x.len()];
@@ -88,6 +90,7 @@ impl candle_core::CustomOp2 for FusedSoftmax {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        Shortcut::Softmax.entered();
         let x = contiguous_f32(s1, l1, "softmax scores")?;
         let m = cpu_f32(s2, "softmax mask")?;
         let out = softmax_masked_rows(x, l1.dims(), Some((m, l2)))?;
@@ -187,11 +190,13 @@ pub(super) fn softmax_masked_rows(
 }
 
 /// The softmax's backward from its output `y` and the gradient `g`: `dx = y ⊙ (g − Σ g ⊙ y)`,
-/// one parallel pass on the CPU in f32 and composed of candle ops elsewhere.
+/// one parallel pass on the CPU in f32 and composed of candle ops elsewhere. Only the fused ops
+/// call it, whose forward already took the shortcut.
 pub(super) fn softmax_bwd(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     use rayon::prelude::*;
     let t = y.dims().last().copied().unwrap_or(1).max(1);
     let fused = on_cpu_f32_pair(y, g, |yv, gv| {
+        Shortcut::Softmax.entered();
         let mut dx = vec![0f32; yv.len()];
         dx.par_chunks_mut(t)
             .zip(yv.par_chunks(t).zip(gv.par_chunks(t)))
@@ -220,10 +225,12 @@ pub(super) fn softmax_bwd(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::nn::force_generic_ops;
     use candle_core::{Device, Var};
 
     #[test]
     fn fused_masked_softmax_matches_the_composed_form_and_its_gradient() {
+        let _fast = force_generic_ops(false);
         let dev = Device::Cpu;
         let x = Var::new(
             &[[

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""CPU baseline: HF-transformers MusicGen (facebook/musicgen-small layout, random weights).
+"""Generation baseline: HF-transformers MusicGen (facebook/musicgen-small layout, random weights),
+on the CPU or a CUDA GPU, in f32 or under bf16/f16 autocast.
 
 Run:
 
     python3 tools/bench_pytorch.py                 # 5 s of audio, 2 threads, human-readable
     python3 tools/bench_pytorch.py --json          # one JSON object on stdout
     python3 tools/bench_pytorch.py --seconds 10 --threads 4
+    python3 tools/bench_pytorch.py --device cuda --dtype bf16 --json
 
 The model is built in memory from configs identical in shape to facebook/musicgen-small
 (T5-base text encoder, EnCodec 32 kHz, 24-layer 1024-d decoder with 4 codebooks), fp32, with
-HF's default random init; nothing is downloaded. Timed:
+HF's default random init; nothing is downloaded. `--dtype bf16|f16` keeps those f32 weights and
+runs T5, generate() and the EnCodec decode under torch.autocast (bench_device.py). On CUDA every
+clock reading waits for the GPU first (torch.cuda.synchronize). Timed:
 
   * T5 encoding of a 12-token prompt (median of several runs, after one warm-up),
   * generate() with do_sample=True, top_k=250, guidance_scale=3.0, batch 1,
@@ -18,7 +22,8 @@ HF's default random init; nothing is downloaded. Timed:
     successive calls of the logits processors, so it includes the CFG forward of the doubled
     batch and sampling), and RTF = audio seconds / wall seconds (> 1 is faster than real time),
   * the EnCodec decode inside generate() (timed by wrapping audio_encoder.decode),
-  * peak RSS of the process (resource.getrusage, KiB on Linux).
+  * peak RSS of the process (resource.getrusage, KiB on Linux) and, on CUDA, the peak GPU
+    memory (`peak_gpu_mb`: allocated by tensors; `peak_gpu_reserved_mb`: held by the allocator).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+import bench_device  # noqa: E402
 from musicgen_layout import encodec_32khz_config, musicgen_small_decoder_config  # noqa: E402
 
 
@@ -72,11 +78,12 @@ def build_model():
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description="HF MusicGen-small CPU baseline (random weights)")
+    ap = argparse.ArgumentParser(description="HF MusicGen-small generation baseline (random weights)")
     ap.add_argument("--seconds", type=float, default=5.0, help="audio seconds to generate (default 5)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print a single JSON object")
+    bench_device.add_arguments(ap)
     args = ap.parse_args()
 
     from transformers import LogitsProcessor, LogitsProcessorList
@@ -84,23 +91,28 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    dev = bench_device.device(args)
+
+    def clock() -> float:
+        bench_device.sync(dev)
+        return time.perf_counter()
 
     t0 = time.perf_counter()
-    model = build_model()
-    build_s = time.perf_counter() - t0
+    model = build_model().to(dev)
+    build_s = clock() - t0
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"built musicgen-small layout: {n_params / 1e6:.1f} M params in {build_s:.1f} s")
+    log(f"built musicgen-small layout: {n_params / 1e6:.1f} M params in {build_s:.1f} s on {dev}")
 
     # ---- T5 encoding of a 12-token prompt (11 pieces + </s>)
-    ids = torch.tensor([[371, 5, 2142, 1278, 28, 21764, 3, 10, 8614, 7, 11, 1]])
+    ids = torch.tensor([[371, 5, 2142, 1278, 28, 21764, 3, 10, 8614, 7, 11, 1]], device=dev)
     mask = torch.ones_like(ids)
-    with torch.inference_mode():
+    with torch.inference_mode(), bench_device.autocast(dev, args.dtype):
         model.text_encoder(input_ids=ids, attention_mask=mask)  # warm-up
         t5_times = []
         for _ in range(5):
-            t = time.perf_counter()
+            t = clock()
             model.text_encoder(input_ids=ids, attention_mask=mask)
-            t5_times.append(time.perf_counter() - t)
+            t5_times.append(clock() - t)
 
     # ---- generate
     frame_rate = model.config.audio_encoder.frame_rate  # 50
@@ -111,31 +123,33 @@ def main() -> int:
 
     class StepTimer(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            step_stamps.append(time.perf_counter())
+            # generate() waits for the GPU every step anyway (its stopping check reads a value).
+            step_stamps.append(clock())
             return scores
 
     decode_times: list[float] = []
     orig_decode = model.audio_encoder.decode
 
     def timed_decode(*a, **kw):
-        t = time.perf_counter()
+        t = clock()
         out = orig_decode(*a, **kw)
-        decode_times.append(time.perf_counter() - t)
+        decode_times.append(clock() - t)
         return out
 
     model.audio_encoder.decode = timed_decode
 
-    t = time.perf_counter()
-    audio = model.generate(
-        input_ids=ids,
-        attention_mask=mask,
-        do_sample=True,
-        top_k=250,
-        guidance_scale=3.0,
-        max_new_tokens=max_new_tokens,
-        logits_processor=LogitsProcessorList([StepTimer()]),
-    )
-    wall = time.perf_counter() - t
+    t = clock()
+    with bench_device.autocast(dev, args.dtype):
+        audio = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            top_k=250,
+            guidance_scale=3.0,
+            max_new_tokens=max_new_tokens,
+            logits_processor=LogitsProcessorList([StepTimer()]),
+        )
+    wall = clock() - t
     model.audio_encoder.decode = orig_decode
 
     sr = model.config.audio_encoder.sampling_rate
@@ -152,7 +166,7 @@ def main() -> int:
         "transformers": __import__("transformers").__version__,
         "cpu": platform.processor() or platform.machine(),
         "threads": args.threads,
-        "dtype": "float32",
+        **bench_device.describe(dev, args.dtype, args.tf32),
         "params_m": round(n_params / 1e6, 1),
         "t5_encode_12tok_ms": round(statistics.median(t5_times) * 1e3, 2),
         "max_new_tokens": max_new_tokens,
@@ -166,6 +180,7 @@ def main() -> int:
         "encodec_decode_ms": round(decode_times[0] * 1e3, 1),
         "rtf": round(audio_s / wall, 4),
         "peak_rss_mib": round(peak_rss_kib / 1024, 1),
+        **bench_device.peak_gpu(dev),
         "model_build_s": round(build_s, 1),
     }
     if args.json:

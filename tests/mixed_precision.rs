@@ -1,7 +1,9 @@
 //! Reduced precision on the CPU (what a GPU runs by default), against f32 on the same model:
 //! inference logits in bf16 and f16, one mixed-precision training step (loss and update), a short
-//! mixed-precision run whose loss falls like the f32 run's, and f16's dynamic loss scale backing
-//! off when the gradients overflow. The tolerances are stated where they are checked.
+//! mixed-precision run whose loss falls like the f32 run's, f16's dynamic loss scale backing
+//! off when the gradients overflow, and every training mode with activation checkpointing and
+//! EMA keeping f32 on disk, resuming exactly and exporting. The tolerances are stated where they
+//! are checked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,8 +14,9 @@ use common::*;
 use tunelab::models::device::Precision;
 use tunelab::models::nn::WeightMode;
 use tunelab::store::run::{load_checkpoint, weights_of, WEIGHTS};
-use tunelab::store::run_config::{Mode, TrainConfig};
-use tunelab::train::events::TrainEvent;
+use tunelab::store::run_config::{EmaConfig, Mode, TrainConfig};
+use tunelab::train::events::{Control, Observer, TrainEvent};
+use tunelab::train::export::{export_run, ExportFormat};
 use tunelab::train::trainer::Trainer;
 
 fn rms(t: &Tensor) -> f32 {
@@ -227,4 +230,124 @@ fn an_f16_overflow_backs_the_loss_scale_off_and_is_logged() {
     let cfg = tunelab::store::run::read_config(&run).unwrap();
     assert_eq!(cfg.precision, Precision::F16);
     assert!(cfg.device.starts_with("cpu") || cfg.device.starts_with("cuda"));
+}
+
+/// Stops a run once it has logged step `.0`.
+struct StopAt(usize, usize);
+
+impl Observer for StopAt {
+    fn event(&mut self, e: &TrainEvent) {
+        if let TrainEvent::Step(m) = e {
+            self.1 = m.step;
+        }
+    }
+    fn control(&mut self) -> Control {
+        if self.1 >= self.0 {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+}
+
+/// Every tensor of every `.safetensors` file under `dir`, by file and name.
+fn safetensors_under(dir: &std::path::Path) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            for (k, v) in candle_core::safetensors::load(&p, &candle_core::Device::Cpu).unwrap() {
+                out.push((format!("{}:{k}", p.display()), v));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_mode_with_checkpointing_and_ema_keeps_f32_on_disk_resumes_exactly_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    for precision in [Precision::Bf16, Precision::F16] {
+        for mode in [Mode::Full, Mode::Lora, Mode::Head, Mode::Scratch] {
+            let tag = format!("{precision}-{}", mode.name());
+            let cfg = TrainConfig {
+                mode,
+                activation_checkpointing: true,
+                ema: Some(EmaConfig {
+                    decay: 0.9,
+                    every: 1,
+                }),
+                ..run_cfg(&ds, precision, 4)
+            };
+            // Uninterrupted.
+            let whole = tmp.path().join(format!("whole-{tag}"));
+            let mut t = Trainer::create(cfg.clone(), &whole, &device(), &mut |_| {}).unwrap();
+            let mut skipped = 0;
+            let s = t
+                .run(&mut |e: &TrainEvent| {
+                    if matches!(e, TrainEvent::Skipped { .. }) {
+                        skipped += 1;
+                    }
+                })
+                .unwrap();
+            assert!(s.finished, "{tag}: {s:?}");
+            assert_eq!(skipped, 0, "{tag}: a step was skipped");
+            drop(t);
+            let (a, _) = load_checkpoint(&whole.join("checkpoints/last.safetensors")).unwrap();
+            assert!(
+                a.keys().any(|k| k.contains("ema")),
+                "{tag}: the checkpoint holds the EMA weights: {:?}",
+                a.keys().collect::<Vec<_>>()
+            );
+            for (k, v) in &a {
+                assert!(
+                    matches!(v.dtype(), DType::F32 | DType::U32 | DType::I64 | DType::U8),
+                    "{tag}: {k} is stored as {:?}, not f32",
+                    v.dtype()
+                );
+            }
+
+            // Stopped after step 2 and resumed: the same bits, weights, moments and EMA alike.
+            let parts = tmp.path().join(format!("parts-{tag}"));
+            let mut t = Trainer::create(cfg, &parts, &device(), &mut |_| {}).unwrap();
+            assert!(!t.run(&mut StopAt(2, 0)).unwrap().finished, "{tag}");
+            drop(t);
+            let mut t = Trainer::resume(&parts, &device(), &mut |_| {}).unwrap();
+            assert_eq!(t.step(), 2, "{tag}");
+            assert!(t.run(&mut |_: &TrainEvent| {}).unwrap().finished, "{tag}");
+            drop(t);
+            let (b, _) = load_checkpoint(&parts.join("checkpoints/last.safetensors")).unwrap();
+            assert_eq!(a.len(), b.len(), "{tag}");
+            for (k, v) in &a {
+                let d = max_abs_diff(
+                    &v.to_dtype(DType::F32).unwrap(),
+                    &b[k].to_dtype(DType::F32).unwrap(),
+                );
+                assert_eq!(d, 0.0, "{tag}: {k} differs after resume");
+            }
+
+            // Exports (PEFT for adapters, an HF folder otherwise) are f32 and finite.
+            let (format, kind) = match mode {
+                Mode::Lora => (ExportFormat::Peft, "peft"),
+                _ => (ExportFormat::Hf, "hf"),
+            };
+            let out = tmp.path().join(format!("export-{tag}-{kind}"));
+            export_run(&whole, None, format, &out).unwrap();
+            let tensors = safetensors_under(&out);
+            assert!(!tensors.is_empty(), "{tag}: nothing exported");
+            for (k, v) in &tensors {
+                assert_eq!(v.dtype(), DType::F32, "{tag}: {k}");
+                assert!(
+                    v.flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .all(|x| x.is_finite()),
+                    "{tag}: {k} is not finite"
+                );
+            }
+        }
+    }
 }

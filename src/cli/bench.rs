@@ -218,15 +218,15 @@ impl BenchGenerateArgs {
 /// report.
 fn run_pytorch(seconds: f64, on: &super::device::Opened) -> anyhow::Result<serde_json::Value> {
     let device = if on.device.is_cuda() { "cuda" } else { "cpu" };
-    run_python_json(
-        "bench_pytorch.py",
-        &[
-            "--seconds",
-            &seconds.to_string(),
-            "--device",
-            device,
-            "--dtype",
-            on.precision.name(),
-        ],
-    )
+    let seconds = seconds.to_string();
+    let mut args = vec![
+        "--seconds",
+        &seconds,
+        "--device",
+        device,
+        "--dtype",
+        on.precision.name(),
+    ];
+    args.extend(on.tf32.then_some("--tf32"));
+    run_python_json("bench_pytorch.py", &args)
 }

@@ -273,23 +273,23 @@ impl BenchTrainArgs {
             // PyTorch settles over its first steps (measured 13.5, 8.4, 6.8, 7.6, 6.6 s for LoRA).
             let steps = self.steps.max(4).to_string();
             let on_gpu = opened.device.is_cuda();
-            let v = super::reference::run_python_json(
-                "bench_train_pytorch.py",
-                &[
-                    "--mode",
-                    mode,
-                    "--steps",
-                    &steps,
-                    "--device",
-                    if on_gpu { "cuda" } else { "cpu" },
-                    "--dtype",
-                    opened.precision.name(),
-                    "--batch",
-                    &self.batch_size.to_string(),
-                    "--seconds",
-                    &self.max_seconds.to_string(),
-                ],
-            )?;
+            let (batch, seconds) = (self.batch_size.to_string(), self.max_seconds.to_string());
+            let mut args = vec![
+                "--mode",
+                mode,
+                "--steps",
+                &steps,
+                "--device",
+                if on_gpu { "cuda" } else { "cpu" },
+                "--dtype",
+                opened.precision.name(),
+                "--batch",
+                &batch,
+                "--seconds",
+                &seconds,
+            ];
+            args.extend(opened.tf32.then_some("--tf32"));
+            let v = super::reference::run_python_json("bench_train_pytorch.py", &args)?;
             let num = |k: &str| v[k].as_f64().context(format!("PyTorch report lacks {k}"));
             let s = num("seconds_per_step")?;
             // Memory is compared where it is spent: the GPU's, or the process's on the CPU.

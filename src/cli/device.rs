@@ -27,6 +27,8 @@ pub struct Opened {
     pub device: Device,
     pub info: DeviceInfo,
     pub precision: Precision,
+    /// TF32 products were allowed (`--tf32`); the PyTorch references get the same switch.
+    pub tf32: bool,
 }
 
 impl DeviceArgs {
@@ -42,6 +44,7 @@ impl DeviceArgs {
             device,
             info,
             precision,
+            tf32: self.tf32,
         })
     }
 }

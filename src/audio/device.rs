@@ -15,6 +15,11 @@ pub struct DeviceSink {
     sink: Option<rodio::Sink>,
     /// Where the current clip started playing (skipped samples are not counted by rodio).
     offset: Duration,
+    /// The clip's rate, for the parts appended to it.
+    rate: u32,
+    /// How long each source queued on the sink lasts: rodio's `get_pos` counts within the
+    /// source playing, so the playhead adds the ones already played.
+    queued: Vec<Duration>,
 }
 
 impl DeviceSink {
@@ -27,6 +32,8 @@ impl DeviceSink {
             stream,
             sink: None,
             offset: Duration::ZERO,
+            rate: 1,
+            queued: Vec::new(),
         })
     }
 }
@@ -43,6 +50,26 @@ impl AudioSink for DeviceSink {
         sink.append(src);
         self.sink = Some(sink);
         self.offset = from;
+        self.rate = rate.max(1);
+        let length = Duration::from_secs_f64(samples.len() as f64 / self.rate as f64);
+        self.queued = vec![length.saturating_sub(from)];
+        Ok(())
+    }
+    fn append(&mut self, samples: &[f32]) -> Result<(), String> {
+        let Some(sink) = &self.sink else {
+            return Err("nothing is playing to append to".into());
+        };
+        if samples.is_empty() {
+            return Ok(());
+        }
+        sink.append(rodio::buffer::SamplesBuffer::new(
+            1,
+            self.rate,
+            samples.to_vec(),
+        ));
+        self.queued.push(Duration::from_secs_f64(
+            samples.len() as f64 / self.rate as f64,
+        ));
         Ok(())
     }
     fn pause(&mut self) {
@@ -63,7 +90,17 @@ impl AudioSink for DeviceSink {
     fn position(&self) -> Duration {
         self.sink
             .as_ref()
-            .map(|s| self.offset + s.get_pos())
+            .map(|s| {
+                let played = self.queued.len().saturating_sub(s.len());
+                let done: Duration = self.queued.iter().take(played).sum();
+                // A drained sink reports the last source's position as zero: count it whole.
+                let current = if s.empty() {
+                    Duration::ZERO
+                } else {
+                    s.get_pos()
+                };
+                self.offset + done + current
+            })
             .unwrap_or_default()
     }
     fn is_playing(&self) -> bool {

@@ -3,15 +3,19 @@
 //! device: tests, headless builds) keeps a wall-clock playhead so everything above it behaves
 //! the same without sound. The device is opened once ([`default_sink`]) and shared by every
 //! panel through [`SharedPlayer`] (`shared.rs`): one stream, one clip at a time, and each
-//! panel's handle knows whether the clip playing is its own.
+//! panel's handle knows whether the clip playing is its own. A clip still being generated is
+//! played as a stream (`play` what exists, `append` the rest as it comes); [`StreamPlan`]
+//! (`stream.rs`) decides when to start so that playback does not catch up with generation.
 
 #[cfg(feature = "audio")]
 mod device;
 mod shared;
+mod stream;
 
 #[cfg(feature = "audio")]
 pub use device::DeviceSink;
 pub use shared::{Player, SharedPlayer};
+pub use stream::StreamPlan;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +25,10 @@ use std::time::{Duration, Instant};
 pub trait AudioSink {
     /// Plays `samples` (mono, `rate` Hz) from `from`, replacing what was playing.
     fn play(&mut self, samples: Arc<Vec<f32>>, rate: u32, from: Duration) -> Result<(), String>;
+    /// Appends `samples` to the clip last played (a clip still being generated: `play` what
+    /// exists, then append as it comes). A sink that ran dry plays them as soon as they come,
+    /// and its playhead counts clip time, not the wait.
+    fn append(&mut self, samples: &[f32]) -> Result<(), String>;
     fn pause(&mut self);
     fn resume(&mut self);
     fn stop(&mut self);
@@ -35,13 +43,24 @@ pub struct NullSink {
     started: Option<Instant>,
     offset: Duration,
     length: Duration,
+    rate: u32,
 }
 
 impl AudioSink for NullSink {
     fn play(&mut self, samples: Arc<Vec<f32>>, rate: u32, from: Duration) -> Result<(), String> {
-        self.length = Duration::from_secs_f64(samples.len() as f64 / rate.max(1) as f64);
+        self.rate = rate.max(1);
+        self.length = Duration::from_secs_f64(samples.len() as f64 / self.rate as f64);
         self.offset = from.min(self.length);
         self.started = Some(Instant::now());
+        Ok(())
+    }
+    fn append(&mut self, samples: &[f32]) -> Result<(), String> {
+        if self.started.is_some() && self.position() >= self.length {
+            // Ran dry while playing: the playhead waited at the end and goes on from there.
+            self.offset = self.length;
+            self.started = Some(Instant::now());
+        }
+        self.length += Duration::from_secs_f64(samples.len() as f64 / self.rate.max(1) as f64);
         Ok(())
     }
     fn pause(&mut self) {
@@ -109,5 +128,22 @@ mod tests {
         s.stop();
         assert_eq!(s.position(), Duration::ZERO);
         assert!(!s.is_playing());
+    }
+
+    #[test]
+    fn a_null_sink_stream_that_ran_dry_goes_on_from_where_it_stopped() {
+        let mut s = NullSink::default();
+        s.play(Arc::new(vec![0.0; 10]), 1_000, Duration::ZERO)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!s.is_playing(), "10 ms of audio ran out");
+        assert_eq!(s.position(), Duration::from_millis(10));
+        s.append(&[0.0; 1_000]).unwrap();
+        assert!(s.is_playing(), "appended audio plays");
+        let p = s.position();
+        assert!(
+            p >= Duration::from_millis(10) && p < Duration::from_millis(40),
+            "the wait is not clip time: {p:?}"
+        );
     }
 }

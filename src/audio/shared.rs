@@ -92,6 +92,25 @@ impl Player {
         inner.sink.play(samples, rate, from)
     }
 
+    /// Appends to this panel's clip while it holds the stream (a clip still being generated);
+    /// once another panel took the stream over, the listener has moved on and nothing is
+    /// appended.
+    pub fn append(&self, samples: &[f32]) -> Result<(), String> {
+        if self.owns() {
+            self.inner.borrow_mut().sink.append(samples)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The whole clip of a stream that has ended, so that Play / Pause and `resume` treat it as
+    /// this panel's clip (it replaces the part that was played when the stream started).
+    pub fn stream_finished(&self, samples: Arc<Vec<f32>>, rate: u32) {
+        if let Some(slot) = self.inner.borrow_mut().slots.get_mut(self.id) {
+            slot.clip = Some((samples, rate));
+        }
+    }
+
     /// What a Play / Pause button does for `samples`: pauses this panel's clip while it plays;
     /// else resumes it from its playhead when `samples` is the clip left there part-way; else
     /// plays `samples` from the start.
@@ -191,6 +210,10 @@ mod tests {
             self.plays.borrow_mut().push((s.len(), from));
             self.sink.play(s, rate, from)
         }
+        fn append(&mut self, s: &[f32]) -> Result<(), String> {
+            self.plays.borrow_mut().push((s.len(), Duration::MAX));
+            self.sink.append(s)
+        }
         fn pause(&mut self) {
             self.sink.pause()
         }
@@ -281,6 +304,35 @@ mod tests {
             a.position() < Duration::from_secs(1),
             "a new clip plays from the start"
         );
+    }
+
+    #[test]
+    fn a_stream_is_appended_only_while_its_panel_holds_the_output() {
+        let plays = Rc::new(RefCell::new(Vec::new()));
+        let shared = SharedPlayer::new(Box::new(Recording {
+            sink: NullSink::default(),
+            plays: plays.clone(),
+        }));
+        let (a, b) = (shared.handle(), shared.handle());
+        a.play(Arc::new(vec![0.0; 100]), 1_000, Duration::ZERO)
+            .unwrap();
+        a.append(&[0.0; 50]).unwrap();
+        b.append(&[0.0; 7]).unwrap();
+        assert_eq!(
+            plays.borrow().as_slice(),
+            [(100, Duration::ZERO), (50, Duration::MAX)],
+            "a's part went to the sink, b holds nothing to append to"
+        );
+        b.play(Arc::new(vec![0.0; 10]), 1_000, Duration::ZERO)
+            .unwrap();
+        a.append(&[0.0; 30]).unwrap();
+        assert_eq!(plays.borrow().len(), 3, "a lost the stream: not appended");
+        // The whole clip becomes a's: Play resumes it where it was left.
+        let whole = Arc::new(vec![0.0; 10_000]);
+        a.stream_finished(whole.clone(), 1_000);
+        a.play_or_pause(whole, 1_000).unwrap();
+        assert!(a.is_playing());
+        assert_eq!(plays.borrow().last().map(|p| p.0), Some(10_000));
     }
 
     #[test]

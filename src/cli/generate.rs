@@ -1,16 +1,18 @@
 //! `tunelab generate`: prompt → WAV (and optionally the codes as JSON), through the engine
 //! worker; with a Music Transformer (a model folder or MIDI run): improv or primed → `.mid` and
-//! its SoundFont rendering `.wav`.
+//! its SoundFont rendering `.wav`. `--play` plays the clip while it is generated.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::device::DeviceArgs;
+use crate::audio::{default_sink, AudioSink, StreamPlan};
 use crate::data::audio::write_wav;
 use crate::engine::{Command, EngineHandle, Event, JobOutput};
 use crate::generate::midi::{prime_from_midi, MidiGenerateParams};
@@ -74,6 +76,11 @@ pub struct GenerateArgs {
     /// Also write the generated codes as JSON `[codebooks][frames]` (un-delayed).
     #[arg(long)]
     pub save_codes: Option<PathBuf>,
+    /// Play while generating (MusicGen: as soon as enough is buffered that playback will not
+    /// catch up with generation; MIDI: the rendered piece). The file is written either way,
+    /// also without an audio device.
+    #[arg(long)]
+    pub play: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -96,7 +103,7 @@ impl GenerateArgs {
             tf32: self.device.tf32,
         });
         if let JobOutput::DeviceReady { device, precision } =
-            wait(&rx, 0, &bar).context("opening the device")?
+            wait(&rx, 0, &bar, &mut |_| {}).context("opening the device")?
         {
             bar.suspend(|| eprintln!("device: {device} · {precision}"));
         }
@@ -108,7 +115,7 @@ impl GenerateArgs {
             adapter: self.adapter.clone(),
             checkpoint: None,
         });
-        let loaded = wait(&rx, 1, &bar).with_context(|| format!("loading model {}", self.model))?;
+        let loaded = wait(&rx, 1, &bar, &mut |_| {}).with_context(|| format!("loading model {}", self.model))?;
         if let JobOutput::ModelLoaded(info) = &loaded {
             if info.family == Family::Midi {
                 return self.midi(&engine, &rx, &bar);
@@ -128,8 +135,18 @@ impl GenerateArgs {
         };
         bar.set_message("generating");
         bar.set_position(0);
+        let mut playback = self
+            .play
+            .then(|| bar.suspend(|| Playback::open(self.duration)));
         engine.send(Command::Generate { job: 2, params });
-        let out = wait(&rx, 2, &bar).context("generating")?;
+        let out = wait(&rx, 2, &bar, &mut |a| {
+            if let Some(p) = playback.as_mut() {
+                if let Err(e) = p.chunk(a) {
+                    bar.suspend(|| eprintln!("playback: {e}"));
+                }
+            }
+        })
+        .context("generating")?;
         bar.finish_and_clear();
         let JobOutput::Clip(clip) = out else {
             bail!("the engine answered a generation with something else");
@@ -147,6 +164,9 @@ impl GenerateArgs {
             clip.codes.first().map(|c| c.len()).unwrap_or(0),
             clip.codes.len()
         );
+        if let Some(mut p) = playback {
+            p.finish(&clip.audio, clip.sample_rate)?;
+        }
         Ok(())
     }
 }
@@ -184,7 +204,7 @@ impl GenerateArgs {
             out: self.out.with_extension(""),
             soundfont: self.soundfont.clone(),
         });
-        let out = wait(rx, 2, bar).context("generating")?;
+        let out = wait(rx, 2, bar, &mut |_| {}).context("generating")?;
         bar.finish_and_clear();
         let JobOutput::Piece(piece) = out else {
             bail!("the engine answered a generation with something else");
@@ -201,12 +221,28 @@ impl GenerateArgs {
             (None, Some(e)) => eprintln!("not rendered: {e}"),
             (None, None) => {}
         }
+        if self.play && !piece.audio.is_empty() {
+            Playback::open(0.0).finish(&piece.audio, piece.sample_rate)?;
+        }
         Ok(())
     }
 }
 
-/// Drains events until `job` is done, driving the progress bar.
-fn wait(rx: &mpsc::Receiver<Event>, job: u64, bar: &ProgressBar) -> anyhow::Result<JobOutput> {
+/// A chunk of a generation's final audio (`Event::Audio`).
+struct AudioChunk {
+    start: usize,
+    samples: Vec<f32>,
+    sample_rate: u32,
+}
+
+/// Drains events until `job` is done, driving the progress bar; `job`'s audio goes to
+/// `on_audio` as it comes.
+fn wait(
+    rx: &mpsc::Receiver<Event>,
+    job: u64,
+    bar: &ProgressBar,
+    on_audio: &mut dyn FnMut(AudioChunk),
+) -> anyhow::Result<JobOutput> {
     loop {
         match rx.recv().context("the engine stopped")? {
             Event::Download {
@@ -220,10 +256,111 @@ fn wait(rx: &mpsc::Receiver<Event>, job: u64, bar: &ProgressBar) -> anyhow::Resu
                 bar.set_length(total as u64);
                 bar.set_position(step as u64);
             }
+            Event::Audio {
+                job: j,
+                start,
+                samples,
+                sample_rate,
+            } if j == job => on_audio(AudioChunk {
+                start,
+                samples,
+                sample_rate,
+            }),
             Event::Done { job: j, result } if j == job => {
                 return result.map_err(anyhow::Error::msg);
             }
-            Event::Done { .. } | Event::Train { .. } | Event::Progress { .. } => {}
+            Event::Done { .. }
+            | Event::Audio { .. }
+            | Event::Train { .. }
+            | Event::Progress { .. } => {}
         }
+    }
+}
+
+/// `--play`: the clip heard while it is generated, on the default output device (or a silent
+/// playhead without one, after saying so).
+struct Playback {
+    sink: Box<dyn AudioSink>,
+    plan: StreamPlan,
+    /// The audio streamed so far, from the first chunk's start (an audio prompt is not
+    /// replayed), and how much of it the sink has.
+    buffer: Vec<f32>,
+    first: Option<usize>,
+    sent: usize,
+    silent: bool,
+}
+
+impl Playback {
+    /// For a clip of about `seconds`.
+    fn open(seconds: f64) -> Self {
+        let (sink, notice) = default_sink();
+        if let Some(n) = &notice {
+            eprintln!("{n}");
+        }
+        Self {
+            sink,
+            plan: StreamPlan::new(seconds, None),
+            buffer: Vec::new(),
+            first: None,
+            sent: 0,
+            silent: notice.is_some(),
+        }
+    }
+
+    /// A chunk of final audio: buffered, and played once the plan says playback will not
+    /// catch up with generation.
+    fn chunk(&mut self, a: AudioChunk) -> anyhow::Result<()> {
+        let first = *self.first.get_or_insert(a.start);
+        if a.start != first + self.buffer.len() {
+            bail!(
+                "audio chunk at sample {} after {} (a gap or an overlap)",
+                a.start,
+                first + self.buffer.len()
+            );
+        }
+        self.buffer.extend_from_slice(&a.samples);
+        let seconds = a.samples.len() as f64 / a.sample_rate.max(1) as f64;
+        if self.plan.produced(seconds, Instant::now()) {
+            self.send(a.sample_rate)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the sink what it does not have yet (starting playback the first time).
+    fn send(&mut self, rate: u32) -> anyhow::Result<()> {
+        if self.sent == 0 {
+            self.sink
+                .play(Arc::new(self.buffer.clone()), rate, Duration::ZERO)
+                .map_err(anyhow::Error::msg)?;
+        } else if self.sent < self.buffer.len() {
+            self.sink
+                .append(&self.buffer[self.sent..])
+                .map_err(anyhow::Error::msg)?;
+        }
+        self.sent = self.buffer.len();
+        Ok(())
+    }
+
+    /// The whole clip is there: plays what was not streamed (all of it when nothing was) and
+    /// waits until it has been heard.
+    fn finish(&mut self, clip: &[f32], rate: u32) -> anyhow::Result<()> {
+        let first = self.first.unwrap_or(0).min(clip.len());
+        let have = first + self.buffer.len();
+        if have < clip.len() {
+            self.buffer.extend_from_slice(&clip[have..]);
+        }
+        self.plan.finished();
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.send(rate)?;
+        if self.silent {
+            return Ok(());
+        }
+        eprintln!("playing (Ctrl-C stops; the file is written)");
+        while self.sink.is_playing() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 }

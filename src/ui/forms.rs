@@ -54,6 +54,8 @@ pub struct GenerateForm {
     pub clips_dir: String,
     /// Clips per click, with seeds `seed`, `seed + 1`, ….
     pub variations: usize,
+    /// Play the (first) clip while it is generated.
+    pub play_while_generating: bool,
 }
 
 impl Default for GenerateForm {
@@ -71,6 +73,7 @@ impl Default for GenerateForm {
             midi: MidiForm::default(),
             clips_dir: crate::demo::demo_dir().join("clips").display().to_string(),
             variations: 1,
+            play_while_generating: true,
         }
     }
 }

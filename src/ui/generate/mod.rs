@@ -9,10 +9,12 @@
 //! `Ctrl+Enter` generates (also from the prompt field).
 //!
 //! Here: the form, the panel's state and how engine events change it. The commands it sends
-//! are built in `request.rs`, the history is kept by `history.rs`, the drawing is `view.rs`.
+//! are built in `request.rs`, the history is kept by `history.rs`, the clip heard while it is
+//! generated is `stream.rs`, the drawing is `view.rs`.
 
 mod history;
 mod request;
+mod stream;
 mod view;
 
 use std::collections::VecDeque;
@@ -94,6 +96,10 @@ pub struct GeneratePanel {
     /// Training runs offered by the model picker (the Models panel finds them).
     runs: Vec<RunEntry>,
     player: Player,
+    /// The clip heard while it is generated (the first of a batch), and the speed the last one
+    /// was generated at (audio seconds per wall second), so the next can start sooner.
+    streaming: Option<stream::Streaming>,
+    last_speed: Option<f64>,
     dialog: FileDialog<Pick>,
     /// Writes clips and history lines off the UI thread.
     writer: HistoryWriter,
@@ -115,6 +121,8 @@ impl GeneratePanel {
             selected: None,
             runs: Vec::new(),
             player,
+            streaming: None,
+            last_speed: None,
             dialog: FileDialog::default(),
             writer: HistoryWriter::default(),
         }
@@ -201,19 +209,56 @@ impl GeneratePanel {
             Ok(batch) => {
                 self.batch = batch.len();
                 self.step = (0, 1);
+                let first = batch.first().map(|(_, p)| p.job);
                 for (cmd, pending) in batch {
                     out.send(cmd);
                     self.pending.push_back(pending);
+                }
+                if let Some(job) = first.filter(|_| self.form.play_while_generating) {
+                    if !self.is_midi() {
+                        self.streaming = Some(stream::Streaming::new(
+                            job,
+                            self.form.params.duration,
+                            self.last_speed,
+                        ));
+                    }
                 }
             }
             Err(e) => out.status(Status::Error(format!("Error: {e}"))),
         }
     }
 
-    /// Asks the shell to cancel every generation of this panel still queued or running.
-    fn cancel(&self, out: &mut Outbox) {
+    /// Asks the shell to cancel every generation of this panel still queued or running, and
+    /// stops the clip heard while it was generated.
+    fn cancel(&mut self, out: &mut Outbox) {
         for p in &self.pending {
             out.cancel(p.job);
+        }
+        if let Some(s) = self.streaming.take() {
+            s.cancel(&self.player);
+        }
+    }
+
+    /// A chunk of a generation's final audio: heard and shown if it is the clip streaming.
+    fn audio(&mut self, job: JobId, start: usize, samples: &[f32], rate: u32, out: &mut Outbox) {
+        let Some(s) = self.streaming.as_mut().filter(|s| s.job == job) else {
+            return;
+        };
+        match s.chunk(&self.player, start, samples, rate) {
+            Ok(Some(wave)) => {
+                self.clip = Some(Shown {
+                    audio: wave,
+                    rate,
+                    file: None,
+                })
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.streaming = None;
+                out.status(Status::Warning(format!(
+                    "Playback while generating stopped: {e}"
+                )));
+            }
         }
     }
 
@@ -231,10 +276,16 @@ impl GeneratePanel {
             return;
         };
         self.step = (0, 0);
+        let streamed = self.streaming.take_if(|s| s.job == job);
         let status = match result {
             Ok(JobOutput::Clip(clip)) => {
                 let audio = Arc::new(clip.audio.clone());
-                self.finished(p.entry, audio, clip.sample_rate, true, out);
+                self.finished(p.entry, audio.clone(), clip.sample_rate, true, out);
+                if let Some(s) = streamed {
+                    self.last_speed = s
+                        .finish(&self.player, &audio, clip.sample_rate)
+                        .or(self.last_speed);
+                }
                 Status::Info(format!(
                     "Generated {:.1} s.",
                     clip.audio.len() as f64 / clip.sample_rate.max(1) as f64
@@ -259,7 +310,12 @@ impl GeneratePanel {
                 }
             }
             Ok(_) => return,
-            Err(e) => Status::Error(format!("Error: {e}")),
+            Err(e) => {
+                if let Some(s) = streamed {
+                    s.cancel(&self.player);
+                }
+                Status::Error(format!("Error: {e}"))
+            }
         };
         out.status(status);
     }
@@ -407,6 +463,15 @@ impl Panel for GeneratePanel {
         match ev {
             Event::GenerateStep { job, step, total } if self.owns(*job) => {
                 self.step = (*step, *total);
+                true
+            }
+            Event::Audio {
+                job,
+                start,
+                samples,
+                sample_rate,
+            } if self.owns(*job) => {
+                self.audio(*job, *start, samples, *sample_rate, out);
                 true
             }
             Event::Done {

@@ -376,3 +376,154 @@ fn cancel_names_every_generation_of_the_batch() {
     // The jobs stay the panel's until the engine says they ended.
     assert_eq!(h.state().panel.jobs(), sent);
 }
+
+/// The null sink, logging what it is asked to play and append.
+struct Logged {
+    sink: crate::audio::NullSink,
+    log: std::rc::Rc<std::cell::RefCell<Vec<(&'static str, usize)>>>,
+}
+
+impl crate::audio::AudioSink for Logged {
+    fn play(&mut self, s: Arc<Vec<f32>>, rate: u32, from: Duration) -> Result<(), String> {
+        self.log.borrow_mut().push(("play", s.len()));
+        self.sink.play(s, rate, from)
+    }
+    fn append(&mut self, s: &[f32]) -> Result<(), String> {
+        self.log.borrow_mut().push(("append", s.len()));
+        self.sink.append(s)
+    }
+    fn pause(&mut self) {
+        self.sink.pause()
+    }
+    fn resume(&mut self) {
+        self.sink.resume()
+    }
+    fn stop(&mut self) {
+        self.log.borrow_mut().push(("stop", 0));
+        self.sink.stop()
+    }
+    fn position(&self) -> Duration {
+        self.sink.position()
+    }
+    fn is_playing(&self) -> bool {
+        self.sink.is_playing()
+    }
+}
+
+fn audio(job: JobId, start: usize, n: usize) -> Event {
+    Event::Audio {
+        job,
+        start,
+        samples: vec![0.1; n],
+        sample_rate: 32_000,
+    }
+}
+
+#[test]
+fn the_first_clip_of_a_batch_plays_while_it_is_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let shared = crate::audio::SharedPlayer::new(Box::new(Logged {
+        sink: crate::audio::NullSink::default(),
+        log: log.clone(),
+    }));
+    let mut f = form(&dir.path().join("clips"));
+    f.variations = 2;
+    f.params.duration = 1.0;
+    assert!(f.play_while_generating, "on by default");
+    let mut panel = GeneratePanel::new(f, shared.handle());
+    panel.model_loaded(1, musicgen_info());
+    let mut out = Outbox::default();
+    panel.generate(&mut out);
+    let (first, second) = (panel.pending[0].job, panel.pending[1].job);
+    for k in 0..10 {
+        assert!(panel.on_event(&audio(first, k * 3_200, 3_200), &mut out));
+        if k == 0 {
+            let shown = panel.clip.as_ref().expect("the waveform shows at once");
+            assert_eq!(shown.audio.len(), 3_200);
+        }
+    }
+    // However fast the chunks came, all of the clip is there: it plays, every sample once.
+    let heard: usize = log
+        .borrow()
+        .iter()
+        .filter(|(what, _)| *what != "stop")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(log.borrow().first().map(|l| l.0), Some("play"));
+    assert_eq!(heard, 32_000, "{:?}", log.borrow());
+    assert!(panel.player.is_playing());
+    assert!(panel.on_event(
+        &Event::Done {
+            job: first,
+            result: Ok(clip(1.0)),
+        },
+        &mut out
+    ));
+    assert_eq!(panel.history.len(), 1);
+    assert_eq!(panel.clip.as_ref().map(|c| c.audio.len()), Some(32_000));
+    assert!(panel.last_speed.is_some(), "the speed is kept for the next");
+    // The second clip of the batch does not cut the first one off.
+    let before = log.borrow().len();
+    assert!(panel.on_event(&audio(second, 0, 3_200), &mut out));
+    assert_eq!(log.borrow().len(), before, "{:?}", log.borrow());
+}
+
+#[test]
+fn a_cancelled_or_broken_stream_stops_and_a_clip_without_streaming_stays_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let shared = crate::audio::SharedPlayer::new(Box::new(Logged {
+        sink: crate::audio::NullSink::default(),
+        log: log.clone(),
+    }));
+    let mut f = form(&dir.path().join("clips"));
+    f.params.duration = 0.5;
+    let mut panel = GeneratePanel::new(f, shared.handle());
+    panel.model_loaded(1, musicgen_info());
+    let mut out = Outbox::default();
+
+    // Cancelled once playing: playback stops.
+    panel.generate(&mut out);
+    let job = panel.pending[0].job;
+    assert!(panel.on_event(&audio(job, 0, 16_000), &mut out));
+    assert_eq!(log.borrow().first(), Some(&("play", 16_000)));
+    panel.cancel(&mut out);
+    assert_eq!(log.borrow().last(), Some(&("stop", 0)));
+    assert!(!panel.player.is_playing());
+    panel.pending.clear();
+
+    // A gap between chunks ends the stream with a warning; the clip still arrives whole.
+    log.borrow_mut().clear();
+    panel.generate(&mut out);
+    let job = panel.pending[0].job;
+    assert!(panel.on_event(&audio(job, 0, 100), &mut out));
+    assert!(panel.on_event(&audio(job, 5_000, 100), &mut out));
+    assert!(matches!(
+        out.last_status(),
+        Some(Status::Warning(s)) if s.contains("a gap or an overlap")
+    ));
+    assert!(panel.on_event(
+        &Event::Done {
+            job,
+            result: Ok(clip(0.5)),
+        },
+        &mut out
+    ));
+    assert_eq!(panel.history.len(), 1);
+
+    // Switched off: nothing is played.
+    log.borrow_mut().clear();
+    panel.form.play_while_generating = false;
+    panel.generate(&mut out);
+    let job = panel.pending[0].job;
+    assert!(panel.on_event(&audio(job, 0, 16_000), &mut out));
+    assert!(panel.on_event(
+        &Event::Done {
+            job,
+            result: Ok(clip(0.5)),
+        },
+        &mut out
+    ));
+    assert!(log.borrow().is_empty(), "{:?}", log.borrow());
+}

@@ -1,123 +1,26 @@
-//! EnCodec (the 32 kHz codec MusicGen tokenises audio with), written against Hugging Face's
-//! `modeling_encodec.py` so that weights load under HF key names and results match it: SEANet
-//! encoder/decoder with weight-normalised convolutions, **reflect** padding as in the published
-//! config, a 2-layer LSTM, and a residual vector quantiser.
-//!
-//! Weight-norm tensors are read as `weight_g`/`weight_v`; the checkpoint loader renames
-//! transformers 5.x's `parametrizations.weight.original0/1` to those names.
-//! The codec is always frozen in tunelab, so effective conv weights are computed once at load.
-//!
-//! The convolutions run through OpenBLAS on its `blas::fast_path` (f32 on the CPU, the library
-//! loaded, `TUNELAB_GENERIC_OPS` not set) and as candle's products and convolutions elsewhere.
+//! EnCodec's layers, each mirroring its HF module: weight-normalised convolutions with HF's
+//! padding rules, the transposed convolutions that upsample, the residual LSTM and the SEANet
+//! residual block. Whole signals go through `forward`; the pieces that `forward` is made of
+//! (padding, the unpadded convolution, the untrimmed transposed convolution, one LSTM step run
+//! from a given state) are what the streaming decoder (`stream.rs`) runs chunk by chunk, so both
+//! compute the same products.
 
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{IndexOp, Tensor, D};
 use candle_nn::VarBuilder;
-use serde::{Deserialize, Serialize};
 
+use super::Config;
 use crate::error::{Error, Result};
 use crate::models::blas;
 use crate::models::nn::{contiguous_f32, elu, Linear, Shortcut, WeightMode};
 
-/// HF `EncodecConfig` (the fields that change the computation).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Config {
-    #[serde(default = "default_model_type")]
-    pub model_type: String,
-    pub sampling_rate: usize,
-    pub audio_channels: usize,
-    #[serde(default)]
-    pub normalize: bool,
-    pub target_bandwidths: Vec<f64>,
-    pub upsampling_ratios: Vec<usize>,
-    pub num_filters: usize,
-    pub hidden_size: usize,
-    pub codebook_size: usize,
-    #[serde(default)]
-    pub codebook_dim: Option<usize>,
-    pub num_residual_layers: usize,
-    pub kernel_size: usize,
-    pub last_kernel_size: usize,
-    pub residual_kernel_size: usize,
-    pub dilation_growth_rate: usize,
-    pub compress: usize,
-    pub num_lstm_layers: usize,
-    pub use_causal_conv: bool,
-    pub pad_mode: String,
-    pub norm_type: String,
-    pub use_conv_shortcut: bool,
-    #[serde(default = "one")]
-    pub trim_right_ratio: f64,
-    #[serde(default)]
-    pub chunk_length_s: Option<f64>,
-    #[serde(default)]
-    pub overlap: Option<f64>,
-}
-
-fn default_model_type() -> String {
-    "encodec".into()
-}
-fn one() -> f64 {
-    1.0
-}
-
-impl Config {
-    /// facebook/encodec_32khz, the codec of every mono MusicGen.
-    pub fn encodec_32khz() -> Self {
-        Self {
-            model_type: "encodec".into(),
-            sampling_rate: 32_000,
-            audio_channels: 1,
-            normalize: false,
-            target_bandwidths: vec![2.2],
-            upsampling_ratios: vec![8, 5, 4, 4],
-            num_filters: 64,
-            hidden_size: 128,
-            codebook_size: 2048,
-            codebook_dim: Some(128),
-            num_residual_layers: 1,
-            kernel_size: 7,
-            last_kernel_size: 7,
-            residual_kernel_size: 3,
-            dilation_growth_rate: 2,
-            compress: 2,
-            num_lstm_layers: 2,
-            use_causal_conv: false,
-            pad_mode: "reflect".into(),
-            norm_type: "weight_norm".into(),
-            use_conv_shortcut: false,
-            trim_right_ratio: 1.0,
-            chunk_length_s: None,
-            overlap: None,
-        }
-    }
-
-    pub fn hop_length(&self) -> usize {
-        self.upsampling_ratios.iter().product()
-    }
-
-    pub fn frame_rate(&self) -> f64 {
-        (self.sampling_rate as f64 / self.hop_length() as f64).ceil()
-    }
-
-    pub fn codebook_dim(&self) -> usize {
-        self.codebook_dim.unwrap_or(self.hidden_size)
-    }
-
-    /// Codebooks used at the highest target bandwidth (HF `num_quantizers`).
-    pub fn num_quantizers(&self) -> usize {
-        let bw = self.target_bandwidths.last().copied().unwrap_or(0.0);
-        ((1000.0 * bw) / (self.frame_rate() * 10.0)).floor() as usize
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PadMode {
+pub(super) enum PadMode {
     Reflect,
     Zeros,
     Replicate,
 }
 
-fn pad_mode(cfg: &Config) -> Result<PadMode> {
+pub(super) fn pad_mode(cfg: &Config) -> Result<PadMode> {
     match cfg.pad_mode.as_str() {
         "reflect" => Ok(PadMode::Reflect),
         "constant" | "zeros" => Ok(PadMode::Zeros),
@@ -130,7 +33,7 @@ fn pad_mode(cfg: &Config) -> Result<PadMode> {
 
 /// Pads the last dimension; `reflect` behaves as PyTorch's, including HF's trick for inputs
 /// shorter than the padding (zero-extend on the right first, then cut that extension off).
-fn pad1d(xs: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor> {
+pub(super) fn pad1d(xs: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor> {
     if left == 0 && right == 0 {
         return Ok(xs.clone());
     }
@@ -140,11 +43,12 @@ fn pad1d(xs: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor
         PadMode::Reflect => {
             let len = xs.dim(D::Minus1)?;
             let max_pad = left.max(right);
+            // `index_select` reads contiguous tensors only (the streaming decoder pads slices).
             let (xs, extra) = if len <= max_pad {
                 let extra = max_pad - len + 1;
                 (xs.pad_with_zeros(D::Minus1, 0, extra)?, extra)
             } else {
-                (xs.clone(), 0)
+                (xs.contiguous()?, 0)
             };
             let n = len + extra;
             // Indices: left reflection (left..1), the signal, right reflection (n-2 ..).
@@ -180,20 +84,20 @@ fn conv_weight(cfg: &Config, vb: &VarBuilder, shape: (usize, usize, usize)) -> R
 }
 
 #[derive(Debug, Clone)]
-struct Conv1d {
+pub(super) struct Conv1d {
     weight: Tensor,
     /// Per kernel tap `k`: `weight[:, :, k]` `[c_out, c_in]`, for the stride-1 path.
     taps: Vec<Tensor>,
     bias: Tensor,
-    stride: usize,
+    pub(super) stride: usize,
     dilation: usize,
-    kernel_eff: usize,
+    pub(super) kernel_eff: usize,
     causal: bool,
-    pad: PadMode,
+    pub(super) pad: PadMode,
 }
 
 impl Conv1d {
-    fn new(
+    pub(super) fn new(
         cfg: &Config,
         c_in: usize,
         c_out: usize,
@@ -220,7 +124,7 @@ impl Conv1d {
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let len = xs.dim(D::Minus1)?;
         let padding_total = self.kernel_eff - self.stride;
         // HF `_get_extra_padding_for_conv1d`: pad so the last window is complete.
@@ -229,17 +133,29 @@ impl Conv1d {
         let n_frames = n_frames.ceil() as i64 - 1;
         let ideal = n_frames * self.stride as i64 + self.kernel_eff as i64 - padding_total as i64;
         let extra = (ideal - len as i64).max(0) as usize;
-        let xs = if self.causal {
-            pad1d(xs, padding_total, extra, self.pad)?
+        let (left, right) = self.padding();
+        let xs = pad1d(xs, left, right + extra, self.pad)?;
+        self.forward_valid(&xs)
+    }
+
+    /// HF's (left, right) padding, before the extra right padding that completes the last
+    /// window of a strided convolution (none at stride 1).
+    pub(super) fn padding(&self) -> (usize, usize) {
+        let padding_total = self.kernel_eff - self.stride;
+        if self.causal {
+            (padding_total, 0)
         } else {
             let right = padding_total / 2;
-            let left = padding_total - right;
-            pad1d(xs, left, right + extra, self.pad)?
-        };
+            (padding_total - right, right)
+        }
+    }
+
+    /// The convolution of an already padded signal: every output whose window lies inside it.
+    pub(super) fn forward_valid(&self, xs: &Tensor) -> Result<Tensor> {
         // Taps with a handful of input channels (the first conv reads mono audio) would be
         // rank-1 products; im2col's one product over `c_in × kernel` is faster there.
         if self.stride == 1 && self.weight.dim(1)? >= 8 {
-            return self.forward_taps(&xs);
+            return self.forward_taps(xs);
         }
         let ys = xs.conv1d(&self.weight, 0, self.stride, self.dilation, 1)?;
         Ok(ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?)
@@ -328,17 +244,17 @@ fn on_blas_input(
 }
 
 #[derive(Debug, Clone)]
-struct ConvTranspose1d {
+pub(super) struct ConvTranspose1d {
     weight: Tensor,
     bias: Tensor,
-    stride: usize,
-    kernel: usize,
+    pub(super) stride: usize,
+    pub(super) kernel: usize,
     causal: bool,
     trim_right_ratio: f64,
 }
 
 impl ConvTranspose1d {
-    fn new(
+    pub(super) fn new(
         cfg: &Config,
         c_in: usize,
         c_out: usize,
@@ -360,21 +276,42 @@ impl ConvTranspose1d {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = match self.forward_blas(xs)? {
-            Some(ys) => ys,
-            None => xs
-                .conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?
-                .broadcast_add(&self.bias.reshape((1, (), 1))?)?,
-        };
-        let padding_total = self.kernel - self.stride;
+        let ys = self.untrimmed(xs, true)?;
+        let (left, right) = self.trim();
+        let len = ys.dim(D::Minus1)?;
+        Ok(ys.narrow(D::Minus1, left, len - left - right)?)
+    }
+
+    /// HF's (left, right) trim of the untrimmed output, `kernel - stride` samples in all.
+    pub(super) fn trim(&self) -> (usize, usize) {
+        let padding_total = self.kernel.saturating_sub(self.stride);
         let right = if self.causal {
-            (padding_total as f64 * self.trim_right_ratio).ceil() as usize
+            ((padding_total as f64 * self.trim_right_ratio).ceil() as usize).min(padding_total)
         } else {
             padding_total / 2
         };
-        let left = padding_total - right;
-        let len = ys.dim(D::Minus1)?;
-        Ok(ys.narrow(D::Minus1, left, len - left - right)?)
+        (padding_total - right, right)
+    }
+
+    /// The untrimmed transposed convolution, `(T - 1) · stride + kernel` samples, with the bias
+    /// or without it (the streaming decoder adds it once where chunks overlap).
+    pub(super) fn untrimmed(&self, xs: &Tensor, with_bias: bool) -> Result<Tensor> {
+        Ok(match self.forward_blas(xs, with_bias)? {
+            Some(ys) => ys,
+            None => {
+                let ys = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+                if with_bias {
+                    ys.broadcast_add(&self.bias.reshape((1, (), 1))?)?
+                } else {
+                    ys
+                }
+            }
+        })
+    }
+
+    /// The bias as `[1, C_out, 1]`, for the samples the streaming decoder completes.
+    pub(super) fn bias(&self) -> Result<Tensor> {
+        Ok(self.bias.reshape((1, (), 1))?)
     }
 }
 
@@ -383,7 +320,7 @@ impl ConvTranspose1d {
     /// `Z[(c_out, k), t] = Σ_c W[c, c_out, k] · x[c, t]`, then each column `t` of `Z` is added at
     /// output positions `t · stride + k` (col2im), one output channel per task. `None` off the
     /// CPU, outside f32 or without OpenBLAS.
-    fn forward_blas(&self, xs: &Tensor) -> Result<Option<Tensor>> {
+    fn forward_blas(&self, xs: &Tensor, with_bias: bool) -> Result<Option<Tensor>> {
         use rayon::prelude::*;
         let (b, c_in, t) = xs.dims3()?;
         let (_, c_out, kk) = self.weight.dims3()?;
@@ -406,7 +343,7 @@ impl ConvTranspose1d {
                     .zip(z.par_chunks(kk * t))
                     .zip(&bias)
                     .for_each(|((row, zc), bv)| {
-                        row.fill(*bv);
+                        row.fill(if with_bias { *bv } else { 0.0 });
                         for (k, zk) in zc.chunks(t).enumerate() {
                             for (ti, v) in zk.iter().enumerate() {
                                 row[ti * s + k] += v;
@@ -421,7 +358,7 @@ impl ConvTranspose1d {
 
 /// Multi-layer LSTM over a `[B, C, T]` signal with a residual connection (HF `EncodecLSTM`).
 #[derive(Debug, Clone)]
-struct Lstm {
+pub(super) struct Lstm {
     /// Per layer: (W_ih^T [C, 4C], W_hh as a frozen linear layer, b_ih + b_hh [4C]). The
     /// recurrent product has one row per step, where the row-streaming kernel is fastest.
     layers: Vec<(Tensor, Linear, Tensor)>,
@@ -429,7 +366,7 @@ struct Lstm {
 }
 
 impl Lstm {
-    fn new(cfg: &Config, dim: usize, vb: VarBuilder) -> Result<Self> {
+    pub(super) fn new(cfg: &Config, dim: usize, vb: VarBuilder) -> Result<Self> {
         let vb = vb.pp("lstm");
         let mut layers = Vec::with_capacity(cfg.num_lstm_layers);
         for l in 0..cfg.num_lstm_layers {
@@ -445,27 +382,43 @@ impl Lstm {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut state = self.zero_state(xs)?;
+        self.forward_from(xs, &mut state)
+    }
+
+    /// Each layer's `(h, c)` before the first step: zeros, as `nn.LSTM` starts.
+    pub(super) fn zero_state(&self, xs: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+        let b = xs.dim(0)?;
+        let h = Tensor::zeros((b, self.dim), xs.dtype(), xs.device())?;
+        Ok(vec![(h.clone(), h); self.layers.len()])
+    }
+
+    /// The LSTM over `xs` started from `state`, which it leaves as it is after the last step:
+    /// a signal cut in chunks and run chunk after chunk gives the steps of the whole signal.
+    pub(super) fn forward_from(
+        &self,
+        xs: &Tensor,
+        state: &mut [(Tensor, Tensor)],
+    ) -> Result<Tensor> {
         let (b, _c, t) = xs.dims3()?;
         let input = xs.permute((2, 0, 1))?.contiguous()?; // [T, B, C]
         let mut seq = input.clone();
-        for (w_ih, w_hh, bias) in &self.layers {
+        for ((w_ih, w_hh, bias), (h, c)) in self.layers.iter().zip(state.iter_mut()) {
             // The input projection for every time step at once; only h @ W_hh is sequential.
             let gx = seq
                 .reshape((t * b, self.dim))?
                 .matmul(w_ih)?
                 .broadcast_add(bias)?
                 .reshape((t, b, 4 * self.dim))?;
-            let mut h = Tensor::zeros((b, self.dim), xs.dtype(), xs.device())?;
-            let mut c = h.clone();
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
-                let g = (gx.i(step)? + w_hh.forward(&h)?)?;
+                let g = (gx.i(step)? + w_hh.forward(h)?)?;
                 let i = candle_nn::ops::sigmoid(&g.narrow(1, 0, self.dim)?)?;
                 let f = candle_nn::ops::sigmoid(&g.narrow(1, self.dim, self.dim)?)?;
                 let gg = g.narrow(1, 2 * self.dim, self.dim)?.tanh()?;
                 let o = candle_nn::ops::sigmoid(&g.narrow(1, 3 * self.dim, self.dim)?)?;
-                c = ((f * &c)? + (i * gg)?)?;
-                h = (o * c.tanh()?)?;
+                *c = ((f * &*c)? + (i * gg)?)?;
+                *h = (o * c.tanh()?)?;
                 outs.push(h.clone());
             }
             seq = Tensor::stack(&outs, 0)?;
@@ -475,14 +428,19 @@ impl Lstm {
 }
 
 #[derive(Debug, Clone)]
-struct ResnetBlock {
-    conv1: Conv1d,
-    conv2: Conv1d,
-    shortcut: Option<Conv1d>,
+pub(super) struct ResnetBlock {
+    pub(super) conv1: Conv1d,
+    pub(super) conv2: Conv1d,
+    pub(super) shortcut: Option<Conv1d>,
 }
 
 impl ResnetBlock {
-    fn new(cfg: &Config, dim: usize, dilations: [usize; 2], vb: VarBuilder) -> Result<Self> {
+    pub(super) fn new(
+        cfg: &Config,
+        dim: usize,
+        dilations: [usize; 2],
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let hidden = dim / cfg.compress;
         let vbb = vb.pp("block");
         // block.0 and block.2 are ELUs.
@@ -520,7 +478,7 @@ impl ResnetBlock {
 }
 
 #[derive(Debug, Clone)]
-enum Layer {
+pub(super) enum Layer {
     Conv(Conv1d),
     ConvTr(ConvTranspose1d),
     Res(ResnetBlock),
@@ -529,7 +487,7 @@ enum Layer {
 }
 
 impl Layer {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Self::Conv(c) => c.forward(xs),
             Self::ConvTr(c) => c.forward(xs),
@@ -540,271 +498,10 @@ impl Layer {
     }
 }
 
-/// Builds a `layers.{i}` list, numbering the parameter-free ELUs as HF's `nn.ModuleList` does.
-struct LayerList<'a> {
-    vb: VarBuilder<'a>,
-    layers: Vec<Layer>,
-}
-
-impl<'a> LayerList<'a> {
-    fn new(vb: VarBuilder<'a>) -> Self {
-        Self {
-            vb: vb.pp("layers"),
-            layers: Vec::new(),
-        }
-    }
-    fn next_vb(&self) -> VarBuilder<'a> {
-        self.vb.pp(self.layers.len().to_string())
-    }
-    fn push(&mut self, layer: Layer) {
-        self.layers.push(layer);
-    }
-}
-
-fn run(layers: &[Layer], xs: &Tensor) -> Result<Tensor> {
-    let mut xs = xs.clone();
-    for l in layers {
-        xs = l.forward(&xs)?;
-    }
-    Ok(xs)
-}
-
-#[derive(Debug, Clone)]
-struct Encoder {
-    layers: Vec<Layer>,
-}
-
-impl Encoder {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let mut ll = LayerList::new(vb);
-        let conv = Conv1d::new(
-            cfg,
-            cfg.audio_channels,
-            cfg.num_filters,
-            cfg.kernel_size,
-            1,
-            1,
-            ll.next_vb(),
-        )?;
-        ll.push(Layer::Conv(conv));
-        let mut scaling = 1;
-        for &ratio in cfg.upsampling_ratios.iter().rev() {
-            let dim = scaling * cfg.num_filters;
-            for j in 0..cfg.num_residual_layers {
-                let dil = [cfg.dilation_growth_rate.pow(j as u32), 1];
-                let block = ResnetBlock::new(cfg, dim, dil, ll.next_vb())?;
-                ll.push(Layer::Res(block));
-            }
-            ll.push(Layer::Elu);
-            let conv = Conv1d::new(cfg, dim, dim * 2, ratio * 2, ratio, 1, ll.next_vb())?;
-            ll.push(Layer::Conv(conv));
-            scaling *= 2;
-        }
-        let dim = scaling * cfg.num_filters;
-        let lstm = Lstm::new(cfg, dim, ll.next_vb())?;
-        ll.push(Layer::Lstm(lstm));
-        ll.push(Layer::Elu);
-        let conv = Conv1d::new(
-            cfg,
-            dim,
-            cfg.hidden_size,
-            cfg.last_kernel_size,
-            1,
-            1,
-            ll.next_vb(),
-        )?;
-        ll.push(Layer::Conv(conv));
-        Ok(Self { layers: ll.layers })
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Decoder {
-    layers: Vec<Layer>,
-}
-
-impl Decoder {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let mut ll = LayerList::new(vb);
-        let mut scaling = 1usize << cfg.upsampling_ratios.len();
-        let dim = scaling * cfg.num_filters;
-        let conv = Conv1d::new(
-            cfg,
-            cfg.hidden_size,
-            dim,
-            cfg.kernel_size,
-            1,
-            1,
-            ll.next_vb(),
-        )?;
-        ll.push(Layer::Conv(conv));
-        let lstm = Lstm::new(cfg, dim, ll.next_vb())?;
-        ll.push(Layer::Lstm(lstm));
-        for &ratio in &cfg.upsampling_ratios {
-            let dim = scaling * cfg.num_filters;
-            ll.push(Layer::Elu);
-            let conv = ConvTranspose1d::new(cfg, dim, dim / 2, ratio * 2, ratio, ll.next_vb())?;
-            ll.push(Layer::ConvTr(conv));
-            for j in 0..cfg.num_residual_layers {
-                let dil = [cfg.dilation_growth_rate.pow(j as u32), 1];
-                let block = ResnetBlock::new(cfg, dim / 2, dil, ll.next_vb())?;
-                ll.push(Layer::Res(block));
-            }
-            scaling /= 2;
-        }
-        ll.push(Layer::Elu);
-        let conv = Conv1d::new(
-            cfg,
-            cfg.num_filters,
-            cfg.audio_channels,
-            cfg.last_kernel_size,
-            1,
-            1,
-            ll.next_vb(),
-        )?;
-        ll.push(Layer::Conv(conv));
-        Ok(Self { layers: ll.layers })
-    }
-}
-
-/// Residual vector quantiser: one codebook `[codebook_size, dim]` per quantiser.
-#[derive(Debug, Clone)]
-struct Quantizer {
-    /// `[size, dim]` and its transpose, plus `||e||^2` per entry.
-    codebooks: Vec<(Tensor, Tensor, Tensor)>,
-}
-
-impl Quantizer {
-    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let vb = vb.pp("layers");
-        let mut codebooks = Vec::new();
-        for i in 0..cfg.num_quantizers() {
-            let embed = vb
-                .pp(i.to_string())
-                .pp("codebook")
-                .get((cfg.codebook_size, cfg.codebook_dim()), "embed")?;
-            let sq = embed.sqr()?.sum_keepdim(1)?.t()?.contiguous()?; // [1, size]
-            let et = embed.t()?.contiguous()?;
-            codebooks.push((embed, et, sq));
-        }
-        Ok(Self { codebooks })
-    }
-
-    /// `[B, D, T]` latents → `[B, K, T]` codes.
-    fn encode(&self, latents: &Tensor) -> Result<Tensor> {
-        let (b, d, t) = latents.dims3()?;
-        let mut residual = latents.transpose(1, 2)?.reshape((b * t, d))?;
-        let mut all = Vec::with_capacity(self.codebooks.len());
-        for (embed, et, sq) in &self.codebooks {
-            // argmax of -(|x|^2 - 2 x.e + |e|^2), as HF computes it.
-            let x2 = residual.sqr()?.sum_keepdim(1)?;
-            let dist = x2
-                .broadcast_sub(&(residual.matmul(et)? * 2.0)?)?
-                .broadcast_add(sq)?
-                .neg()?;
-            let idx = dist.argmax(D::Minus1)?; // [B*T]
-            let q = embed.index_select(&idx, 0)?;
-            residual = (residual - q)?;
-            all.push(idx.reshape((b, t))?);
-        }
-        Ok(Tensor::stack(&all, 1)?)
-    }
-
-    /// `[B, K, T]` codes → `[B, D, T]` summed embeddings.
-    fn decode(&self, codes: &Tensor) -> Result<Tensor> {
-        let (b, k, t) = codes.dims3()?;
-        if k > self.codebooks.len() {
-            return Err(Error::InvalidRequest(format!(
-                "{k} codebooks given, the codec has {}",
-                self.codebooks.len()
-            )));
-        }
-        let mut sum: Option<Tensor> = None;
-        for (i, (embed, _, _)) in self.codebooks.iter().take(k).enumerate() {
-            let idx = codes.i((.., i, ..))?.flatten_all()?;
-            let q = embed.index_select(&idx, 0)?.reshape((b, t, ()))?;
-            sum = Some(match sum {
-                Some(s) => (s + q)?,
-                None => q,
-            });
-        }
-        let sum = sum.ok_or_else(|| Error::InvalidRequest("no codebooks to decode".into()))?;
-        Ok(sum.transpose(1, 2)?.contiguous()?)
-    }
-}
-
-/// The codec: `encode` audio `[B, 1, N]` → codes `[B, K, T]`; `decode` codes → audio `[B, 1, T·hop]`.
-#[derive(Debug, Clone)]
-pub struct EncodecModel {
-    encoder: Encoder,
-    decoder: Decoder,
-    quantizer: Quantizer,
-    cfg: Config,
-}
-
-impl EncodecModel {
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        if cfg.normalize {
-            return Err(Error::InvalidRequest(
-                "EnCodec with normalize = true is not supported (MusicGen's codec does not normalise)"
-                    .into(),
-            ));
-        }
-        if cfg.chunk_length_s.is_some() {
-            return Err(Error::InvalidRequest(
-                "chunked EnCodec (chunk_length_s) is not supported (MusicGen's codec is unchunked)"
-                    .into(),
-            ));
-        }
-        Ok(Self {
-            encoder: Encoder::new(cfg, vb.pp("encoder"))?,
-            decoder: Decoder::new(cfg, vb.pp("decoder"))?,
-            quantizer: Quantizer::new(cfg, vb.pp("quantizer"))?,
-            cfg: cfg.clone(),
-        })
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    /// Encoder output before quantisation, `[B, hidden, T]` (used for FAD on codec latents).
-    pub fn encode_latents(&self, audio: &Tensor) -> Result<Tensor> {
-        run(&self.encoder.layers, audio)
-    }
-
-    /// Audio `[B, 1, N]` at the codec's rate → codes `[B, K, ceil(N / hop)]` (u32).
-    pub fn encode(&self, audio: &Tensor) -> Result<Tensor> {
-        let latents = self.encode_latents(audio)?;
-        self.quantizer.encode(&latents)
-    }
-
-    /// Codes `[B, K, T]` → audio `[B, 1, T · hop]`.
-    pub fn decode(&self, codes: &Tensor) -> Result<Tensor> {
-        let emb = self.quantizer.decode(codes)?;
-        run(&self.decoder.layers, &emb)
-    }
-
-    pub fn device(&self) -> &Device {
-        self.quantizer
-            .codebooks
-            .first()
-            .map(|c| c.0.device())
-            .unwrap_or(&Device::Cpu)
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.quantizer
-            .codebooks
-            .first()
-            .map(|c| c.0.dtype())
-            .unwrap_or(DType::F32)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn reflect_padding_matches_pytorch() {
@@ -823,13 +520,5 @@ mod tests {
             y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             vec![0., 0., 2., 1., 2., 0., 0., 0.]
         );
-    }
-
-    #[test]
-    fn published_codec_has_four_codebooks_at_50_hz() {
-        let c = Config::encodec_32khz();
-        assert_eq!(c.hop_length(), 640);
-        assert_eq!(c.frame_rate(), 50.0);
-        assert_eq!(c.num_quantizers(), 4);
     }
 }

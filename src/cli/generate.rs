@@ -223,7 +223,10 @@ fn wait(rx: &mpsc::Receiver<Event>, job: u64, bar: &ProgressBar) -> anyhow::Resu
             Event::Done { job: j, result } if j == job => {
                 return result.map_err(anyhow::Error::msg);
             }
-            Event::Done { .. } | Event::Train { .. } | Event::Progress { .. } => {}
+            Event::Done { .. }
+            | Event::Audio { .. }
+            | Event::Train { .. }
+            | Event::Progress { .. } => {}
         }
     }
 }

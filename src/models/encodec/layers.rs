@@ -10,8 +10,8 @@ use candle_nn::VarBuilder;
 
 use super::Config;
 use crate::error::{Error, Result};
-use crate::models::blas;
 use crate::models::nn::{contiguous_f32, elu, Linear, Shortcut, WeightMode};
+use crate::models::{blas, gemv};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PadMode {
@@ -200,27 +200,47 @@ impl Conv1d {
         let l_out = lp + 1 - self.kernel_eff;
         on_blas_input(xs, &self.weight, "convolution input", |x| {
             let bias = self.bias.to_vec1::<f32>()?;
-            let taps = self
-                .taps
-                .iter()
-                .map(|w| w.flatten_all()?.to_vec1::<f32>())
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            let mut ys = vec![0f32; b * c_out * l_out];
-            for (xi, yi) in x.chunks(c_in * lp).zip(ys.chunks_mut(c_out * l_out)) {
-                for (row, bv) in yi.chunks_mut(l_out).zip(&bias) {
-                    row.fill(*bv);
-                }
-                for (k, w) in taps.iter().enumerate() {
-                    let window = &xi[k * self.dilation..];
-                    let dims = (c_out, l_out, c_in);
-                    if !blas::gemm(dims, (w, false, c_in), (window, false, lp), true, yi)? {
-                        return Ok(None);
+            let taps: Vec<&Tensor> = self.taps.iter().collect();
+            in_place(&taps, |taps| {
+                let mut ys = vec![0f32; b * c_out * l_out];
+                for (xi, yi) in x.chunks(c_in * lp).zip(ys.chunks_mut(c_out * l_out)) {
+                    for (row, bv) in yi.chunks_mut(l_out).zip(&bias) {
+                        row.fill(*bv);
+                    }
+                    for (k, w) in taps.iter().enumerate() {
+                        let window = &xi[k * self.dilation..];
+                        let dims = (c_out, l_out, c_in);
+                        if !blas::gemm(dims, (w, false, c_in), (window, false, lp), true, yi)? {
+                            return Ok(None);
+                        }
                     }
                 }
-            }
-            Ok(Some(Tensor::from_vec(ys, (b, c_out, l_out), xs.device())?))
+                Ok(Some(Tensor::from_vec(ys, (b, c_out, l_out), xs.device())?))
+            })
         })
     }
+}
+
+/// Up to this many input columns, a transposed convolution's product is a GEMV streaming its
+/// weight once: the streaming decoder's first one gets a frame at a time, and OpenBLAS's GEMM
+/// packs (copies) the whole weight for every call, tripling the time.
+const GEMV_COLUMNS: usize = 2;
+
+/// Runs `f` on the values of contiguous f32 CPU tensors read in place: the weights, which a
+/// copy per call would cost more than the product when the streaming decoder convolves a few
+/// samples at a time. Called on [`blas::fast_path`] only (f32 on the CPU).
+fn in_place<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        let candle_core::Storage::Cpu(cpu) = &**storage else {
+            return Err(Error::InvalidRequest(
+                "EnCodec: a CPU convolution's weight is not on the CPU".into(),
+            ));
+        };
+        slices.push(contiguous_f32(cpu, layout, "EnCodec weight")?);
+    }
+    f(&slices)
 }
 
 /// Runs a BLAS path `f` on the contiguous f32 values of `xs` (convolved with `weight`); `None`
@@ -246,6 +266,8 @@ fn on_blas_input(
 #[derive(Debug, Clone)]
 pub(super) struct ConvTranspose1d {
     weight: Tensor,
+    /// `weight` as `[c_out · kernel, c_in]`, for the row-streaming GEMV on a few columns.
+    rows: Tensor,
     bias: Tensor,
     pub(super) stride: usize,
     pub(super) kernel: usize,
@@ -265,8 +287,10 @@ impl ConvTranspose1d {
         let vb = vb.pp("conv");
         let weight = conv_weight(cfg, &vb, (c_in, c_out, kernel))?;
         let bias = vb.get(c_out, "bias")?;
+        let rows = weight.reshape((c_in, c_out * kernel))?.t()?.contiguous()?;
         Ok(Self {
             weight,
+            rows,
             bias,
             stride,
             kernel,
@@ -330,28 +354,43 @@ impl ConvTranspose1d {
         let s = self.stride;
         let n_out = (t - 1) * s + kk;
         on_blas_input(xs, &self.weight, "transposed convolution input", |x| {
-            let w = self.weight.flatten_all()?.to_vec1::<f32>()?; // [c_in, c_out·K]
             let bias = self.bias.to_vec1::<f32>()?;
-            let mut ys = vec![0f32; b * c_out * n_out];
-            let mut z = vec![0f32; c_out * kk * t];
-            for (xi, yi) in x.chunks(c_in * t).zip(ys.chunks_mut(c_out * n_out)) {
-                let dims = (c_out * kk, t, c_in);
-                if !blas::gemm(dims, (&w, true, c_out * kk), (xi, false, t), false, &mut z)? {
-                    return Ok(None);
-                }
-                yi.par_chunks_mut(n_out)
-                    .zip(z.par_chunks(kk * t))
-                    .zip(&bias)
-                    .for_each(|((row, zc), bv)| {
-                        row.fill(if with_bias { *bv } else { 0.0 });
-                        for (k, zk) in zc.chunks(t).enumerate() {
-                            for (ti, v) in zk.iter().enumerate() {
-                                row[ti * s + k] += v;
+            in_place(&[&self.weight, &self.rows], |w| {
+                let (w, rows) = (w[0], w[1]); // [c_in, c_out·K], [c_out·K, c_in]
+                let mut ys = vec![0f32; b * c_out * n_out];
+                let mut z = vec![0f32; c_out * kk * t];
+                for (xi, yi) in x.chunks(c_in * t).zip(ys.chunks_mut(c_out * n_out)) {
+                    if t <= GEMV_COLUMNS {
+                        let xt: Vec<f32> = (0..t)
+                            .flat_map(|ti| (0..c_in).map(move |c| xi[c * t + ti]))
+                            .collect();
+                        let zt = gemv::rows_matmul(rows, &xt, t, c_in, c_out * kk);
+                        for (o, zo) in z.chunks_mut(t).enumerate() {
+                            for (ti, v) in zo.iter_mut().enumerate() {
+                                *v = zt[ti * c_out * kk + o];
                             }
                         }
-                    });
-            }
-            Ok(Some(Tensor::from_vec(ys, (b, c_out, n_out), xs.device())?))
+                    } else {
+                        let dims = (c_out * kk, t, c_in);
+                        let (a, bb) = ((w, true, c_out * kk), (xi, false, t));
+                        if !blas::gemm(dims, a, bb, false, &mut z)? {
+                            return Ok(None);
+                        }
+                    }
+                    yi.par_chunks_mut(n_out)
+                        .zip(z.par_chunks(kk * t))
+                        .zip(&bias)
+                        .for_each(|((row, zc), bv)| {
+                            row.fill(if with_bias { *bv } else { 0.0 });
+                            for (k, zk) in zc.chunks(t).enumerate() {
+                                for (ti, v) in zk.iter().enumerate() {
+                                    row[ti * s + k] += v;
+                                }
+                            }
+                        });
+                }
+                Ok(Some(Tensor::from_vec(ys, (b, c_out, n_out), xs.device())?))
+            })
         })
     }
 }
@@ -362,6 +401,10 @@ pub(super) struct Lstm {
     /// Per layer: (W_ih^T [C, 4C], W_hh as a frozen linear layer, b_ih + b_hh [4C]). The
     /// recurrent product has one row per step, where the row-streaming kernel is fastest.
     layers: Vec<(Tensor, Linear, Tensor)>,
+    /// Per layer, W_ih as a frozen linear layer too: the input projection of the one or two
+    /// steps the streaming decoder runs at a time is a GEMV (a GEMM repacks the whole weight
+    /// for every call).
+    w_ih_rows: Vec<Linear>,
     dim: usize,
 }
 
@@ -369,6 +412,7 @@ impl Lstm {
     pub(super) fn new(cfg: &Config, dim: usize, vb: VarBuilder) -> Result<Self> {
         let vb = vb.pp("lstm");
         let mut layers = Vec::with_capacity(cfg.num_lstm_layers);
+        let mut w_ih_rows = Vec::with_capacity(cfg.num_lstm_layers);
         for l in 0..cfg.num_lstm_layers {
             let w_ih = vb.get((4 * dim, dim), &format!("weight_ih_l{l}"))?;
             let w_hh = vb.get((4 * dim, dim), &format!("weight_hh_l{l}"))?;
@@ -376,9 +420,16 @@ impl Lstm {
             let b_hh = vb.get(4 * dim, &format!("bias_hh_l{l}"))?;
             let mut w_hh = Linear::from_weight(w_hh, None);
             w_hh.convert(WeightMode::F32)?;
+            let mut rows = Linear::from_weight(w_ih.clone(), None);
+            rows.convert(WeightMode::F32)?;
+            w_ih_rows.push(rows);
             layers.push((w_ih.t()?.contiguous()?, w_hh, (b_ih + b_hh)?));
         }
-        Ok(Self { layers, dim })
+        Ok(Self {
+            layers,
+            w_ih_rows,
+            dim,
+        })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -403,13 +454,16 @@ impl Lstm {
         let (b, _c, t) = xs.dims3()?;
         let input = xs.permute((2, 0, 1))?.contiguous()?; // [T, B, C]
         let mut seq = input.clone();
-        for ((w_ih, w_hh, bias), (h, c)) in self.layers.iter().zip(state.iter_mut()) {
+        let layers = self.layers.iter().zip(&self.w_ih_rows);
+        for (((w_ih, w_hh, bias), rows), (h, c)) in layers.zip(state.iter_mut()) {
             // The input projection for every time step at once; only h @ W_hh is sequential.
-            let gx = seq
-                .reshape((t * b, self.dim))?
-                .matmul(w_ih)?
-                .broadcast_add(bias)?
-                .reshape((t, b, 4 * self.dim))?;
+            let flat = seq.reshape((t * b, self.dim))?;
+            let proj = if t * b <= 2 {
+                rows.forward(&flat)?
+            } else {
+                flat.matmul(w_ih)?
+            };
+            let gx = proj.broadcast_add(bias)?.reshape((t, b, 4 * self.dim))?;
             let mut outs = Vec::with_capacity(t);
             for step in 0..t {
                 let g = (gx.i(step)? + w_hh.forward(h)?)?;

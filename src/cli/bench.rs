@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::reference::run_python_json;
-use crate::generate::generate_codes;
+use crate::generate::{default_window, generate_codes, generate_codes_streaming};
 use crate::memory::peak_rss_bytes;
 use crate::models::musicgen::config::{MusicgenConfig, Preset};
 use crate::models::musicgen::sampling::{Sampler, SamplingParams};
@@ -76,6 +76,10 @@ pub struct BenchGenerateArgs {
     /// layout, length, device and precision, one after the other, and print the ratios.
     #[arg(long)]
     pub pytorch: bool,
+    /// Decode with EnCodec while generating, each frame as soon as its codebooks exist (the
+    /// path the studio plays from), and report when the first audio came out.
+    #[arg(long)]
+    pub streaming: bool,
     #[command(flatten)]
     pub device: super::device::DeviceArgs,
 }
@@ -101,6 +105,87 @@ struct GenerateReport {
     peak_rss_mb: f64,
     /// Host↔device transfers per decoding step (the sampled ids up, the logits down).
     transfers_per_step: f64,
+    /// With `--streaming` only.
+    #[serde(flatten)]
+    streamed: Option<StreamFigures>,
+}
+
+/// The streamed path's figures (`--streaming`). There, `lm_seconds` and `ms_per_step` leave
+/// out the EnCodec time spent between steps, which `encodec_decode_seconds` counts (with the
+/// tail decoded at the end).
+#[derive(Debug, Serialize)]
+struct StreamFigures {
+    /// From the prompt given (T5 included) to the first audio chunk out of the decoder.
+    first_audio_seconds: f64,
+    /// EnCodec time per frame handed over during the generation.
+    decode_ms_per_frame: f64,
+    /// The decoder's delay: frames whose audio waits for the frames after them.
+    lookahead_frames: f64,
+}
+
+/// What the streamed path measured.
+struct Streamed {
+    audio_samples: usize,
+    decode_seconds: f64,
+    figures: StreamFigures,
+}
+
+/// Generates `frames` frames as `generate_audio_streaming` does (each frame to EnCodec's
+/// streaming decoder as soon as its codebooks exist), timing the decoder apart from the LM and
+/// the first audio out from `t0`.
+fn stream_codes(
+    model: &MusicGen,
+    cond: &crate::models::musicgen::decoder::Conditioning,
+    frames: usize,
+    sampler: &mut Sampler,
+    t0: Instant,
+) -> anyhow::Result<(Vec<Vec<u32>>, Streamed)> {
+    let codec = model.codec()?;
+    let k = model.num_codebooks();
+    let mut stream = codec.decode_stream(k)?;
+    let lookahead = stream.lookahead_samples() as f64 / codec.config().hop_length() as f64;
+    let device = model.device().clone();
+    let mut decode = 0.0;
+    let mut first: Option<f64> = None;
+    let mut samples = 0;
+    let codes = generate_codes_streaming(
+        model,
+        cond,
+        frames,
+        None,
+        3.0,
+        sampler,
+        &mut |_| true,
+        default_window(model),
+        &mut |_, col| {
+            let t = Instant::now();
+            let codes = candle_core::Tensor::from_slice(col, (1, col.len(), 1), &device)?;
+            let audio = stream.push(&codes)?.flatten_all()?.to_vec1::<f32>()?;
+            decode += t.elapsed().as_secs_f64();
+            if !audio.is_empty() && first.is_none() {
+                first = Some(t0.elapsed().as_secs_f64());
+            }
+            samples += audio.len();
+            Ok(())
+        },
+    )?;
+    let t = Instant::now();
+    let in_loop = decode;
+    samples += stream.finish()?.flatten_all()?.to_vec1::<f32>()?.len();
+    decode += t.elapsed().as_secs_f64();
+    let first_audio_seconds = first.unwrap_or_else(|| t0.elapsed().as_secs_f64());
+    Ok((
+        codes,
+        Streamed {
+            audio_samples: samples,
+            decode_seconds: decode,
+            figures: StreamFigures {
+                first_audio_seconds,
+                decode_ms_per_frame: in_loop * 1000.0 / frames.max(1) as f64,
+                lookahead_frames: lookahead,
+            },
+        },
+    ))
 }
 
 impl BenchGenerateArgs {
@@ -133,17 +218,30 @@ impl BenchGenerateArgs {
         let mut sampler = Sampler::new(SamplingParams::default(), 0);
         let t1 = Instant::now();
         let transfers = crate::models::device::transfers();
-        let codes = generate_codes(&model, &cond, frames, None, 3.0, &mut sampler, &mut |_| {
-            true
-        })?;
+        let (codes, streamed) = if self.streaming {
+            let (codes, s) = stream_codes(&model, &cond, frames, &mut sampler, t0)?;
+            (codes, Some(s))
+        } else {
+            let codes =
+                generate_codes(&model, &cond, frames, None, 3.0, &mut sampler, &mut |_| {
+                    true
+                })?;
+            (codes, None)
+        };
         let transfers = crate::models::device::transfers() - transfers;
         let lm = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
-        let audio = model.decode_codes(&codes)?;
-        let dec = t2.elapsed().as_secs_f64();
+        let (lm, audio_len) = match &streamed {
+            Some(s) => (lm - s.decode_seconds, s.audio_samples),
+            None => (lm, model.decode_codes(&codes)?.len()),
+        };
+        let dec = match &streamed {
+            Some(s) => s.decode_seconds,
+            None => t2.elapsed().as_secs_f64(),
+        };
         let wall = t0.elapsed().as_secs_f64();
         let steps = frames + k - 1;
-        let audio_seconds = audio.len() as f64 / model.sample_rate() as f64;
+        let audio_seconds = audio_len as f64 / model.sample_rate() as f64;
         let r = GenerateReport {
             model: preset.repo_id().to_string() + " layout, random weights",
             weights: self.weights.to_string(),
@@ -162,6 +260,7 @@ impl BenchGenerateArgs {
             real_time_factor: audio_seconds / wall,
             peak_rss_mb: peak_rss_bytes().map(|b| b as f64 / 1e6).unwrap_or(f64::NAN),
             transfers_per_step: transfers as f64 / steps as f64,
+            streamed: streamed.map(|s| s.figures),
         };
         let reference = if self.pytorch {
             Some(run_pytorch(self.seconds, &opened)?)
@@ -190,6 +289,13 @@ impl BenchGenerateArgs {
                 r.lm_seconds, r.ms_per_step
             );
             println!("EnCodec decode   {:.2} s", r.encodec_decode_seconds);
+            if let Some(f) = &r.streamed {
+                println!(
+                    "streamed         first audio after {:.2} s, EnCodec {:.1} ms/frame between \
+                     steps, {:.2} frames of lookahead",
+                    f.first_audio_seconds, f.decode_ms_per_frame, f.lookahead_frames
+                );
+            }
             println!(
                 "wall             {:.2} s, real-time factor {:.3}",
                 r.wall_seconds, r.real_time_factor

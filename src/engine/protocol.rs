@@ -178,6 +178,17 @@ pub enum Event {
         step: usize,
         total: usize,
     },
+    /// Audio of a running generation that is final, as soon as it is (EnCodec decodes each
+    /// frame once all its codebooks exist; see `generate::generate_streaming`): `samples` are
+    /// the clip's samples from `start` on, mono at `sample_rate`. The chunks of a job come in
+    /// order, without gaps or overlap, from the end of an audio prompt to the end of the clip;
+    /// concatenated they are the audio of its `Done(Clip)` (whose prompt part is not sent).
+    Audio {
+        job: JobId,
+        start: usize,
+        samples: Vec<f32>,
+        sample_rate: u32,
+    },
     /// Training progress, batched so the UI gets at most ~10 messages a second and loses no
     /// step (the first event of a run is `Started`; `paused` tells the current pause state).
     Train {

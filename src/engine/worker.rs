@@ -466,7 +466,21 @@ impl Worker {
             }
             None => return Err(Error::InvalidRequest("no model is loaded".into())),
         };
-        generate::generate(model, params, &mut report)
+        let sample_rate = model.sample_rate();
+        let events = self.events.clone();
+        let wake = self.wake.clone();
+        let mut audio = move |chunk: generate::AudioChunk| {
+            let ev = Event::Audio {
+                job,
+                start: chunk.start,
+                samples: chunk.samples.to_vec(),
+                sample_rate,
+            };
+            if events.send(ev).is_ok() {
+                wake();
+            }
+        };
+        generate::generate_streaming(model, params, &mut report, &mut audio)
     }
 
     /// Sends a `GenerateStep` per decoder step; `false` (stop) once the job is cancelled.

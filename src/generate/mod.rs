@@ -1,18 +1,22 @@
 //! Turning a prompt into a clip: conditioning, the decoding loop over the model's codebook
 //! pattern (delay, parallel or flatten) with classifier-free guidance, continuation from audio,
-//! sliding windows beyond the model's 30 s, and EnCodec decoding.
+//! sliding windows beyond the model's 30 s, and EnCodec decoding: of the whole clip at the end
+//! ([`generate`]), or frame by frame while the clip is generated, each frame handed to EnCodec's
+//! streaming decoder as soon as all its codebooks exist and the audio handed out as soon as it
+//! is final ([`generate_streaming`]).
 
 pub mod midi;
 pub mod soundfont;
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::audio;
 use crate::error::{Error, Result};
 use crate::models::device::count_transfer;
+use crate::models::encodec::DecodeStream;
 use crate::models::musicgen::decoder::{Conditioning, DecoderCache};
 use crate::models::musicgen::sampling::{guide, Sampler, SamplingParams};
 use crate::models::musicgen::MusicGen;
@@ -70,12 +74,86 @@ pub struct Clip {
 /// a thread of the compute pool (see [`generate_codes_windowed`]).
 pub type StepFn<'a> = dyn FnMut(StepProgress) -> bool + Send + 'a;
 
+/// Audio of a clip that no later frame can change, handed out while the clip is generated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AudioChunk<'a> {
+    /// Index in the clip (prompt audio included) of the first sample.
+    pub start: usize,
+    pub samples: &'a [f32],
+}
+
+/// Receives the streamed audio, chunk after chunk, in order and without gaps. `Send`, as
+/// [`StepFn`].
+pub type AudioFn<'a> = dyn FnMut(AudioChunk<'_>) + Send + 'a;
+
+/// Called with each generated frame as soon as all its codebooks exist (after the codebook
+/// pattern's delay): its index in the clip and its K codes. Frames of an audio prompt are not
+/// passed (they were known before the first step). An error stops the generation.
+pub type FrameFn<'a> = dyn FnMut(usize, &[u32]) -> Result<()> + Send + 'a;
+
 /// Generates `params.duration` seconds of audio.
 pub fn generate(
     model: &mut MusicGen,
     params: &GenerateParams,
     on_step: &mut StepFn,
 ) -> Result<Clip> {
+    let (frames, prompt_codes, cond) = prepare(model, params)?;
+    let mut sampler = Sampler::new(params.sampling, params.seed);
+    let codes = generate_codes(
+        model,
+        &cond,
+        frames,
+        prompt_codes.as_deref(),
+        params.guidance_scale,
+        &mut sampler,
+        on_step,
+    )?;
+    let audio = model.decode_codes(&codes)?;
+    Ok(Clip {
+        codes,
+        audio,
+        sample_rate: model.sample_rate(),
+    })
+}
+
+/// As [`generate`] (the same codes), with the audio handed to `on_audio` while it is generated:
+/// each frame goes to EnCodec's streaming decoder as soon as its codebooks exist, and every
+/// sample as soon as it is final (EnCodec's right context makes that 2402 samples, 3.75 frames,
+/// after its frame at 32 kHz). An audio prompt's own audio is decoded into the clip but not
+/// handed out: the first chunk starts at the prompt's end. The returned clip's audio is the
+/// streamed audio (it equals the whole-clip decode of [`generate`] within 1e-4; see
+/// `models::encodec::stream`). Cancelling (`on_step` returning `false`) stops the audio too.
+pub fn generate_streaming(
+    model: &mut MusicGen,
+    params: &GenerateParams,
+    on_step: &mut StepFn,
+    on_audio: &mut AudioFn,
+) -> Result<Clip> {
+    let (frames, prompt_codes, cond) = prepare(model, params)?;
+    let mut sampler = Sampler::new(params.sampling, params.seed);
+    let (codes, audio) = generate_audio_streaming(
+        model,
+        &cond,
+        frames,
+        prompt_codes.as_deref(),
+        params.guidance_scale,
+        &mut sampler,
+        on_step,
+        default_window(model),
+        on_audio,
+    )?;
+    Ok(Clip {
+        codes,
+        audio,
+        sample_rate: model.sample_rate(),
+    })
+}
+
+/// What [`prepare`] returns: the clip's frames, the audio prompt's codes, the conditioning.
+type Prepared = (usize, Option<Vec<Vec<u32>>>, Conditioning);
+
+/// Checks `params` and conditions the model.
+fn prepare(model: &mut MusicGen, params: &GenerateParams) -> Result<Prepared> {
     params.sampling.validate()?;
     if !(params.duration > 0.0 && params.duration.is_finite()) {
         return Err(Error::InvalidRequest(format!(
@@ -107,22 +185,121 @@ pub fn generate(
         None => None,
     };
     let cond = model.condition(std::slice::from_ref(&params.prompt))?;
-    let mut sampler = Sampler::new(params.sampling, params.seed);
-    let codes = generate_codes(
+    Ok((frames, prompt_codes, cond))
+}
+
+/// [`generate_codes_windowed`] with the audio decoded while the codes are generated (see
+/// [`generate_streaming`]): the codes and the whole clip's audio, prompt included.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_audio_streaming(
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    prompt: Option<&[Vec<u32>]>,
+    guidance_scale: f64,
+    sampler: &mut Sampler,
+    on_step: &mut StepFn,
+    window: Window,
+    on_audio: &mut AudioFn,
+) -> Result<(Vec<Vec<u32>>, Vec<f32>)> {
+    let mut out = AudioOut::new(model, prompt, on_audio)?;
+    let codes = generate_codes_streaming(
         model,
-        &cond,
+        cond,
         frames,
-        prompt_codes.as_deref(),
-        params.guidance_scale,
-        &mut sampler,
+        prompt,
+        guidance_scale,
+        sampler,
         on_step,
+        window,
+        &mut |_, col| out.frame(col),
     )?;
-    let audio = model.decode_codes(&codes)?;
-    Ok(Clip {
-        codes,
-        audio,
-        sample_rate: model.sample_rate(),
-    })
+    let audio = out.finish()?;
+    Ok((codes, audio))
+}
+
+/// Between the decoding loop and the caller: the streaming decoder, the clip's audio so far,
+/// and the caller's `on_audio`, which gets every sample past the audio prompt.
+struct AudioOut<'m, 'f, 'g> {
+    stream: DecodeStream<'m>,
+    device: Device,
+    audio: Vec<f32>,
+    prompt_samples: usize,
+    on_audio: &'f mut AudioFn<'g>,
+}
+
+impl<'m, 'f, 'g> AudioOut<'m, 'f, 'g> {
+    /// Starts the stream with the audio prompt's frames: its audio is the clip's start, and
+    /// the context of the first generated frame.
+    fn new(
+        model: &'m MusicGen,
+        prompt: Option<&[Vec<u32>]>,
+        on_audio: &'f mut AudioFn<'g>,
+    ) -> Result<Self> {
+        let stream = model.codec()?.decode_stream(model.num_codebooks())?;
+        let p_len = prompt.and_then(|p| p.first()).map_or(0, |r| r.len());
+        let mut out = Self {
+            stream,
+            device: model.device().clone(),
+            audio: Vec::new(),
+            prompt_samples: p_len * model.config.audio_encoder.hop_length(),
+            on_audio,
+        };
+        if let Some(p) = prompt.filter(|_| p_len > 0) {
+            if p.iter().any(|r| r.len() != p_len) {
+                return Err(Error::InvalidRequest(
+                    "prompt codes must be rows of equal length".into(),
+                ));
+            }
+            let flat: Vec<u32> = p.iter().flatten().copied().collect();
+            let codes = Tensor::from_vec(flat, (1, p.len(), p_len), &out.device)?;
+            let y = out.stream.push(&codes)?;
+            out.append(&y)?;
+        }
+        Ok(out)
+    }
+
+    fn frame(&mut self, col: &[u32]) -> Result<()> {
+        let codes = Tensor::from_slice(col, (1, col.len(), 1), &self.device)?;
+        let y = self.stream.push(&codes)?;
+        self.append(&y)
+    }
+
+    fn finish(self) -> Result<Vec<f32>> {
+        let Self {
+            stream,
+            mut audio,
+            prompt_samples,
+            on_audio,
+            ..
+        } = self;
+        hand_out(&mut audio, prompt_samples, on_audio, &stream.finish()?)?;
+        Ok(audio)
+    }
+
+    fn append(&mut self, y: &Tensor) -> Result<()> {
+        hand_out(&mut self.audio, self.prompt_samples, self.on_audio, y)
+    }
+}
+
+/// Adds decoded audio `y` to the clip so far and hands out what lies past the prompt.
+fn hand_out(
+    audio: &mut Vec<f32>,
+    prompt_samples: usize,
+    on_audio: &mut AudioFn,
+    y: &Tensor,
+) -> Result<()> {
+    let samples = y.flatten_all()?.to_vec1::<f32>()?;
+    let start = audio.len();
+    audio.extend_from_slice(&samples);
+    let skip = prompt_samples.saturating_sub(start).min(samples.len());
+    if skip < samples.len() {
+        on_audio(AudioChunk {
+            start: start + skip,
+            samples: &samples[skip..],
+        });
+    }
+    Ok(())
 }
 
 /// The longest sequence generated in one window, in frames.
@@ -147,12 +324,6 @@ pub fn generate_codes(
     sampler: &mut Sampler,
     on_step: &mut StepFn,
 ) -> Result<Vec<Vec<u32>>> {
-    let window = window_frames(model);
-    let stride = ((STRIDE_SECONDS * model.frame_rate()).round() as usize).clamp(1, window);
-    let w = Window {
-        frames: window,
-        stride,
-    };
     generate_codes_windowed(
         model,
         cond,
@@ -161,8 +332,18 @@ pub fn generate_codes(
         guidance_scale,
         sampler,
         on_step,
-        w,
+        default_window(model),
     )
+}
+
+/// audiocraft's window (30 s, or what the model's positions allow) and stride (18 s).
+pub fn default_window(model: &MusicGen) -> Window {
+    let window = window_frames(model);
+    let stride = ((STRIDE_SECONDS * model.frame_rate()).round() as usize).clamp(1, window);
+    Window {
+        frames: window,
+        stride,
+    }
 }
 
 /// Sliding-window geometry in frames.
@@ -188,6 +369,34 @@ pub fn generate_codes_windowed(
     sampler: &mut Sampler,
     on_step: &mut StepFn,
     window: Window,
+) -> Result<Vec<Vec<u32>>> {
+    generate_codes_streaming(
+        model,
+        cond,
+        frames,
+        prompt,
+        guidance_scale,
+        sampler,
+        on_step,
+        window,
+        &mut |_, _| Ok(()),
+    )
+}
+
+/// As [`generate_codes_windowed`], handing every generated frame to `on_frame` as soon as all
+/// its codebooks exist, in order: in a following window, the frames it adds (its context was
+/// handed over by the window before).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_codes_streaming(
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    prompt: Option<&[Vec<u32>]>,
+    guidance_scale: f64,
+    sampler: &mut Sampler,
+    on_step: &mut StepFn,
+    window: Window,
+    on_frame: &mut FrameFn,
 ) -> Result<Vec<Vec<u32>>> {
     rayon::scope(|_| {
         // Decoder steps of a window of `n` frames (n + K for the delay pattern, n + 1 for
@@ -222,9 +431,15 @@ pub fn generate_codes_windowed(
             prompt,
             guidance_scale,
             sampler,
-            on_step,
-            0,
-            total,
+            Observers {
+                on_step: &mut *on_step,
+                on_frame: &mut *on_frame,
+            },
+            Offsets {
+                step: 0,
+                frame: 0,
+                total,
+            },
         )?;
         let mut done = steps(first);
         for new in follow {
@@ -246,9 +461,15 @@ pub fn generate_codes_windowed(
                 Some(&ctx),
                 guidance_scale,
                 sampler,
-                on_step,
-                done,
-                total,
+                Observers {
+                    on_step: &mut *on_step,
+                    on_frame: &mut *on_frame,
+                },
+                Offsets {
+                    step: done,
+                    frame: have - context,
+                    total,
+                },
             )?;
             done += steps(context + new);
             for (row, n) in codes.iter_mut().zip(next) {
@@ -257,6 +478,21 @@ pub fn generate_codes_windowed(
         }
         Ok(codes)
     })
+}
+
+/// What a window reports to: progress per step, and each frame once complete.
+struct Observers<'a, 'b, 'c> {
+    on_step: &'a mut StepFn<'b>,
+    on_frame: &'a mut FrameFn<'c>,
+}
+
+/// Where a window sits in the whole generation: its first step and first frame, and the steps
+/// of the whole generation.
+#[derive(Debug, Clone, Copy)]
+struct Offsets {
+    step: usize,
+    frame: usize,
+    total: usize,
 }
 
 /// One window: the decoding loop over the model's codebook pattern (one decoder step per
@@ -270,10 +506,10 @@ fn generate_window(
     prompt: Option<&[Vec<u32>]>,
     guidance_scale: f64,
     sampler: &mut Sampler,
-    on_step: &mut StepFn,
-    step_offset: usize,
-    total_steps: usize,
+    observers: Observers,
+    offsets: Offsets,
 ) -> Result<Vec<Vec<u32>>> {
+    let Observers { on_step, on_frame } = observers;
     let k = model.num_codebooks();
     let pad = model.config.decoder.pad_token_id;
     let vocab = model.config.decoder.vocab_size;
@@ -313,6 +549,9 @@ fn generate_window(
     // columns are fed in one prefill step.
     let mut pos = pattern.position(p_len, 0, k);
     let mut input_cols = 0..pos;
+    // The next frame to hand over: complete once its last codebook (the latest position in
+    // every pattern) is sampled.
+    let mut next_frame = p_len;
     while pos < len {
         let mut cols = Vec::with_capacity(batch * k * input_cols.len());
         for _ in 0..batch {
@@ -348,10 +587,17 @@ fn generate_window(
             delayed[kk][pos] = tok;
         }
         if !on_step(StepProgress {
-            step: step_offset + pos,
-            total: total_steps,
+            step: offsets.step + pos,
+            total: offsets.total,
         }) {
             return Err(Error::Cancelled);
+        }
+        while next_frame < frames && pattern.position(next_frame, k - 1, k) <= pos {
+            let col: Vec<u32> = (0..k)
+                .map(|kk| delayed[kk][pattern.position(next_frame, kk, k)])
+                .collect();
+            on_frame(offsets.frame + next_frame, &col)?;
+            next_frame += 1;
         }
         input_cols = pos..pos + 1;
         pos += 1;

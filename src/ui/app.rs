@@ -272,7 +272,10 @@ impl TunelabApp {
                     Err(e) => self.status = Status::Error(format!("Error: {e}")),
                 }
             }
-            Event::GenerateStep { .. } | Event::Train { .. } | Event::Progress { .. } => {}
+            Event::GenerateStep { .. }
+            | Event::Audio { .. }
+            | Event::Train { .. }
+            | Event::Progress { .. } => {}
         }
     }
 

@@ -133,6 +133,18 @@ impl MusicGen {
         Ok((model, tensors))
     }
 
+    /// The codec alone, of layout `cfg`, with the random weights [`Self::random`] gives it
+    /// (tests and benchmarks of EnCodec at a published size, without building the LM).
+    pub fn random_codec(
+        cfg: &crate::models::encodec::Config,
+        seed: u64,
+        device: &Device,
+    ) -> Result<EncodecModel> {
+        let backend = RandomInit::new(seed);
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+        EncodecModel::new(cfg, vb.pp("audio_encoder"))
+    }
+
     /// Lays the LM's matrices out for inference in `mode` (the model is frozen from then on).
     pub fn set_weight_mode(&mut self, mode: WeightMode) -> Result<()> {
         self.lm.convert_weights(mode)?;
@@ -217,9 +229,19 @@ impl MusicGen {
         if t == 0 {
             return Ok(Vec::new());
         }
+        let codec = self.codec()?;
+        let size = codec.config().codebook_size;
+        if codes
+            .iter()
+            .any(|r| r.len() != t || r.iter().any(|&c| c as usize >= size))
+        {
+            return Err(Error::InvalidRequest(format!(
+                "codes to decode must be rows of equal length, each code below {size}"
+            )));
+        }
         let flat: Vec<u32> = codes.iter().flatten().copied().collect();
         let codes = Tensor::from_vec(flat, (1, k, t), self.device())?;
-        let audio = self.codec()?.decode(&codes)?;
+        let audio = codec.decode(&codes)?;
         Ok(audio.flatten_all()?.to_vec1::<f32>()?)
     }
 

@@ -113,3 +113,46 @@ fn tab_lists_and_takes_only_the_studios_tabs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'mixer'") && err.contains("evaluate"), "{err}");
 }
+
+/// `--play` hears the clip while it is generated (here, where CI has no audio device, a
+/// silent playhead, said on stderr) and writes the same file as without it.
+#[test]
+fn generate_play_writes_the_same_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, play: bool| {
+        let wav = dir.path().join(name);
+        let mut c = tunelab();
+        c.args(["generate", "--model"])
+            .arg(tiny_dir())
+            .args([
+                "--prompt",
+                "80s synth pop",
+                "--duration",
+                "0.6",
+                "--seed",
+                "3",
+            ])
+            .arg("--out")
+            .arg(&wav);
+        if play {
+            c.arg("--play");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            std::fs::read(&wav).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (plain, _) = run("plain.wav", false);
+    let (played, stderr) = run("played.wav", true);
+    assert_eq!(plain, played, "the same clip with and without --play");
+    assert!(
+        stderr.contains("playing") || stderr.contains("silent"),
+        "it says what it plays: {stderr}"
+    );
+}

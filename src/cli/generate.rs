@@ -115,7 +115,8 @@ impl GenerateArgs {
             adapter: self.adapter.clone(),
             checkpoint: None,
         });
-        let loaded = wait(&rx, 1, &bar, &mut |_| {}).with_context(|| format!("loading model {}", self.model))?;
+        let loaded = wait(&rx, 1, &bar, &mut |_| {})
+            .with_context(|| format!("loading model {}", self.model))?;
         if let JobOutput::ModelLoaded(info) = &loaded {
             if info.family == Family::Midi {
                 return self.midi(&engine, &rx, &bar);

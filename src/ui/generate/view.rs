@@ -54,11 +54,14 @@ impl GeneratePanel {
                 "Clips per click, with seeds seed, seed + 1, … (generated one after another).",
                 |ui| ui.add(egui::DragValue::new(&mut self.form.variations).range(1..=32)),
             );
-            ui.checkbox(&mut self.form.play_while_generating, "Play while generating")
-                .on_hover_text(
-                    "Start playing the clip (the first of a batch) as soon as enough is buffered \
+            ui.checkbox(
+                &mut self.form.play_while_generating,
+                "Play while generating",
+            )
+            .on_hover_text(
+                "Start playing the clip (the first of a batch) as soon as enough is buffered \
                      that playback will not catch up with generation.",
-                );
+            );
             if !self.pending.is_empty() && ui.button("Cancel").clicked() {
                 self.cancel(out);
             }

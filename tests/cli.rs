@@ -143,14 +143,25 @@ fn generate_play_writes_the_same_clip() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        (
-            std::fs::read(&wav).unwrap(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let samples: Vec<i16> = hound::WavReader::open(&wav)
+            .unwrap()
+            .samples::<i16>()
+            .map(|s| s.unwrap())
+            .collect();
+        (samples, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (plain, _) = run("plain.wav", false);
     let (played, stderr) = run("played.wav", true);
-    assert_eq!(plain, played, "the same clip with and without --play");
+    // The streamed decode sums in another order (tests/streaming.rs: within 1e-4 of full
+    // scale), so a 16-bit sample may round the other way: at most one step apart.
+    assert_eq!(plain.len(), played.len());
+    let worst = plain
+        .iter()
+        .zip(&played)
+        .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "with and without --play: {worst} steps apart");
     assert!(
         stderr.contains("playing") || stderr.contains("silent"),
         "it says what it plays: {stderr}"

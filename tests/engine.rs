@@ -47,6 +47,7 @@ fn worker_loads_generates_with_progress_and_cancels() {
     engine.send(Command::Generate {
         job: 1,
         params: GenerateParams::default(),
+        stream: false,
     });
     let (_, r) = recv_done(&rx, 1);
     assert!(r.unwrap_err().contains("no model"));
@@ -70,7 +71,11 @@ fn worker_loads_generates_with_progress_and_cancels() {
         seed: 3,
         ..Default::default()
     };
-    engine.send(Command::Generate { job: 3, params });
+    engine.send(Command::Generate {
+        job: 3,
+        params,
+        stream: false,
+    });
     let (events, r) = recv_done(&rx, 3);
     let JobOutput::Clip(clip) = r.unwrap() else {
         panic!("expected a clip")
@@ -95,7 +100,11 @@ fn worker_loads_generates_with_progress_and_cancels() {
         duration: 25.0,
         ..Default::default()
     };
-    engine.send(Command::Generate { job: 4, params });
+    engine.send(Command::Generate {
+        job: 4,
+        params,
+        stream: false,
+    });
     loop {
         if let Event::GenerateStep { job: 4, .. } =
             rx.recv_timeout(Duration::from_secs(60)).unwrap()
@@ -359,6 +368,7 @@ fn a_cancel_stops_only_its_own_job() {
             duration,
             ..Default::default()
         },
+        stream: false,
     };
     engine.send(gen(2, 25.0));
     loop {

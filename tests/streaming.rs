@@ -237,7 +237,11 @@ fn the_engine_streams_audio_events_that_make_the_clip() {
         seed: 2,
         ..Default::default()
     };
-    engine.send(Command::Generate { job: 2, params });
+    engine.send(Command::Generate {
+        job: 2,
+        params,
+        stream: true,
+    });
     let mut heard = Vec::new();
     let mut steps_after_first_audio = 0;
     let clip = loop {
@@ -277,5 +281,60 @@ fn the_engine_streams_audio_events_that_make_the_clip() {
     // And that clip is the whole-clip decode of its codes.
     let m = tiny();
     let err = max_diff(&heard, &m.decode_codes(&clip.codes).unwrap());
+    assert!(err <= BOUND, "{err}");
+}
+
+/// Without `stream` the engine decodes the clip whole at the end (faster in all) and sends no
+/// audio events; the clip has the same codes as a streamed one.
+#[test]
+fn the_engine_sends_no_audio_unless_asked_to_stream() {
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
+    engine.send(Command::LoadModel {
+        job: 1,
+        spec: tiny_dir().display().to_string(),
+        weights: Default::default(),
+        adapter: None,
+        checkpoint: None,
+    });
+    let params = GenerateParams {
+        prompt: "calm piano".into(),
+        duration: 0.4,
+        seed: 5,
+        ..Default::default()
+    };
+    let mut clips = Vec::new();
+    for (job, stream) in [(2, false), (3, true)] {
+        engine.send(Command::Generate {
+            job,
+            params: params.clone(),
+            stream,
+        });
+        let mut audio_events = 0;
+        let clip = loop {
+            match rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("engine answers")
+            {
+                Event::Audio { job: j, .. } if j == job => audio_events += 1,
+                Event::Done { job: j, result } if j == job => match result.unwrap() {
+                    JobOutput::Clip(c) => break c,
+                    _ => panic!("expected a clip"),
+                },
+                Event::Done { result, .. } => {
+                    result.unwrap();
+                }
+                _ => {}
+            }
+        };
+        assert_eq!(
+            audio_events > 0,
+            stream,
+            "job {job}: {audio_events} audio events"
+        );
+        clips.push(clip);
+    }
+    assert_eq!(clips[0].codes, clips[1].codes);
+    let err = max_diff(&clips[0].audio, &clips[1].audio);
     assert!(err <= BOUND, "{err}");
 }

@@ -139,7 +139,11 @@ impl GenerateArgs {
         let mut playback = self
             .play
             .then(|| bar.suspend(|| Playback::open(self.duration)));
-        engine.send(Command::Generate { job: 2, params });
+        engine.send(Command::Generate {
+            job: 2,
+            params,
+            stream: self.play,
+        });
         let out = wait(&rx, 2, &bar, &mut |a| {
             if let Some(p) = playback.as_mut() {
                 if let Err(e) = p.chunk(a) {

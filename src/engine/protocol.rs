@@ -51,8 +51,15 @@ pub enum Command {
         preset: crate::models::musicgen::config::Preset,
         seed: u64,
     },
-    /// Generate a clip with the loaded model (MusicGen).
-    Generate { job: JobId, params: GenerateParams },
+    /// Generate a clip with the loaded model (MusicGen). With `stream`, its audio is sent as it
+    /// becomes final (`Event::Audio`, for playing while generating); without, the clip is
+    /// decoded whole at the end, which is faster in all (decoding frame by frame costs more
+    /// per frame than one decode of the clip).
+    Generate {
+        job: JobId,
+        params: GenerateParams,
+        stream: bool,
+    },
     /// Generate a piece with the loaded Music Transformer: writes `out`.mid and, through
     /// `soundfont` (default: the first installed), `out`.wav. Ends with `Done(Piece)`.
     GenerateMidi {

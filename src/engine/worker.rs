@@ -162,8 +162,12 @@ impl Worker {
                     let r = self.load_random(preset, seed);
                     self.done(job, r.map(JobOutput::ModelLoaded));
                 }
-                Command::Generate { job, params } => {
-                    let r = self.generate(job, &params);
+                Command::Generate {
+                    job,
+                    params,
+                    stream,
+                } => {
+                    let r = self.generate(job, &params, stream);
                     self.done(job, r.map(JobOutput::Clip));
                 }
                 Command::GenerateMidi {
@@ -455,7 +459,12 @@ impl Worker {
         crate::generate::midi::write_piece(&tokens, out, params.program, soundfont)
     }
 
-    fn generate(&mut self, job: JobId, params: &GenerateParams) -> Result<generate::Clip> {
+    fn generate(
+        &mut self,
+        job: JobId,
+        params: &GenerateParams,
+        stream: bool,
+    ) -> Result<generate::Clip> {
         let mut report = self.step_reporter(job);
         let model = match self.model.as_mut() {
             Some(Model::Musicgen(m)) => m,
@@ -466,6 +475,9 @@ impl Worker {
             }
             None => return Err(Error::InvalidRequest("no model is loaded".into())),
         };
+        if !stream {
+            return generate::generate(model, params, &mut report);
+        }
         let sample_rate = model.sample_rate();
         let events = self.events.clone();
         let wake = self.wake.clone();

@@ -119,9 +119,11 @@ pub fn batch(
                 .filter(|p| !p.as_os_str().is_empty())
                 .map(|p| PathBuf::from(p.display().to_string().trim()));
             let file = clips.join(format!("clip-{created}-s{}.wav", params.seed));
+            // Only the first clip of a batch is heard while generated (the next would cut it off).
             let cmd = Command::Generate {
                 job,
                 params: params.clone(),
+                stream: i == 0 && form.play_while_generating,
             };
             (cmd, entry(file, ClipParams::Musicgen { params }))
         };

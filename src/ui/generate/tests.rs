@@ -85,7 +85,7 @@ fn a_batch_of_variations_sends_consecutive_seeds_and_the_history_survives_a_rest
         .commands()
         .iter()
         .map(|c| match c {
-            Command::Generate { job, params } => {
+            Command::Generate { job, params, .. } => {
                 assert_eq!(params.prompt, f.params.prompt);
                 assert_eq!(params.sampling.temperature, 0.8);
                 (*job, params.seed)

@@ -149,12 +149,6 @@ pub fn generate_codes(
     sampler: &mut Sampler,
     on_step: &mut StepFn,
 ) -> Result<Vec<Vec<u32>>> {
-    let window = window_frames(model);
-    let stride = ((STRIDE_SECONDS * model.frame_rate()).round() as usize).clamp(1, window);
-    let w = Window {
-        frames: window,
-        stride,
-    };
     generate_codes_windowed(
         model,
         cond,
@@ -163,8 +157,18 @@ pub fn generate_codes(
         guidance_scale,
         sampler,
         on_step,
-        w,
+        default_window(model),
     )
+}
+
+/// audiocraft's window for this model: [`window_frames`], sliding by 18 s.
+pub fn default_window(model: &MusicGen) -> Window {
+    let window = window_frames(model);
+    let stride = ((STRIDE_SECONDS * model.frame_rate()).round() as usize).clamp(1, window);
+    Window {
+        frames: window,
+        stride,
+    }
 }
 
 /// Sliding-window geometry in frames.

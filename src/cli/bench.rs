@@ -7,9 +7,12 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::reference::run_python_json;
+use crate::generate::quality::{compare_codes, CompareParams, QualityReport, Side};
 use crate::generate::{default_window, generate_codes, generate_codes_streaming};
 use crate::memory::peak_rss_bytes;
+use crate::models::device::Precision;
 use crate::models::musicgen::config::{MusicgenConfig, Preset};
+use crate::models::musicgen::decoder::Conditioning;
 use crate::models::musicgen::sampling::{Sampler, SamplingParams};
 use crate::models::musicgen::MusicGen;
 use crate::models::nn::WeightMode;
@@ -80,6 +83,10 @@ pub struct BenchGenerateArgs {
     /// path the studio plays from), and report when the first audio came out.
     #[arg(long)]
     pub streaming: bool,
+    /// Skip the quality pass (a reduced weight mode or precision is otherwise compared with f32
+    /// on the same weights after the timed run).
+    #[arg(long)]
+    pub no_quality: bool,
     #[command(flatten)]
     pub device: super::device::DeviceArgs,
 }
@@ -208,7 +215,7 @@ impl BenchGenerateArgs {
 
         let t0 = Instant::now();
         // T5 on a 12-token prompt (random weights: the ids are what matters).
-        let ids: Vec<u32> = (0..12).map(|i| 100 + i * 37).collect();
+        let ids = prompt_ids();
         let states = model.text.encode_ids(&ids)?;
         let mask = candle_core::Tensor::ones((1, 12), candle_core::DType::U32, &device)?;
         let cond = model.lm.condition(&states, &mask)?;
@@ -262,6 +269,12 @@ impl BenchGenerateArgs {
             transfers_per_step: transfers as f64 / steps as f64,
             streamed: streamed.map(|s| s.figures),
         };
+        // After the report's timings and peak memory were read: the pass changes neither.
+        let quality = if self.no_quality {
+            None
+        } else {
+            quality_pass(preset, &model, &cond, frames, &opened)?
+        };
         let reference = if self.pytorch {
             Some(run_pytorch(self.seconds, &opened)?)
         } else {
@@ -271,6 +284,9 @@ impl BenchGenerateArgs {
             let mut v = serde_json::to_value(&r)?;
             if let Some(p) = &reference {
                 v["pytorch"] = p.clone();
+            }
+            if let Some(q) = &quality {
+                add_quality_fields(&mut v, q)?;
             }
             println!("{v}");
         } else {
@@ -305,6 +321,7 @@ impl BenchGenerateArgs {
                 "transfers        {:.1} host↔device per step",
                 r.transfers_per_step
             );
+            print_quality(quality.as_ref(), self.no_quality);
             if let Some(p) = &reference {
                 let f = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
                 let (step, wall) = (f("step_ms_median"), f("generate_wall_s"));
@@ -317,6 +334,88 @@ impl BenchGenerateArgs {
             }
         }
         Ok(())
+    }
+}
+
+/// The 12 token ids the benchmark's T5 encodes (random weights: the ids are what matters).
+fn prompt_ids() -> Vec<u32> {
+    (0..12).map(|i| 100 + i * 37).collect()
+}
+
+/// The untimed quality pass: the benchmarked model generates the same clip again (same seed,
+/// CFG 3, top-k 250) while an f32 model of the same random weights is fed the same ids in
+/// lockstep (`generate::quality`). `None` when the model is f32 weights computing in f32:
+/// there is nothing to compare it with but itself.
+fn quality_pass(
+    preset: Preset,
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    on: &super::device::Opened,
+) -> anyhow::Result<Option<QualityReport>> {
+    if model.weight_mode == WeightMode::F32 && model.precision() == Precision::F32 {
+        return Ok(None);
+    }
+    let (mut reference, tensors) = MusicGen::random(MusicgenConfig::preset(preset), 0, &on.device)
+        .context("building the f32 reference")?;
+    drop(tensors);
+    reference.set_weight_mode(WeightMode::F32)?;
+    let states = reference.text.encode_ids(&prompt_ids())?;
+    let mask = candle_core::Tensor::ones((1, 12), candle_core::DType::U32, &on.device)?;
+    let reference_cond = reference.lm.condition(&states, &mask)?;
+    let params = CompareParams {
+        frames,
+        prompt: None,
+        guidance_scale: 3.0,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        window: default_window(model),
+    };
+    let compared = compare_codes(
+        Side { model, cond },
+        Side {
+            model: &reference,
+            cond: &reference_cond,
+        },
+        &params,
+        &mut |_| true,
+    )?;
+    Ok(Some(compared.quality))
+}
+
+/// The quality figures as top-level fields of the JSON report (NaN becomes null).
+fn add_quality_fields(v: &mut serde_json::Value, q: &QualityReport) -> anyhow::Result<()> {
+    let fields = [
+        ("kl_mean", q.kl_mean),
+        ("kl_p99", q.kl_p99),
+        ("top1_agreement", q.top1_agreement),
+        ("logit_rel_err_max", q.logit_rel_err_max),
+        ("logit_rel_err_mean", q.logit_rel_err_mean),
+    ];
+    for (name, value) in fields {
+        v[name] = serde_json::to_value(value)?;
+    }
+    v["kl_mean_by_codebook"] = serde_json::to_value(&q.kl_mean_by_codebook)?;
+    v["quality_codebook_steps"] = q.compared.into();
+    Ok(())
+}
+
+fn print_quality(q: Option<&QualityReport>, skipped: bool) {
+    match q {
+        Some(q) => {
+            println!(
+                "quality vs f32   KL {:.2e} mean, {:.2e} p99 (nats, before top-k); top-1 agreement \
+                 {:.1} %; logit error {:.3} max, {:.3} mean (× RMS); {} codebook-steps",
+                q.kl_mean,
+                q.kl_p99,
+                q.top1_agreement * 100.0,
+                q.logit_rel_err_max,
+                q.logit_rel_err_mean,
+                q.compared
+            );
+        }
+        None if skipped => println!("quality vs f32   skipped (--no-quality)"),
+        None => println!("quality vs f32   f32 is the reference"),
     }
 }
 

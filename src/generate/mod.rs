@@ -6,6 +6,7 @@
 //! is final ([`generate_streaming`]).
 
 pub mod midi;
+pub mod quality;
 pub mod soundfont;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use crate::data::audio;
 use crate::error::{Error, Result};
 use crate::models::device::count_transfer;
 use crate::models::encodec::DecodeStream;
+use crate::models::musicgen::decoder::MusicgenLm;
 use crate::models::musicgen::decoder::{Conditioning, DecoderCache};
 use crate::models::musicgen::sampling::{guide, Sampler, SamplingParams};
 use crate::models::musicgen::MusicGen;
@@ -370,7 +372,7 @@ pub fn generate_codes_windowed(
     on_step: &mut StepFn,
     window: Window,
 ) -> Result<Vec<Vec<u32>>> {
-    generate_codes_streaming(
+    generate_codes_hooked(
         model,
         cond,
         frames,
@@ -380,6 +382,7 @@ pub fn generate_codes_windowed(
         on_step,
         window,
         &mut |_, _| Ok(()),
+        None,
     )
 }
 
@@ -397,6 +400,75 @@ pub fn generate_codes_streaming(
     on_step: &mut StepFn,
     window: Window,
     on_frame: &mut FrameFn,
+) -> Result<Vec<Vec<u32>>> {
+    generate_codes_hooked(
+        model,
+        cond,
+        frames,
+        prompt,
+        guidance_scale,
+        sampler,
+        on_step,
+        window,
+        on_frame,
+        None,
+    )
+}
+
+/// Sees every decoder step of [`generate_codes_observed`]: the quality harness
+/// ([`quality`]) drives an f32 model in lockstep through it, so it sees exactly the inputs the
+/// generating model saw.
+pub trait StepObserver: Send {
+    /// A window of `len` decoder positions starts: whatever the observer caches starts afresh.
+    fn start_window(&mut self, len: usize) -> Result<()>;
+    /// One decoder step: its input ids `[B, K, S]` as the model was fed them (CFG's batch layout,
+    /// the prompt's prefill included), and for each codebook sampled at this step its index and
+    /// the guided logits the sampler drew from ([`guided_row`]). Codebooks in pad slots or forced
+    /// by a prompt are not listed.
+    fn observe(&mut self, input: &Tensor, sampled: &[(usize, Vec<f32>)]) -> Result<()>;
+}
+
+/// As [`generate_codes_windowed`], with an observer of every step.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_codes_observed(
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    prompt: Option<&[Vec<u32>]>,
+    guidance_scale: f64,
+    sampler: &mut Sampler,
+    on_step: &mut StepFn,
+    window: Window,
+    observer: &mut dyn StepObserver,
+) -> Result<Vec<Vec<u32>>> {
+    generate_codes_hooked(
+        model,
+        cond,
+        frames,
+        prompt,
+        guidance_scale,
+        sampler,
+        on_step,
+        window,
+        &mut |_, _| Ok(()),
+        Some(observer),
+    )
+}
+
+/// The windowed decoding loop with both hooks: frames handed over as they complete, and an
+/// observer of every step.
+#[allow(clippy::too_many_arguments)]
+fn generate_codes_hooked(
+    model: &MusicGen,
+    cond: &Conditioning,
+    frames: usize,
+    prompt: Option<&[Vec<u32>]>,
+    guidance_scale: f64,
+    sampler: &mut Sampler,
+    on_step: &mut StepFn,
+    window: Window,
+    on_frame: &mut FrameFn,
+    mut observer: Option<&mut dyn StepObserver>,
 ) -> Result<Vec<Vec<u32>>> {
     rayon::scope(|_| {
         // Decoder steps of a window of `n` frames (n + K for the delay pattern, n + 1 for
@@ -434,6 +506,7 @@ pub fn generate_codes_streaming(
             Observers {
                 on_step: &mut *on_step,
                 on_frame: &mut *on_frame,
+                step: observer.as_deref_mut(),
             },
             Offsets {
                 step: 0,
@@ -464,6 +537,7 @@ pub fn generate_codes_streaming(
                 Observers {
                     on_step: &mut *on_step,
                     on_frame: &mut *on_frame,
+                    step: observer.as_deref_mut(),
                 },
                 Offsets {
                     step: done,
@@ -480,10 +554,12 @@ pub fn generate_codes_streaming(
     })
 }
 
-/// What a window reports to: progress per step, and each frame once complete.
-struct Observers<'a, 'b, 'c> {
+/// What a window reports to: progress per step, each frame once complete, and (the quality
+/// harness) every step's input and guided logits.
+struct Observers<'a, 'b, 'c, 'o> {
     on_step: &'a mut StepFn<'b>,
     on_frame: &'a mut FrameFn<'c>,
+    step: Option<&'a mut (dyn StepObserver + 'o)>,
 }
 
 /// Where a window sits in the whole generation: its first step and first frame, and the steps
@@ -499,17 +575,21 @@ struct Offsets {
 /// position; at each step only the codebooks that the pattern places there are sampled, a single
 /// one for flatten). Frames `< prompt length` are forced to the prompt's codes.
 #[allow(clippy::too_many_arguments)]
-fn generate_window(
+fn generate_window<'o>(
     model: &MusicGen,
     cond: &Conditioning,
     frames: usize,
     prompt: Option<&[Vec<u32>]>,
     guidance_scale: f64,
     sampler: &mut Sampler,
-    observers: Observers,
+    observers: Observers<'_, '_, '_, 'o>,
     offsets: Offsets,
 ) -> Result<Vec<Vec<u32>>> {
-    let Observers { on_step, on_frame } = observers;
+    let Observers {
+        on_step,
+        on_frame,
+        step: mut observer,
+    } = observers;
     let k = model.num_codebooks();
     let pad = model.config.decoder.pad_token_id;
     let vocab = model.config.decoder.vocab_size;
@@ -525,12 +605,7 @@ fn generate_window(
             )));
         }
     }
-    let use_cfg = guidance_scale != 1.0;
-    let cond = if use_cfg {
-        cond.with_unconditional()?
-    } else {
-        cond.clone()
-    };
+    let cond = batch_conditioning(cond, guidance_scale)?;
     let batch = cond.batch_size()?;
     let device = model.device().clone();
 
@@ -544,6 +619,9 @@ fn generate_window(
         }
     }
     let mut cache = DecoderCache::new(&model.config.decoder, len);
+    if let Some(o) = observer.as_deref_mut() {
+        o.start_window(len)?;
+    }
     // Every position before codebook 0's frame p_len is forced by the prompt (or is padding), so
     // that is the first sampled position (p_len + 1, or p_len·K + 1 for flatten); its input
     // columns are fed in one prefill step.
@@ -563,28 +641,24 @@ fn generate_window(
         // The step's two transfers: the input ids up, the last logits down.
         count_transfer();
         let input = Tensor::from_vec(cols, (batch, k, s), &device)?;
-        let logits = model.lm.forward(&input, &cond, Some(&mut cache))?;
-        // Last position only: [B, K, V].
-        let last = logits
-            .narrow(2, s - 1, 1)?
-            .squeeze(2)?
-            .to_dtype(DType::F32)?;
+        let rows = last_logits(&model.lm, &input, &cond, &mut cache)?;
         count_transfer();
-        let rows = last.to_vec3::<f32>()?;
-        for kk in 0..k {
+        let mut sampled = Vec::new();
+        for (kk, slots) in delayed.iter_mut().enumerate() {
             let Some(t) = pattern.frame_at(pos, kk, k, frames) else {
                 continue; // pad slot
             };
             if t < p_len {
                 continue; // forced by the prompt
             }
-            let row = if use_cfg {
-                guide(&rows[0][kk], &rows[1][kk], guidance_scale as f32)
-            } else {
-                rows[0][kk].clone()
-            };
-            let tok = sampler.sample(&row[..vocab.min(row.len())]);
-            delayed[kk][pos] = tok;
+            let row = guided_row(&rows, kk, guidance_scale, vocab);
+            slots[pos] = sampler.sample(&row);
+            if observer.is_some() {
+                sampled.push((kk, row));
+            }
+        }
+        if let Some(o) = observer.as_deref_mut() {
+            o.observe(&input, &sampled)?;
         }
         if !on_step(StepProgress {
             step: offsets.step + pos,
@@ -603,4 +677,48 @@ fn generate_window(
         pos += 1;
     }
     Ok(pattern.revert(&delayed, frames))
+}
+
+/// The conditioning batch a step runs on: with guidance (scale ≠ 1) the conditioned rows and
+/// as many unconditional ones, else the conditioned rows alone.
+pub(crate) fn batch_conditioning(cond: &Conditioning, guidance_scale: f64) -> Result<Conditioning> {
+    if guidance_scale != 1.0 {
+        cond.with_unconditional()
+    } else {
+        Ok(cond.clone())
+    }
+}
+
+/// One decoder step through `lm` with its cache: the logits of the last input position, in f32,
+/// `[B][K][V]`.
+pub(crate) fn last_logits(
+    lm: &MusicgenLm,
+    input: &Tensor,
+    cond: &Conditioning,
+    cache: &mut DecoderCache,
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let s = input.dim(2)?;
+    let logits = lm.forward(input, cond, Some(cache))?;
+    let last = logits
+        .narrow(2, s - 1, 1)?
+        .squeeze(2)?
+        .to_dtype(DType::F32)?;
+    Ok(last.to_vec3::<f32>()?)
+}
+
+/// Codebook `kk`'s logits as the sampler sees them: guided when the batch carries the
+/// unconditional rows (scale ≠ 1, `uncond + scale · (cond − uncond)`), cut to the vocabulary.
+pub(crate) fn guided_row(
+    rows: &[Vec<Vec<f32>>],
+    kk: usize,
+    guidance_scale: f64,
+    vocab: usize,
+) -> Vec<f32> {
+    let mut row = if guidance_scale != 1.0 {
+        guide(&rows[0][kk], &rows[1][kk], guidance_scale as f32)
+    } else {
+        rows[0][kk].clone()
+    };
+    row.truncate(vocab);
+    row
 }

@@ -220,8 +220,8 @@ fn cancelling_stops_the_audio() {
     assert_eq!(after, 0, "no audio after the cancel");
 }
 
-#[test]
-fn the_engine_streams_audio_events_that_make_the_clip() {
+/// An engine asked to load the tiny fixture (job 1), and its events.
+fn engine_with_tiny() -> (EngineHandle, mpsc::Receiver<Event>) {
     let (tx, rx) = mpsc::channel();
     let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
     engine.send(Command::LoadModel {
@@ -231,6 +231,12 @@ fn the_engine_streams_audio_events_that_make_the_clip() {
         adapter: None,
         checkpoint: None,
     });
+    (engine, rx)
+}
+
+#[test]
+fn the_engine_streams_audio_events_that_make_the_clip() {
+    let (engine, rx) = engine_with_tiny();
     let params = GenerateParams {
         prompt: "calm piano".into(),
         duration: 0.6,
@@ -288,15 +294,7 @@ fn the_engine_streams_audio_events_that_make_the_clip() {
 /// audio events; the clip has the same codes as a streamed one.
 #[test]
 fn the_engine_sends_no_audio_unless_asked_to_stream() {
-    let (tx, rx) = mpsc::channel();
-    let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
-    engine.send(Command::LoadModel {
-        job: 1,
-        spec: tiny_dir().display().to_string(),
-        weights: Default::default(),
-        adapter: None,
-        checkpoint: None,
-    });
+    let (engine, rx) = engine_with_tiny();
     let params = GenerateParams {
         prompt: "calm piano".into(),
         duration: 0.4,

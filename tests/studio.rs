@@ -51,6 +51,8 @@ fn load_generate_import_and_train_in_the_studio() {
     state.models.runs_dir = tmp.path().join("runs").display().to_string();
     state.generate.params.duration = 1.0;
     state.generate.clips_dir = tmp.path().join("clips").display().to_string();
+    // Played by hand below (playing while generating is the Generate panel's own tests').
+    state.generate.play_while_generating = false;
     state.dataset.source = src.display().to_string();
     state.dataset.dataset = tmp.path().join("ds").display().to_string();
     state.dataset.segment_seconds = 1.0;

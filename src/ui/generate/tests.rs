@@ -380,7 +380,7 @@ fn cancel_names_every_generation_of_the_batch() {
 /// The null sink, logging what it is asked to play and append.
 struct Logged {
     sink: crate::audio::NullSink,
-    log: std::rc::Rc<std::cell::RefCell<Vec<(&'static str, usize)>>>,
+    log: Log,
 }
 
 impl crate::audio::AudioSink for Logged {
@@ -410,6 +410,18 @@ impl crate::audio::AudioSink for Logged {
     }
 }
 
+type Log = std::rc::Rc<std::cell::RefCell<Vec<(&'static str, usize)>>>;
+
+/// The studio's one output, on a logged null sink.
+fn logged_output() -> (crate::audio::SharedPlayer, Log) {
+    let log = Log::default();
+    let shared = crate::audio::SharedPlayer::new(Box::new(Logged {
+        sink: crate::audio::NullSink::default(),
+        log: log.clone(),
+    }));
+    (shared, log)
+}
+
 fn audio(job: JobId, start: usize, n: usize) -> Event {
     Event::Audio {
         job,
@@ -422,11 +434,7 @@ fn audio(job: JobId, start: usize, n: usize) -> Event {
 #[test]
 fn the_first_clip_of_a_batch_plays_while_it_is_generated() {
     let dir = tempfile::tempdir().unwrap();
-    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let shared = crate::audio::SharedPlayer::new(Box::new(Logged {
-        sink: crate::audio::NullSink::default(),
-        log: log.clone(),
-    }));
+    let (shared, log) = logged_output();
     let mut f = form(&dir.path().join("clips"));
     f.variations = 2;
     f.params.duration = 1.0;
@@ -472,11 +480,7 @@ fn the_first_clip_of_a_batch_plays_while_it_is_generated() {
 #[test]
 fn a_cancelled_or_broken_stream_stops_and_a_clip_without_streaming_stays_silent() {
     let dir = tempfile::tempdir().unwrap();
-    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let shared = crate::audio::SharedPlayer::new(Box::new(Logged {
-        sink: crate::audio::NullSink::default(),
-        log: log.clone(),
-    }));
+    let (shared, log) = logged_output();
     let mut f = form(&dir.path().join("clips"));
     f.params.duration = 0.5;
     let mut panel = GeneratePanel::new(f, shared.handle());

@@ -145,10 +145,9 @@ impl GenerateArgs {
             stream: self.play,
         });
         let out = wait(&rx, 2, &bar, &mut |a| {
-            if let Some(p) = playback.as_mut() {
-                if let Err(e) = p.chunk(a) {
-                    bar.suspend(|| eprintln!("playback: {e}"));
-                }
+            if let Some(Err(e)) = playback.as_mut().map(|p| p.chunk(a)) {
+                bar.suspend(|| eprintln!("playback stopped: {e} (the clip is still written)"));
+                playback = None;
             }
         })
         .context("generating")?;

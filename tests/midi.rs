@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -16,8 +18,10 @@ use tunelab::models::music_transformer::vocab::EVENTS;
 use tunelab::models::Family;
 use tunelab::store::run_config::{Mode, TrainConfig};
 use tunelab::store::ModelSpec;
-use tunelab::train::events::{Control, Observer, TrainEvent};
+use tunelab::train::events::TrainEvent;
 use tunelab::train::trainer::Trainer;
+
+use common::StopAt;
 
 /// A scale-and-arpeggio piece in `key` (semitones above C), `bars` bars long: regular enough
 /// that a tiny model learns it in a few steps.
@@ -263,21 +267,6 @@ fn scratch_training_learns_and_transfer_learning_continues_from_the_run() {
 /// Stops after 3 steps, resumes, and ends with exactly the weights of an uninterrupted run.
 #[test]
 fn a_stopped_run_resumes_exactly() {
-    struct StopAt(usize, usize);
-    impl Observer for StopAt {
-        fn event(&mut self, e: &TrainEvent) {
-            if let TrainEvent::Step(m) = e {
-                self.1 = m.step;
-            }
-        }
-        fn control(&mut self) -> Control {
-            if self.1 >= self.0 {
-                Control::Stop
-            } else {
-                Control::Continue
-            }
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let ds = midi_dataset(dir.path());
     let whole = dir.path().join("whole");

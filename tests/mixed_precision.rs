@@ -15,22 +15,9 @@ use tunelab::models::device::Precision;
 use tunelab::models::nn::WeightMode;
 use tunelab::store::run::{load_checkpoint, weights_of, WEIGHTS};
 use tunelab::store::run_config::{EmaConfig, Mode, TrainConfig};
-use tunelab::train::events::{Control, Observer, TrainEvent};
+use tunelab::train::events::TrainEvent;
 use tunelab::train::export::{export_run, ExportFormat};
 use tunelab::train::trainer::Trainer;
-
-fn rms(t: &Tensor) -> f32 {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .sqrt()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn reduced_precision_logits_stay_close_to_f32() {
@@ -230,24 +217,6 @@ fn an_f16_overflow_backs_the_loss_scale_off_and_is_logged() {
     let cfg = tunelab::store::run::read_config(&run).unwrap();
     assert_eq!(cfg.precision, Precision::F16);
     assert!(cfg.device.starts_with("cpu") || cfg.device.starts_with("cuda"));
-}
-
-/// Stops a run once it has logged step `.0`.
-struct StopAt(usize, usize);
-
-impl Observer for StopAt {
-    fn event(&mut self, e: &TrainEvent) {
-        if let TrainEvent::Step(m) = e {
-            self.1 = m.step;
-        }
-    }
-    fn control(&mut self) -> Control {
-        if self.1 >= self.0 {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    }
 }
 
 /// Every tensor of every `.safetensors` file under `dir`, by file and name.

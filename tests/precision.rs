@@ -17,17 +17,7 @@ use tunelab::models::nn::WeightMode;
 fn quantised_weights_stay_close_to_the_reference() {
     let r = load("decoder_ref.safetensors");
     let want = &r["logits_cond"];
-    let scale = want
-        .flatten_all()
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .mean_all()
-        .unwrap()
-        .sqrt()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = rms(want);
     // q4k is not checked here: its 256-wide blocks exceed every fixture layer's input width,
     // so nothing would be quantised (the 256-wide case is a unit test in models::nn).
     for (mode, bound) in [(WeightMode::Q8, 0.15f32)] {

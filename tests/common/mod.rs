@@ -189,3 +189,36 @@ pub fn trainable_lm(
     varmap.data().lock().unwrap().extend(vars);
     (lm, varmap)
 }
+
+/// The root mean square of `t`'s values (in f32).
+pub fn rms(t: &Tensor) -> f32 {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// A training observer that stops the run once it has logged step `.0` (`.1` is the last
+/// step seen).
+pub struct StopAt(pub usize, pub usize);
+
+impl tunelab::train::events::Observer for StopAt {
+    fn event(&mut self, e: &tunelab::train::events::TrainEvent) {
+        if let tunelab::train::events::TrainEvent::Step(m) = e {
+            self.1 = m.step;
+        }
+    }
+    fn control(&mut self) -> tunelab::train::events::Control {
+        if self.1 >= self.0 {
+            tunelab::train::events::Control::Stop
+        } else {
+            tunelab::train::events::Control::Continue
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! A decoding step of MusicGen multiplies 2 rows (the conditional and the unconditional branch
 //! of classifier-free guidance) with every weight of the decoder, so it is bound by how fast the
 //! weights stream from memory, not by arithmetic. [`rows_matmul`] reads each weight row once for
-//! all inputs, splits the output rows into one contiguous span per thread, and on CPUs with
+//! all inputs, splits the output rows into a few contiguous spans per thread, and on CPUs with
 //! AVX-512 walks four weight rows at a time with software prefetch, loads aligned to cache lines.
 //!
 //! Measured on a 2-core Xeon with AVX-512 (a CPU without it runs the portable kernel), 1.41 GB
@@ -19,9 +19,7 @@
 //! feature at run time, and reads only inside slices whose lengths are checked first.
 #![allow(unsafe_code)]
 
-use rayon::prelude::*;
-
-use crate::models::nn::Shortcut;
+use crate::models::nn::{team, Shortcut};
 
 /// `y[m, o] = Σ_i x[m, i] · w[o, i]` for a row-major `w` `[out, in]` and `x` `[m, in]`; returns
 /// `y` row-major `[m, out]`.
@@ -35,23 +33,25 @@ pub fn rows_matmul(w: &[f32], x: &[f32], m: usize, in_dim: usize, out_dim: usize
     if m == 0 || out_dim == 0 {
         return Vec::new();
     }
-    // One contiguous span per thread streams best; spans are whole groups of four rows.
-    let threads = rayon::current_num_threads().max(1);
-    let block = out_dim.div_ceil(threads).next_multiple_of(ROWS).max(ROWS);
+    // A few contiguous spans per thread of the decoding team (`models::nn::team`, which stays
+    // awake between a step's products); spans are whole groups of four rows.
+    let threads = team::threads();
+    let block = out_dim
+        .div_ceil(4 * threads)
+        .next_multiple_of(ROWS)
+        .max(ROWS);
     let mut yt = vec![0f32; out_dim * m]; // [out, m]
     let fast = avx512::available();
-    yt.par_chunks_mut(block * m)
-        .enumerate()
-        .for_each(|(b, chunk)| {
-            let first = b * block;
-            let rows = chunk.len() / m;
-            let w = &w[first * in_dim..(first + rows) * in_dim];
-            if fast {
-                avx512::block(w, x, m, in_dim, chunk);
-            } else {
-                portable_block(w, x, m, in_dim, chunk);
-            }
-        });
+    team::for_each_chunk(&mut yt, block * m, |b, chunk| {
+        let first = b * block;
+        let rows = chunk.len() / m;
+        let w = &w[first * in_dim..(first + rows) * in_dim];
+        if fast {
+            avx512::block(w, x, m, in_dim, chunk);
+        } else {
+            portable_block(w, x, m, in_dim, chunk);
+        }
+    });
     let mut y = vec![0f32; m * out_dim];
     for o in 0..out_dim {
         for j in 0..m {
@@ -280,10 +280,11 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn naive(w: &[f32], x: &[f32], m: usize, n: usize, out: usize) -> Vec<f32> {
+    /// `y = x · wᵀ` for row-major `w` `[out, n]` and `x` `[m, n]`, the plain way.
+    pub(crate) fn naive(w: &[f32], x: &[f32], m: usize, n: usize, out: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * out];
         for j in 0..m {
             for o in 0..out {
@@ -293,7 +294,8 @@ mod tests {
         y
     }
 
-    fn values(seed: u32, len: usize) -> Vec<f32> {
+    /// `len` values in [-1, 1] from a xorshift of `seed`.
+    pub(crate) fn values(seed: u32, len: usize) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).max(1);
         (0..len)
             .map(|_| {

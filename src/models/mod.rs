@@ -16,6 +16,7 @@ pub mod music_transformer;
 pub mod musicgen;
 pub mod nn;
 pub mod peft;
+pub mod qgemv;
 pub mod t5;
 pub mod vmath;
 

@@ -7,10 +7,10 @@
 use candle_core::{DType, Tensor};
 
 use super::cpu::{contiguous_f32, cpu_f32, fast_path, Shortcut};
-use super::simd::dot;
+use super::simd::{dot, lane_max, lane_sum, wide};
 use super::softmax::{masked_softmax, row_mask, softmax_bwd, softmax_masked_rows};
 use crate::error::{Error, Result};
-use crate::models::blas;
+use crate::models::{blas, vmath};
 
 /// `softmax(q·kᵀ + mask)·v` for `q` `[B, H, T, d]` (already scaled), `k`, `v` `[B, H, S, d]` and
 /// an additive mask broadcastable to `[B, H, T, S]`; differentiable. On the CPU in f32 with
@@ -172,7 +172,6 @@ pub fn single_query_attention(
     v: &Tensor,
     mask: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    use rayon::prelude::*;
     if !fast_path([q, k, v]) {
         return Ok(None);
     }
@@ -218,32 +217,41 @@ pub fn single_query_attention(
     }
     Shortcut::SingleQueryAttention.entered();
     let mut out = vec![0f32; b * h * d];
-    out.par_chunks_mut(d).enumerate().for_each(|(bh, o)| {
+    // One part per (batch row, head), on the decoding team (see `team.rs`).
+    super::team::for_each_chunk(&mut out, d, |bh, o| {
         let (bi, hi) = (bh / h, bh % h);
         let qv = &q[bh * d..(bh + 1) * d];
-        let mut p: Vec<f32> = (0..l)
-            .map(|li| {
-                let at = row(k_layout.start_offset(), kst, bi, hi, li);
-                dot(&ks[at..at + d], qv) + mask.as_ref().map_or(0.0, |m| m[bh * l + li])
-            })
-            .collect();
-        let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if max == f32::NEG_INFINITY {
-            return; // every key masked with -inf: zeros, as the fused softmax
-        }
-        let mut sum = 0f32;
-        for x in p.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        for (li, w) in p.iter().enumerate() {
-            let at = row(v_layout.start_offset(), vst, bi, hi, li);
-            let w = w * inv;
-            for (o, v) in o.iter_mut().zip(&vs[at..at + d]) {
-                *o += w * v;
-            }
-        }
+        let mask = mask.as_ref().map(|m| &m[bh * l..(bh + 1) * l]);
+        // Compiled for AVX2 where the CPU has it; the softmax is the fused one's (`vmath::exp`,
+        // lane-wise sums).
+        wide(
+            #[inline(always)]
+            || {
+                let mut p = vec![0f32; l];
+                for (li, p) in p.iter_mut().enumerate() {
+                    let at = row(k_layout.start_offset(), kst, bi, hi, li);
+                    *p = dot(&ks[at..at + d], qv);
+                }
+                if let Some(m) = mask {
+                    p.iter_mut().zip(m).for_each(|(p, m)| *p += m);
+                }
+                let max = lane_max(&p);
+                if max == f32::NEG_INFINITY {
+                    return; // every key masked with -inf: zeros, as the fused softmax
+                }
+                for x in p.iter_mut() {
+                    *x = vmath::exp(*x - max);
+                }
+                let inv = 1.0 / lane_sum(&p);
+                for (li, w) in p.iter().enumerate() {
+                    let at = row(v_layout.start_offset(), vst, bi, hi, li);
+                    let w = w * inv;
+                    for (o, v) in o.iter_mut().zip(&vs[at..at + d]) {
+                        *o += w * v;
+                    }
+                }
+            },
+        )
     });
     drop((k_storage, v_storage));
     Ok(Some(Tensor::from_vec(out, (b, h, 1, d), k.device())?))

@@ -13,6 +13,8 @@
 //! - `attention.rs`: [`attention`] (fused with OpenBLAS) and [`single_query_attention`] (decoding);
 //! - `activations.rs`: [`gelu_erf`] and [`elu`], element-wise ops made fused ops;
 //! - `simd.rs`: the lane-wise sums and the AVX2 dispatch of the ops' loops;
+//! - `team.rs`: threads that stay awake between a decoding step's short parallel products
+//!   ([`team::run`]);
 //! - `cpu.rs`: the shortcuts' switch and predicate ([`fast_path`], [`generic_ops`]), their
 //!   entry counts ([`Shortcut`]), and reading a CPU tensor's f32 values in place.
 //!
@@ -27,6 +29,7 @@ mod linear;
 mod norm;
 mod simd;
 mod softmax;
+pub mod team;
 #[cfg(test)]
 pub(crate) mod testing;
 

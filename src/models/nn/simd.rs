@@ -19,7 +19,9 @@ pub(super) fn lane_sum_f64(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
 }
 
 /// `Σ a·b` in 16 independent lanes, which the compiler vectorises (a plain `sum()` of products
-/// is a serial chain of scalar additions: strict float order).
+/// is a serial chain of scalar additions: strict float order). Inlined, so inside [`wide`] it
+/// compiles for AVX2 (the same sums: the products and additions stay separate operations).
+#[inline(always)]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ac, at) = a.as_chunks::<16>();

@@ -66,7 +66,7 @@ pub struct BenchGenerateArgs {
     /// Seconds of audio to generate.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
-    /// Weight precision: f32, q8 or q4k.
+    /// Weight precision: f32, q8, q4 or q4k.
     #[arg(long, default_value = "f32")]
     pub weights: WeightMode,
     /// small, medium or large.
@@ -151,7 +151,6 @@ fn stream_codes(
     let k = model.num_codebooks();
     let mut stream = codec.decode_stream(k)?;
     let lookahead = stream.lookahead_samples() as f64 / codec.config().hop_length() as f64;
-    let device = model.device().clone();
     let mut decode = 0.0;
     let mut first: Option<f64> = None;
     let mut samples = 0;
@@ -166,8 +165,7 @@ fn stream_codes(
         default_window(model),
         &mut |_, col| {
             let t = Instant::now();
-            let codes = candle_core::Tensor::from_slice(col, (1, col.len(), 1), &device)?;
-            let audio = stream.push(&codes)?.flatten_all()?.to_vec1::<f32>()?;
+            let audio = stream.push_frame(col)?.flatten_all()?.to_vec1::<f32>()?;
             decode += t.elapsed().as_secs_f64();
             if !audio.is_empty() && first.is_none() {
                 first = Some(t0.elapsed().as_secs_f64());

@@ -53,7 +53,7 @@ pub struct GenerateArgs {
     /// Audio to continue (WAV/FLAC/MP3/OGG).
     #[arg(long)]
     pub prompt_audio: Option<PathBuf>,
-    /// Weight precision for inference: f32, q8 or q4k.
+    /// Weight precision for inference: f32, q8, q4 or q4k.
     #[arg(long, default_value = "f32")]
     pub weights: WeightMode,
     /// Output file (MIDI: `X.mid` and `X.wav` are written for `--out X.mid` or `--out X`).

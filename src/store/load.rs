@@ -77,7 +77,7 @@ impl LoadedModel {
 /// How to load.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions<'a> {
-    /// Storage of a MusicGen's large matrices (f32, q8, q4k); a Music Transformer is f32.
+    /// Storage of a MusicGen's large matrices (f32, q8, q4, q4k); a Music Transformer is f32.
     pub weights: WeightMode,
     /// A MusicGen's compute precision (f32, bf16, f16); a Music Transformer is f32.
     pub precision: Precision,

@@ -4,6 +4,8 @@
 //! [`matmul_t`] (OpenBLAS when loaded, no gradient for a frozen weight); a frozen weight times a
 //! few rows (a decoding step) through [`rows_matmul`], which streams the weight once. Both are
 //! CPU shortcuts ([`fast_path`]); elsewhere, and with `TUNELAB_GENERIC_OPS=1`, candle's matmul.
+//! Weights quantised to 8 or 4 bits on the CPU are [`QMatrix`]es (a decoding step's few rows go
+//! through its integer kernel); on other devices candle's `QMatMul` of the same ggml format.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use super::cpu::fast_path;
 use crate::error::{Error, Result};
 use crate::models::blas;
 use crate::models::gemv::rows_matmul;
+use crate::models::qgemv::{QFormat, QMatrix};
 
 /// How the large matrices of a model are stored for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -24,10 +27,23 @@ pub enum WeightMode {
     /// fp32, bit-for-bit the checkpoint's values (training and parity).
     #[default]
     F32,
-    /// 8-bit block quantisation (ggml q8_0) through candle's quantized matmul.
+    /// 8-bit blocks of 32, an integer scale each under an f32 scale per 256 weights:
+    /// tunelab's integer kernel on the CPU (`models::qgemv`); candle's q8_0 elsewhere.
     Q8,
-    /// 4-bit k-quant (ggml q4_K): smallest and fastest, least exact.
+    /// 4-bit blocks in the same layout: the same kernel, half the bytes; candle's q4_0
+    /// elsewhere.
+    Q4,
+    /// 4-bit k-quant (ggml q4_K) through candle's quantized matmul.
     Q4k,
+}
+
+impl WeightMode {
+    /// Every mode, most exact first.
+    pub const ALL: [Self; 4] = [Self::F32, Self::Q8, Self::Q4, Self::Q4k];
+
+    /// What the studio loads a MusicGen in unless told otherwise: see README's speed and
+    /// quality table for why.
+    pub const STUDIO_DEFAULT: Self = Self::Q8;
 }
 
 impl std::str::FromStr for WeightMode {
@@ -36,10 +52,11 @@ impl std::str::FromStr for WeightMode {
         match s {
             "f32" => Ok(Self::F32),
             "q8" => Ok(Self::Q8),
+            "q4" => Ok(Self::Q4),
             "q4k" => Ok(Self::Q4k),
             // candle's CPU bf16 matmul is ~40x slower than f32 (measured), so it is not offered.
             other => Err(Error::InvalidRequest(format!(
-                "unknown weight mode `{other}` (expected f32, q8 or q4k)"
+                "unknown weight mode `{other}` (expected f32, q8, q4 or q4k)"
             ))),
         }
     }
@@ -50,6 +67,7 @@ impl std::fmt::Display for WeightMode {
         f.write_str(match self {
             Self::F32 => "f32",
             Self::Q8 => "q8",
+            Self::Q4 => "q4",
             Self::Q4k => "q4k",
         })
     }
@@ -63,6 +81,10 @@ enum Weight {
     /// go through [`rows_matmul`], which streams the weight once; candle's GEMM packs the whole
     /// matrix on every call and runs ~3x slower there (measured).
     Frozen(Tensor),
+    /// 8- or 4-bit blocks on the CPU: few rows through [`QMatrix::matmul_rows`], more (a
+    /// prompt) through OpenBLAS on the dequantised matrix, built for that call only.
+    Packed(Arc<QMatrix>),
+    /// candle's quantized matmul (any device).
     Quant(Arc<QMatMul>),
 }
 
@@ -144,7 +166,7 @@ impl Linear {
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Dense(w) | Weight::Frozen(w) => Some(w),
-            Weight::Quant(_) => None,
+            Weight::Packed(_) | Weight::Quant(_) => None,
         }
     }
 
@@ -165,9 +187,24 @@ impl Linear {
             let q = QTensor::quantize(&w.detach(), dt)?;
             Ok(Weight::Quant(Arc::new(QMatMul::from_qtensor(q)?)))
         };
+        // tunelab's own blocks on the CPU (f32 weights), candle's of the same format elsewhere.
+        let packed = |format: QFormat, dt: GgmlDType| -> Result<Weight> {
+            let (rows, cols) = w.dims2()?;
+            if !w.device().is_cpu() || w.dtype() != candle_core::DType::F32 {
+                return quant(dt);
+            }
+            if !cols.is_multiple_of(crate::models::qgemv::BLOCK) {
+                return Ok(Weight::Frozen(w.detach().contiguous()?));
+            }
+            let values = w.detach().flatten_all()?.to_vec1::<f32>()?;
+            Ok(Weight::Packed(Arc::new(QMatrix::quantize(
+                &values, rows, cols, format,
+            )?)))
+        };
         self.weight = match mode {
             WeightMode::F32 => Weight::Frozen(w.detach().contiguous()?),
-            WeightMode::Q8 => quant(GgmlDType::Q8_0)?,
+            WeightMode::Q8 => packed(QFormat::Int8, GgmlDType::Q8_0)?,
+            WeightMode::Q4 => packed(QFormat::Int4, GgmlDType::Q4_0)?,
             WeightMode::Q4k => quant(GgmlDType::Q4K)?,
         };
         Ok(())
@@ -181,6 +218,7 @@ impl Linear {
         let y = match &self.weight {
             Weight::Dense(w) => matmul_t(xs, &cast(w, dt)?)?,
             Weight::Frozen(w) => frozen_matmul(xs, &cast(w, dt)?)?,
+            Weight::Packed(q) => packed_matmul(xs, q)?,
             Weight::Quant(q) => q.forward(xs)?,
         };
         let y = match &self.bias {
@@ -270,6 +308,36 @@ fn frozen_matmul(xs: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(y, out, xs.device())?)
 }
 
+/// `x · wᵀ` for a [`QMatrix`] `w`: the integer kernel for a few f32 rows on the CPU; otherwise
+/// (a prompt's many rows, `TUNELAB_GENERIC_OPS=1`) the dequantised matrix, for this call only.
+fn packed_matmul(xs: &Tensor, w: &QMatrix) -> Result<Tensor> {
+    let dims = xs.dims();
+    let in_dim = dims[dims.len() - 1];
+    let lead: usize = dims[..dims.len() - 1].iter().product();
+    let (out_dim, w_in) = w.dims();
+    if w_in != in_dim {
+        return Err(Error::InvalidRequest(format!(
+            "linear layer expects {w_in} inputs, got {in_dim}"
+        )));
+    }
+    let mut out = dims.to_vec();
+    let last = out.len() - 1;
+    out[last] = out_dim;
+    if lead <= SMALL_M && fast_path([xs]) {
+        let x = xs.flatten_all()?.to_vec1::<f32>()?;
+        let y = w.matmul_rows(&x, lead)?;
+        return Ok(Tensor::from_vec(y, out, xs.device())?);
+    }
+    let dense =
+        Tensor::from_vec(w.dequantize(), (out_dim, in_dim), xs.device())?.to_dtype(xs.dtype())?;
+    let y = if fast_path([xs]) {
+        matmul_t(xs, &dense)?
+    } else {
+        xs.reshape((lead, in_dim))?.matmul(&dense.t()?)?
+    };
+    Ok(y.reshape(out)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,20 +364,28 @@ mod tests {
         let x = seeded(4, (6, 256), 1.0).reshape((2, 3, 256)).unwrap();
         let dense = Linear::from_weight(w.clone(), None);
         let y = dense.forward(&x).unwrap();
-        for mode in [WeightMode::F32, WeightMode::Q8, WeightMode::Q4k] {
+        // Six rows take the integer kernel, twenty the dequantised product.
+        let many = seeded(5, (20, 256), 1.0);
+        let y_many = dense.forward(&many).unwrap();
+        for mode in WeightMode::ALL {
             let mut l = Linear::from_weight(w.clone(), None);
             l.convert(mode).unwrap();
-            let yq = l.forward(&x).unwrap();
-            assert_eq!(yq.dims(), &[2, 3, 64]);
-            let err = (yq - &y).unwrap().abs().unwrap().max_all().unwrap();
-            let err = err.to_scalar::<f32>().unwrap();
-            let tol = match mode {
-                WeightMode::F32 => 1e-5,
-                // Relative to outputs of std ~1.6; q8_0 also quantises the activations.
-                WeightMode::Q8 => 0.08,
-                WeightMode::Q4k => 0.4,
-            };
-            assert!(err < tol, "{mode}: {err}");
+            for (x, y) in [(&x, &y), (&many, &y_many)] {
+                let yq = l.forward(x).unwrap();
+                assert_eq!(yq.dims(), y.dims());
+                let err = (yq - y).unwrap().abs().unwrap().max_all().unwrap();
+                let err = err.to_scalar::<f32>().unwrap();
+                let tol = match mode {
+                    WeightMode::F32 => 1e-5,
+                    // Relative to outputs of std ~1.6; q8_0 also quantises the activations.
+                    WeightMode::Q8 => 0.08,
+                    // 4 bits: an error of ≈ 0.13 standard deviation (measured max 0.44 for q4,
+                    // whose symmetric levels are coarser than q4k's offset ones).
+                    WeightMode::Q4 => 0.6,
+                    WeightMode::Q4k => 0.4,
+                };
+                assert!(err < tol, "{mode}: {err}");
+            }
         }
     }
 }

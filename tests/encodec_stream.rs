@@ -123,6 +123,59 @@ fn stitched_chunks_equal_the_whole_clip_at_musicgen_small_size() {
     check(&codec, "musicgen-small layout", &[2, 61], &[1, 3, 7, 50]);
 }
 
+/// Frame by frame through `push_frame` (the studio's and `generate --play`'s path): it decodes
+/// chunks of 1, 2, 4, … up to `MAX_CHUNK` frames, so the first audio comes after a few frames,
+/// no frame is lost or doubled, and the stitched audio is the whole clip's.
+#[test]
+fn frames_pushed_one_by_one_decode_in_growing_chunks_to_the_whole_clip() {
+    use tunelab::models::encodec::MAX_CHUNK;
+    let m = tiny();
+    let codec = m.codec().unwrap();
+    let hop = codec.config().hop_length();
+    for t in [1, 7, 40, 101] {
+        let c = codes(4, t, 3 + t as u64);
+        let whole = codec.decode(&c).unwrap();
+        let cols: Vec<Vec<u32>> = (0..t)
+            .map(|i| {
+                let col = c.narrow(2, i, 1).unwrap().flatten_all().unwrap();
+                col.to_vec1::<u32>().unwrap()
+            })
+            .collect();
+        let mut s = codec.decode_stream(4).unwrap();
+        let mut pieces = Vec::new();
+        let mut decoded_at = Vec::new();
+        for (i, col) in cols.iter().enumerate() {
+            let before = s.frames();
+            let y = s.push_frame(col).unwrap();
+            if s.frames() > before {
+                decoded_at.push(i + 1);
+            }
+            pieces.push(y);
+        }
+        // Chunks of 1, 2, 4, 8, 16, 16, … frames: decoded after frames 1, 3, 7, 15, 31, 47, …
+        let mut want = Vec::new();
+        let (mut at, mut chunk) = (0, 1);
+        while at + chunk <= t {
+            at += chunk;
+            want.push(at);
+            chunk = (chunk * 2).min(MAX_CHUNK);
+        }
+        assert_eq!(decoded_at, want, "{t} frames");
+        pieces.push(s.finish().unwrap());
+        let got = Tensor::cat(&pieces, 2).unwrap();
+        assert_eq!(got.dims(), [1, 1, t * hop]);
+        let err = max_abs_diff(&got, &whole);
+        assert!(err <= BOUND, "{t} frames one by one: {err}");
+    }
+    // Wrong frames are refused at once, and the stream goes on.
+    let mut s = codec.decode_stream(4).unwrap();
+    assert!(s.push_frame(&[1, 2, 3]).is_err());
+    let e = s.push_frame(&[1, 2, 3, 5000]).unwrap_err().to_string();
+    assert!(e.contains("5000"), "{e}");
+    assert_eq!(s.push_frame(&[1, 2, 3, 4]).unwrap().dims()[2], 0);
+    assert_eq!(s.frames(), 1);
+}
+
 #[test]
 fn bad_chunks_are_errors_and_leave_the_stream_usable() {
     let m = tiny();

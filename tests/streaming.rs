@@ -64,7 +64,9 @@ fn streamed_generation_is_the_clip_and_the_whole_clip_decode() {
     // The same codes (the decoding loop is untouched); the audio streamed, chunk by chunk.
     assert_eq!(clip.codes, plain.codes);
     assert_eq!(heard.first, Some(0));
-    assert!(heard.chunks > 10, "{} chunks", heard.chunks);
+    // 25 frames decode in chunks of 1, 2, 4, 8 and the last 10 at the end; with the decoder's
+    // lookahead of 3.75 frames the first two give no audio yet: three pieces are heard.
+    assert_eq!(heard.chunks, 3, "{} chunks", heard.chunks);
     assert_eq!(heard.audio, clip.audio, "the streamed audio is the clip's");
     let err = max_diff(&clip.audio, &plain.audio);
     assert!(err <= BOUND, "streamed vs whole-clip decode: {err}");

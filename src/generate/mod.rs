@@ -262,8 +262,7 @@ impl<'m, 'f, 'g> AudioOut<'m, 'f, 'g> {
     }
 
     fn frame(&mut self, col: &[u32]) -> Result<()> {
-        let codes = Tensor::from_slice(col, (1, col.len(), 1), &self.device)?;
-        let y = self.stream.push(&codes)?;
+        let y = self.stream.push_frame(col)?;
         self.append(&y)
     }
 

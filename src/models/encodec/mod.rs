@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use layers::{Conv1d, ConvTranspose1d, Layer, Lstm, ResnetBlock};
-pub use stream::DecodeStream;
+pub use stream::{DecodeStream, MAX_CHUNK};
 
 /// HF `EncodecConfig` (the fields that change the computation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -360,14 +360,25 @@ fn lookahead(layers: &[Layer], hop: usize) -> usize {
     total
 }
 
-/// EnCodec decoding as codes arrive: [`DecodeStream::push`] each chunk of frames, then
-/// [`DecodeStream::finish`]; the outputs, concatenated, are the whole clip's
-/// [`EncodecModel::decode`] (within rounding; see the module docs).
+/// Frames [`DecodeStream::push_frame`] decodes together at most (320 ms of audio at 50 frames a
+/// second). Its first chunk is one frame and each next one twice as long up to this, so the
+/// first audio comes as early as the lookahead allows and later frames share the per-op costs
+/// of a decode.
+pub const MAX_CHUNK: usize = 16;
+
+/// EnCodec decoding as codes arrive: [`DecodeStream::push`] each chunk of frames (or
+/// [`DecodeStream::push_frame`] each frame), then [`DecodeStream::finish`]; the outputs,
+/// concatenated, are the whole clip's [`EncodecModel::decode`] (within rounding; see the
+/// module docs).
 #[derive(Debug)]
 pub struct DecodeStream<'a> {
     model: &'a EncodecModel,
     codebooks: usize,
     states: Vec<State>,
+    /// Frames given to [`Self::push_frame`] and not decoded yet (a code per codebook each), and
+    /// how many make its next chunk.
+    pending: Vec<Vec<u32>>,
+    chunk: usize,
     /// Batch size, fixed by the first chunk.
     batch: Option<usize>,
     frames: usize,
@@ -393,6 +404,8 @@ impl EncodecModel {
             model: self,
             codebooks,
             states,
+            pending: Vec::new(),
+            chunk: 1,
             batch: None,
             frames: 0,
             samples: 0,
@@ -461,9 +474,52 @@ impl DecodeStream<'_> {
         self.out(x)
     }
 
-    /// The rest of the audio: what the last [`Self::lookahead_samples`] were waiting for is
-    /// the end of the clip.
+    /// One frame of batch 1 (a code per codebook) → the audio it makes final, which is empty
+    /// until a chunk of frames is full (see [`MAX_CHUNK`]). A wrong frame is an error at once
+    /// and is not kept.
+    pub fn push_frame(&mut self, codes: &[u32]) -> Result<Tensor> {
+        if codes.len() != self.codebooks {
+            return Err(Error::InvalidRequest(format!(
+                "EnCodec stream: a frame of {} codes, the stream decodes {}",
+                codes.len(),
+                self.codebooks
+            )));
+        }
+        let size = self.model.cfg.codebook_size;
+        if let Some(bad) = codes.iter().find(|&&c| c as usize >= size) {
+            return Err(Error::InvalidRequest(format!(
+                "EnCodec stream: code {bad} outside the codebook (0..{size})"
+            )));
+        }
+        self.pending.push(codes.to_vec());
+        if self.pending.len() < self.chunk {
+            return self.empty();
+        }
+        self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+        self.push_pending()
+    }
+
+    /// Decodes the frames [`Self::push_frame`] holds.
+    fn push_pending(&mut self) -> Result<Tensor> {
+        let (k, n) = (self.codebooks, self.pending.len());
+        let mut flat = vec![0u32; k * n];
+        for (t, col) in self.pending.drain(..).enumerate() {
+            for (c, &v) in col.iter().enumerate() {
+                flat[c * n + t] = v;
+            }
+        }
+        let device = self.model.device().clone();
+        self.push(&Tensor::from_vec(flat, (1, k, n), &device)?)
+    }
+
+    /// The rest of the audio: the frames [`Self::push_frame`] still holds, and what the last
+    /// [`Self::lookahead_samples`] were waiting for, which is the end of the clip.
     pub fn finish(mut self) -> Result<Tensor> {
+        let held = if self.pending.is_empty() {
+            None
+        } else {
+            Some(self.push_pending()?)
+        };
         let mut x: Piece = None;
         for (st, layer) in self.states.iter_mut().zip(&self.model.decoder.layers) {
             let pushed = match x {
@@ -472,7 +528,11 @@ impl DecodeStream<'_> {
             };
             x = join(pushed, st.finish(layer)?)?;
         }
-        self.out(x)
+        let rest = self.out(x)?;
+        match held {
+            Some(held) => Ok(Tensor::cat(&[held, rest], 2)?),
+            None => Ok(rest),
+        }
     }
 
     /// Frames pushed so far.

@@ -433,6 +433,11 @@ fn a_loaded_model_counts_its_real_tensors() {
         panic!("expected a model")
     };
     assert_eq!(info.parameters, lm);
+    assert!(
+        info.description.contains("weights q8"),
+        "{}",
+        info.description
+    );
 
     let midi = tunelab::demo::model_dir();
     engine.send(Command::LoadModel {
@@ -450,5 +455,37 @@ fn a_loaded_model_counts_its_real_tensors() {
     assert_eq!(
         info.parameters,
         tensors.values().map(|t| t.elem_count()).sum::<usize>()
+    );
+}
+
+/// 8-bit weights compute in f32: on a device set to bf16 a q8 request (the studio's default)
+/// loads f32 weights in bf16 instead of failing, and the description says what was loaded.
+#[test]
+fn quantised_weights_on_a_reduced_precision_device_load_in_f32_weights() {
+    use tunelab::models::device::{DeviceChoice, Precision};
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineHandle::spawn(tx, Arc::new(|| {})).unwrap();
+    engine.send(Command::SetDevice {
+        job: 1,
+        device: DeviceChoice::Cpu,
+        precision: Some(Precision::Bf16),
+        tf32: false,
+    });
+    assert!(recv_done(&rx, 1).1.is_ok());
+    engine.send(Command::LoadModel {
+        job: 2,
+        spec: tiny_dir().display().to_string(),
+        weights: tunelab::models::nn::WeightMode::Q8,
+        adapter: None,
+        checkpoint: None,
+    });
+    let JobOutput::ModelLoaded(info) = recv_done(&rx, 2).1.unwrap() else {
+        panic!("expected a model")
+    };
+    assert_eq!(info.precision, Precision::Bf16);
+    assert!(
+        info.description.contains("weights f32, computing in bf16"),
+        "{}",
+        info.description
     );
 }

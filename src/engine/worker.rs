@@ -391,7 +391,16 @@ impl Worker {
         if self.cancels.is_cancelled(job) {
             return Err(Error::Cancelled);
         }
-        self.model = None; // free the old one before loading the new
+        // Free the old model before loading the new.
+        self.model = None;
+        // 8- and 4-bit weights are a CPU format computing in f32 (the studio asks for q8 by
+        // default): on a device set to bf16 or f16 the model loads f32 weights in that
+        // precision instead, and its description says so.
+        let weights = if self.precision == Precision::F32 {
+            weights
+        } else {
+            WeightMode::F32
+        };
         let opts = LoadOptions {
             weights,
             precision: self.precision,

@@ -1,9 +1,32 @@
-//! Widgets the panels share: the labelled form [`field`], the clip [`waveform`], and
-//! [`FileDialog`], the one way a panel opens a system file dialog without blocking the UI
-//! thread.
+//! Widgets the panels share: the labelled form [`field`], the [`weights_combo`], the clip
+//! [`waveform`], and [`FileDialog`], the one way a panel opens a system file dialog without
+//! blocking the UI thread.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+
+/// The weight-mode picker of the Models and Generate tabs (MusicGen; a Music Transformer is
+/// always f32).
+pub fn weights_combo(ui: &mut egui::Ui, id: &str, weights: &mut crate::models::nn::WeightMode) {
+    use crate::models::nn::WeightMode;
+    let l = ui.label("Weights").on_hover_text(WEIGHTS_TIP);
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(weights.to_string())
+        .show_ui(ui, |ui| {
+            for w in WeightMode::ALL {
+                ui.selectable_value(weights, w, w.to_string());
+            }
+        })
+        .response
+        .labelled_by(l.id)
+        .on_hover_text(WEIGHTS_TIP);
+}
+
+/// What each weight mode trades (the figures: README's speed and quality table).
+const WEIGHTS_TIP: &str = "How a MusicGen's large matrices are stored for generating. \
+    f32: exact (training, parity). q8: 8-bit, about twice as fast as f32 on a CPU, sampling \
+    almost unchanged. q4: 4-bit, fastest on a CPU, audibly less exact. q4k: candle's 4-bit \
+    k-quant. A Music Transformer always runs in f32.";
 
 /// A labelled form field: the label (with its tooltip) names the widget for screen readers.
 pub fn field(

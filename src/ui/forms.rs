@@ -31,7 +31,7 @@ impl Default for ModelsForm {
         Self {
             spec: crate::demo::model_dir().display().to_string(),
             runs_dir: crate::demo::demo_dir().join("runs").display().to_string(),
-            weights: WeightMode::F32,
+            weights: WeightMode::STUDIO_DEFAULT,
             device: DeviceChoice::Auto,
             precision: None,
         }
@@ -56,6 +56,8 @@ pub struct GenerateForm {
     pub variations: usize,
     /// Play the (first) clip while it is generated.
     pub play_while_generating: bool,
+    /// How a MusicGen's weights are stored when this tab loads it.
+    pub weights: WeightMode,
 }
 
 impl Default for GenerateForm {
@@ -74,6 +76,7 @@ impl Default for GenerateForm {
             clips_dir: crate::demo::demo_dir().join("clips").display().to_string(),
             variations: 1,
             play_while_generating: true,
+            weights: WeightMode::STUDIO_DEFAULT,
         }
     }
 }

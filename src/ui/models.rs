@@ -10,8 +10,7 @@ use std::path::Path;
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::models::device::{DeviceChoice, DeviceInfo, Precision};
 use crate::models::hub::{cached_models, CachedModel};
-use crate::models::nn::WeightMode;
-use crate::ui::common::{field, DialogKind, FileDialog};
+use crate::ui::common::{field, weights_combo, DialogKind, FileDialog};
 use crate::ui::forms::ModelsForm;
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
@@ -165,15 +164,7 @@ impl ModelsPanel {
             {
                 self.dialog.open((), DialogKind::Folder);
             }
-            egui::ComboBox::from_id_salt("weights")
-                .selected_text(format!("{:?}", self.form.weights))
-                .show_ui(ui, |ui| {
-                    for w in [WeightMode::F32, WeightMode::Q8, WeightMode::Q4k] {
-                        ui.selectable_value(&mut self.form.weights, w, format!("{w:?}"));
-                    }
-                })
-                .response
-                .on_hover_text("Inference precision: f32 exact; q8 / q4k faster, approximate.");
+            weights_combo(ui, "weights", &mut self.form.weights);
             if ui
                 .add_enabled(!busy, egui::Button::new("Load model"))
                 .clicked()

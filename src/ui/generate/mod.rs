@@ -405,10 +405,15 @@ impl GeneratePanel {
                 self.form.midi.prime_seconds = prime_seconds;
             }
         }
+        // The history does not record the weight mode: the loaded one counts as wanted.
         let wanted = LoadedAs {
             model: e.model.clone(),
             adapter: e.adapter.clone(),
             checkpoint: e.checkpoint.clone(),
+            weights: self
+                .loaded_as
+                .as_ref()
+                .map_or(self.form.weights, |l| l.weights),
         };
         (self.loaded_as.as_ref() != Some(&wanted)).then(|| {
             Status::Warning(format!(

@@ -17,6 +17,7 @@ pub struct LoadedAs {
     pub model: String,
     pub adapter: Option<String>,
     pub checkpoint: Option<String>,
+    pub weights: WeightMode,
 }
 
 impl LoadedAs {
@@ -27,15 +28,16 @@ impl LoadedAs {
             model: spec,
             adapter: given(&form.adapter),
             checkpoint: given(&form.checkpoint),
+            weights: form.weights,
         }
     }
 
-    /// The command that loads it (full precision: generation compares by ear).
+    /// The command that loads it.
     pub fn command(&self, job: JobId) -> Command {
         Command::LoadModel {
             job,
             spec: self.model.clone(),
-            weights: WeightMode::F32,
+            weights: self.weights,
             adapter: self.adapter.as_ref().map(PathBuf::from),
             checkpoint: self.checkpoint.clone(),
         }

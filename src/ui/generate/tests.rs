@@ -531,3 +531,25 @@ fn a_cancelled_or_broken_stream_stops_and_a_clip_without_streaming_stays_silent(
     ));
     assert!(log.borrow().is_empty(), "{:?}", log.borrow());
 }
+
+/// The tab loads a MusicGen in the weight mode its form names: the studio's default unless the
+/// Weights picker says otherwise.
+#[test]
+fn models_load_in_the_forms_weight_mode() {
+    use crate::models::nn::WeightMode;
+    let dir = tempfile::tempdir().unwrap();
+    let f = form(&dir.path().join("clips"));
+    assert_eq!(GenerateForm::default().weights, WeightMode::STUDIO_DEFAULT);
+    let mut h = harness(GeneratePanel::new(f, Player::silent()));
+    for want in [WeightMode::STUDIO_DEFAULT, WeightMode::F32, WeightMode::Q4] {
+        h.state_mut().panel.form.weights = want;
+        h.state_mut().out.take();
+        h.run();
+        h.get_by_label("Load").click();
+        h.run();
+        match h.state().out.commands() {
+            [Command::LoadModel { weights, .. }] => assert_eq!(*weights, want),
+            other => panic!("expected a load, got {other:?}"),
+        }
+    }
+}

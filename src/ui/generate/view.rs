@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::models::Family;
-use crate::ui::common::{field, waveform};
+use crate::ui::common::{field, waveform, weights_combo};
 use crate::ui::generate::{GeneratePanel, Pick};
 use crate::ui::panel::Outbox;
 use crate::ui::status::Status;
@@ -183,6 +183,7 @@ impl GeneratePanel {
                 self.load_random(out);
             }
         });
+        ui.horizontal(|ui| weights_combo(ui, "generate-weights", &mut self.form.weights));
     }
 
     /// Improv or primed generation with a Music Transformer (no prompt, no CFG).

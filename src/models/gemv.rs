@@ -230,16 +230,21 @@ mod avx512 {
         let mut acc1 = [_mm512_setzero_ps(); R];
         // Weight loads on 64-byte boundaries (a load across two cache lines costs ≈ 10 % of
         // the bandwidth here): the first `lead` floats, up to the boundary, are one masked step.
-        // Rows `n` floats apart share the boundary when `n` is a multiple of 16.
+        // Rows `n` floats apart share the boundary when `n` is a multiple of 16. That step puts
+        // float `i` in lane `(i − lead) mod 16`, as every later step does, and the lanes are
+        // rotated back before they are summed: each lane then sums floats `c, c + 16, …` in
+        // order whatever the alignment, so the result does not depend on where the weights
+        // happen to lie in memory (two copies of a model give the same bits).
         let lead = (64 - rows[0].as_ptr() as usize % 64) % 64 / 4;
-        let mut step = |i: usize, mask: __mmask16| {
-            // SAFETY: `mask` selects lanes `i..i + 16` that lie below `n`; masked-off lanes are
-            // not read. Every slice holds `n` floats; a prefetch past the end cannot fault.
+        let mut step = |i: usize, back: usize, mask: __mmask16| {
+            // SAFETY: `mask` selects lanes whose floats `i − back + lane` lie in `0..n`;
+            // masked-off lanes are not read. Every slice holds `n` floats; a prefetch past the
+            // end cannot fault.
             unsafe {
-                let p = _mm512_maskz_loadu_ps(mask, x0.as_ptr().wrapping_add(i));
-                let q = _mm512_maskz_loadu_ps(mask, x1.as_ptr().wrapping_add(i));
+                let p = _mm512_maskz_loadu_ps(mask, x0.as_ptr().wrapping_add(i).wrapping_sub(back));
+                let q = _mm512_maskz_loadu_ps(mask, x1.as_ptr().wrapping_add(i).wrapping_sub(back));
                 for r in 0..R {
-                    let row = rows[r].as_ptr().wrapping_add(i);
+                    let row = rows[r].as_ptr().wrapping_add(i).wrapping_sub(back);
                     if prefetch {
                         _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(AHEAD).cast());
                     }
@@ -251,20 +256,27 @@ mod avx512 {
         };
         let lanes = |count: usize| -> __mmask16 { ((1u32 << count) - 1) as __mmask16 };
         let mut i = 0;
+        let mut rotate = 0;
         if lead > 0 && lead < n {
-            step(0, lanes(lead));
+            // Floats 0..lead into the top `lead` lanes.
+            step(0, LANES - lead, lanes(lead) << (LANES - lead));
             i = lead;
+            rotate = lead;
         }
         while i + LANES <= n {
-            step(i, lanes(LANES));
+            step(i, 0, lanes(LANES));
             i += LANES;
         }
         if i < n {
-            step(i, lanes(n - i));
+            step(i, 0, lanes(n - i));
         }
+        // Lane `l` ← lane `(l − rotate) mod 16`: float `i` back in lane `i mod 16`.
+        let from: [i32; LANES] = std::array::from_fn(|l| ((l + LANES - rotate) % LANES) as i32);
+        // SAFETY: `from` holds 16 i32.
+        let from = unsafe { _mm512_loadu_si512(from.as_ptr().cast()) };
         for r in 0..R {
-            a[r] = _mm512_reduce_add_ps(acc0[r]);
-            b[r] = _mm512_reduce_add_ps(acc1[r]);
+            a[r] = _mm512_reduce_add_ps(_mm512_permutexvar_ps(from, acc0[r]));
+            b[r] = _mm512_reduce_add_ps(_mm512_permutexvar_ps(from, acc1[r]));
         }
     }
 }
@@ -332,6 +344,27 @@ pub(crate) mod tests {
     /// `rows_matmul` takes the AVX-512 kernel where the CPU has it and the portable one
     /// elsewhere, so this alone never reaches the AVX-512 kernel on a CPU without it: that one
     /// has its own test below.
+    /// The same weights at every offset from a cache line give the same bits (the AVX-512
+    /// kernel aligns its loads, and once summed its lanes in an order that depended on it: two
+    /// copies of one model disagreed in the last bits).
+    #[test]
+    fn the_product_does_not_depend_on_where_the_weights_lie() {
+        let (m, n, out) = (2, 200, 9);
+        let w = values(5, out * n);
+        let x = values(6, m * n);
+        let first = rows_matmul(&w, &x, m, n, out);
+        for offset in 0..16 {
+            let mut buffer = vec![0f32; offset + w.len()];
+            buffer[offset..].copy_from_slice(&w);
+            let y = rows_matmul(&buffer[offset..], &x, m, n, out);
+            let same = y
+                .iter()
+                .zip(&first)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "offset {offset}: {y:?} vs {first:?}");
+        }
+    }
+
     #[test]
     fn rows_matmul_and_the_portable_kernel_equal_the_naive_product() {
         for_each_case(|w, x, m, n, out, want| {

@@ -9,10 +9,13 @@
 //! `d · s · q`. The input rows are quantised to 8 bits with one f32 scale per 256 values (as
 //! ggml's q8_K). A super-block's product is then one integer sum scaled once:
 //! `Σ w·x ≈ d · dx · Σ_blocks s · Σ_i q·qx`, and the integer scale rides in the instruction
-//! that widens the products to 32 bits. On x86-64 with AVX2 that is, per block and input row,
-//! `vpmaddubsw` (unsigned × signed bytes, pairs summed in 16 bits) then `vpmaddwd` by `s`:
-//! - 8 bits: the input's magnitude times the weight carrying the input's sign (|q|, |qx| ≤ 127,
-//!   so a pair never saturates 16 bits);
+//! that widens the products to 32 bits. On x86-64 that is, per block and input row,
+//! `vpmaddubsw` (unsigned × signed bytes, pairs summed in 16 bits) then `vpmaddwd` by `s`
+//! (`avx2.rs`), or with AVX-512 VNNI two blocks at a time and `vpdpwssd`, which multiplies by
+//! `s` and accumulates in one instruction (`avx512.rs`):
+//! - 8 bits: the weight's magnitude times the input carrying the weight's sign (|q|, |qx| ≤
+//!   127, so a pair never saturates 16 bits; magnitude and sign are taken once for both input
+//!   rows);
 //! - 4 bits: the stored nibble `q ∈ [0, 15]` times the input directly, and `8 · Σ qx` per block
 //!   (kept with the input) subtracted once a super-block, so no sign instruction at all.
 //!
@@ -25,8 +28,8 @@
 //! classifier-free guidance), and its q8_0 path has no AVX2 integer kernel (measured here:
 //! 65 ms a musicgen-small step in q8 against 79 ms in f32).
 //!
-//! The AVX2 kernel is `unsafe` (CPU intrinsics): it runs only after the CPU reported AVX2 and
-//! FMA at run time, and reads only inside slices whose lengths are checked first.
+//! The x86 kernels are `unsafe` (CPU intrinsics): each runs only after the CPU reported its
+//! features at run time, and reads only inside slices whose lengths are checked first.
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
@@ -212,7 +215,13 @@ impl QMatrix {
         let nb = self.cols / BLOCK;
         let ns = supers_per_row(nb);
         let bytes_per_row = nb * self.format.block_bytes();
-        let fast = avx2::available();
+        let kernel: fn(&Part, &QInput, &mut [f32]) = if avx512::available() {
+            avx512::part
+        } else if avx2::available() {
+            avx2::part
+        } else {
+            portable_part
+        };
         // A few spans per thread, so a helper that starts late leaves its share to the others.
         let span = self.rows.div_ceil(4 * team::threads()).max(1);
         team::for_each_chunk(&mut yt, span * m, |s, out| {
@@ -225,11 +234,7 @@ impl QMatrix {
                 scales: &self.scales[first * nb..(first + rows) * nb],
                 supers: &self.supers[first * ns..(first + rows) * ns],
             };
-            if fast {
-                avx2::part(&part, &input, out);
-            } else {
-                portable_part(&part, &input, out);
-            }
+            kernel(&part, &input, out);
         });
         let mut y = vec![0f32; m * self.rows];
         for o in 0..self.rows {
@@ -264,8 +269,6 @@ struct QInput {
     cols: usize,
     /// `[m, cols]`, the values.
     q: Vec<i8>,
-    /// `|q|`, for the unsigned operand of `vpmaddubsw` (8-bit weights only; else empty).
-    abs: Vec<u8>,
     /// `[m, cols / BLOCK]`: `Σ q` of each block (the 4-bit weights' offset of 8; 4-bit weights
     /// only, else empty).
     sums: Vec<i32>,
@@ -304,21 +307,17 @@ impl QInput {
                 scale.push(f32::NAN);
             }
         }
-        let (abs, sums) = match format {
-            QFormat::Int8 => (q.iter().map(|v| v.unsigned_abs()).collect(), Vec::new()),
-            QFormat::Int4 => {
-                let sums = q
-                    .chunks_exact(BLOCK)
-                    .map(|b| b.iter().map(|&v| v as i32).sum())
-                    .collect();
-                (Vec::new(), sums)
-            }
+        let sums = match format {
+            QFormat::Int8 => Vec::new(),
+            QFormat::Int4 => q
+                .chunks_exact(BLOCK)
+                .map(|b| b.iter().map(|&v| v as i32).sum())
+                .collect(),
         };
         Self {
             m,
             cols,
             q,
-            abs,
             sums,
             scale,
         }
@@ -326,13 +325,6 @@ impl QInput {
 
     fn row_q(&self, j: usize) -> &[i8] {
         &self.q[j * self.cols..(j + 1) * self.cols]
-    }
-
-    /// Row `j` of `abs` (empty for 4-bit weights).
-    fn row_abs(&self, j: usize) -> &[u8] {
-        self.abs
-            .get(j * self.cols..(j + 1) * self.cols)
-            .unwrap_or_default()
     }
 
     /// Row `j` of `sums` (empty for 8-bit weights).
@@ -354,6 +346,61 @@ struct Part<'a> {
     quants: &'a [u8],
     scales: &'a [i8],
     supers: &'a [f32],
+}
+
+impl Part<'_> {
+    /// Whether the part holds `rows` whole rows and `input` matches it: what the x86 kernels
+    /// check before they read.
+    fn fits(&self, input: &QInput, rows: usize) -> bool {
+        let (m, nb) = (input.m, self.cols / BLOCK);
+        let ns = supers_per_row(nb);
+        self.quants.len() == rows * nb * self.format.block_bytes()
+            && self.scales.len() == rows * nb
+            && self.supers.len() == rows * ns
+            && input.cols == self.cols
+            && input.q.len() == m * self.cols
+            && match self.format {
+                QFormat::Int8 => true,
+                QFormat::Int4 => input.sums.len() == m * nb,
+            }
+            && input.scale.len() == m * ns
+    }
+}
+
+/// One weight row of a [`Part`]: its blocks' bytes, integer scales and super-block scales.
+struct Row<'a> {
+    q: &'a [u8],
+    s: &'a [i8],
+    d: &'a [f32],
+}
+
+/// `out[r · m + j] = pair(row r, j, j + 1).0` (and `.1` for row `j + 1`): a kernel's product of
+/// one weight row with two input rows (the same row twice for an odd last one), over the part.
+fn each_row_pair(
+    part: &Part,
+    input: &QInput,
+    out: &mut [f32],
+    pair: impl Fn(&Row, usize, usize) -> (f32, f32),
+) {
+    let m = input.m;
+    let nb = part.cols / BLOCK;
+    let ns = supers_per_row(nb);
+    let bb = part.format.block_bytes();
+    for (r, ys) in out.chunks_exact_mut(m).enumerate() {
+        let row = Row {
+            q: &part.quants[r * nb * bb..(r + 1) * nb * bb],
+            s: &part.scales[r * nb..(r + 1) * nb],
+            d: &part.supers[r * ns..(r + 1) * ns],
+        };
+        for j in (0..m).step_by(2) {
+            let j1 = if j + 1 < m { j + 1 } else { j };
+            let (a, b) = pair(&row, j, j1);
+            ys[j] = a;
+            if j1 != j {
+                ys[j1] = b;
+            }
+        }
+    }
 }
 
 /// `out[r · m + j] = row r of the part · input row j`, a super-block at a time in integers.
@@ -400,157 +447,9 @@ fn portable_part(part: &Part, input: &QInput, out: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-    use std::sync::OnceLock;
-
-    use super::{supers_per_row, Part, QFormat, QInput, BLOCK, SUB};
-
-    pub fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        })
-    }
-
-    /// The AVX2 form of [`super::portable_part`] (which it falls back to without AVX2).
-    pub fn part(part: &Part, input: &QInput, out: &mut [f32]) {
-        let m = input.m;
-        let nb = part.cols / BLOCK;
-        let ns = supers_per_row(nb);
-        let rows = out.len() / m;
-        let consistent = part.quants.len() == rows * nb * part.format.block_bytes()
-            && part.scales.len() == rows * nb
-            && part.supers.len() == rows * ns
-            && input.q.len() == m * part.cols
-            && match part.format {
-                QFormat::Int8 => input.abs.len() == m * part.cols,
-                QFormat::Int4 => input.sums.len() == m * nb,
-            }
-            && input.scale.len() == m * ns;
-        if !available() || !consistent {
-            return super::portable_part(part, input, out);
-        }
-        let bb = part.format.block_bytes();
-        for r in 0..rows {
-            let row = Row {
-                q: &part.quants[r * nb * bb..(r + 1) * nb * bb],
-                s: &part.scales[r * nb..(r + 1) * nb],
-                d: &part.supers[r * ns..(r + 1) * ns],
-            };
-            let mut j = 0;
-            while j < m {
-                let j1 = if j + 1 < m { j + 1 } else { j };
-                // SAFETY: the CPU has AVX2 and FMA (checked above); the row holds `nb` blocks
-                // of `bb` bytes, `nb` scales and `ns` super-scales, each input row `nb` blocks
-                // of values, magnitudes (8 bits) or sums (4 bits) and `ns` scales (lengths
-                // checked above), which is all the kernel reads.
-                let (a, b) = unsafe {
-                    match part.format {
-                        QFormat::Int8 => row_pair::<false>(&row, input, j, j1),
-                        QFormat::Int4 => row_pair::<true>(&row, input, j, j1),
-                    }
-                };
-                out[r * m + j] = a;
-                if j1 != j {
-                    out[r * m + j1] = b;
-                }
-                j += 2;
-            }
-        }
-    }
-
-    /// One weight row of a [`Part`].
-    struct Row<'a> {
-        q: &'a [u8],
-        s: &'a [i8],
-        d: &'a [f32],
-    }
-
-    /// One weight row times input rows `j0` and `j1` (the same row twice for an odd last one).
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_pair<const INT4: bool>(
-        row: &Row,
-        input: &QInput,
-        j0: usize,
-        j1: usize,
-    ) -> (f32, f32) {
-        let nb = row.s.len();
-        let x = [input.row_q(j0), input.row_q(j1)];
-        let xa = [input.row_abs(j0), input.row_abs(j1)];
-        let xs = [input.row_sums(j0), input.row_sums(j1)];
-        let dx = [input.row_scale(j0), input.row_scale(j1)];
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (sb, &d) in row.d.iter().enumerate() {
-            let blocks = sb * SUB..((sb + 1) * SUB).min(nb);
-            let full = blocks.len() == SUB;
-            let mut isum = [_mm256_setzero_si256(); 2];
-            for b in blocks.clone() {
-                let scale = _mm256_set1_epi16(row.s[b] as i16);
-                // SAFETY (all loads): block `b < nb` lies inside the weight row and both input
-                // rows (checked by the caller).
-                unsafe {
-                    if INT4 {
-                        // The nibbles as unsigned bytes 0..15, times the signed inputs.
-                        let packed = _mm_loadu_si128(row.q.as_ptr().add(b * 16).cast());
-                        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed);
-                        let w = _mm256_and_si256(both, _mm256_set1_epi8(15));
-                        for t in 0..2 {
-                            let xq = _mm256_loadu_si256(x[t].as_ptr().add(b * BLOCK).cast());
-                            let pairs = _mm256_maddubs_epi16(w, xq);
-                            isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(pairs, scale));
-                        }
-                    } else {
-                        // |x| times the weight carrying x's sign.
-                        let w = _mm256_loadu_si256(row.q.as_ptr().add(b * BLOCK).cast());
-                        for t in 0..2 {
-                            let xq = _mm256_loadu_si256(x[t].as_ptr().add(b * BLOCK).cast());
-                            let xm = _mm256_loadu_si256(xa[t].as_ptr().add(b * BLOCK).cast());
-                            let pairs = _mm256_maddubs_epi16(xm, _mm256_sign_epi8(w, xq));
-                            isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(pairs, scale));
-                        }
-                    }
-                }
-            }
-            if INT4 && !full {
-                // Σ s · 8 · Σ qx over the (short) super-block: the nibbles' offset of 8, in
-                // lane 0 (all lanes are summed at the end).
-                for t in 0..2 {
-                    let offset: i32 = blocks.clone().map(|b| row.s[b] as i32 * xs[t][b] * 8).sum();
-                    isum[t] =
-                        _mm256_sub_epi32(isum[t], _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0));
-                }
-            } else if INT4 {
-                // The same for eight blocks at once.
-                // SAFETY: blocks `sb·SUB .. sb·SUB + 8` lie inside the scales and the sums.
-                unsafe {
-                    let s8 =
-                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(row.s.as_ptr().add(sb * SUB).cast()));
-                    for t in 0..2 {
-                        let sums = _mm256_loadu_si256(xs[t].as_ptr().add(sb * SUB).cast());
-                        let offset = _mm256_slli_epi32::<3>(_mm256_mullo_epi32(s8, sums));
-                        isum[t] = _mm256_sub_epi32(isum[t], offset);
-                    }
-                }
-            }
-            for t in 0..2 {
-                let d = _mm256_set1_ps(d * dx[t][sb]);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), d, acc[t]);
-            }
-        }
-        (hsum(acc[0]), hsum(acc[1]))
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-}
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
@@ -562,6 +461,11 @@ mod avx2 {
     pub fn part(part: &Part, input: &QInput, out: &mut [f32]) {
         super::portable_part(part, input, out)
     }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    pub use super::avx2::{available, part};
 }
 
 #[cfg(test)]
@@ -617,11 +521,11 @@ mod tests {
         }
     }
 
-    /// Both kernels give the product of the dequantised weights with the dequantised inputs,
-    /// for 1–5 rows (odd and even), rows of one block to sixteen super-blocks (with and
-    /// without a short last one), and more output rows than threads or fewer.
-    #[test]
-    fn the_kernels_equal_the_product_of_the_dequantized_matrix() {
+    /// Runs `kernel` on every case: 1–5 rows (odd and even), rows of one block to sixteen
+    /// super-blocks (with and without a short last one, with an odd number of blocks), and more
+    /// output rows than threads or fewer; it must give the product of the dequantised weights
+    /// with the dequantised inputs (what `matmul_rows` computes, whichever kernel it takes).
+    fn check_kernel(name: &str, kernel: fn(&Part, &QInput, &mut [f32])) {
         let cases = [
             (1, 256, 3),
             (2, 1024, 37),
@@ -629,6 +533,7 @@ mod tests {
             (5, 96, 6),
             (2, 4096, 1),
             (2, 32, 9),
+            (4, 480, 5),
         ];
         for (m, n, out) in cases {
             for format in [QFormat::Int8, QFormat::Int4] {
@@ -636,8 +541,6 @@ mod tests {
                 let x = values(2, m * n);
                 let q = QMatrix::quantize(&w, out, n, format).unwrap();
                 let input = QInput::new(&x, m, n, format);
-                // The exact value of what the kernels compute: dequantised weights times
-                // dequantised inputs.
                 let xd: Vec<f32> = input
                     .q
                     .iter()
@@ -653,17 +556,18 @@ mod tests {
                     scales: &q.scales,
                     supers: &q.supers,
                 };
-                let mut portable = vec![0f32; out * m];
-                portable_part(&part, &input, &mut portable);
+                let mut direct = vec![0f32; out * m];
+                kernel(&part, &input, &mut direct);
+                let tol = 1e-5 * n as f32;
                 for j in 0..m {
                     for o in 0..out {
                         let v = want[j * out + o];
-                        let tol = 1e-5 * n as f32;
+                        let (g, d) = (got[j * out + o], direct[o * m + j]);
+                        assert!((g - v).abs() < tol, "matmul_rows {format:?} {m}x{n}x{out}");
                         assert!(
-                            (got[j * out + o] - v).abs() < tol,
-                            "{format:?} {m}x{n}x{out}"
+                            (d - v).abs() < tol,
+                            "{name} {format:?} {m}x{n}x{out}: {d} vs {v}"
                         );
-                        assert!((portable[o * m + j] - v).abs() < tol, "portable {format:?}");
                     }
                 }
                 // And the product is close to the f32 one.
@@ -674,6 +578,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_portable_kernel_equals_the_product_of_the_dequantized_matrix() {
+        check_kernel("portable", portable_part);
+    }
+
+    /// Every x86-64 CPU this runs on has AVX2 (the kernel falls back to the portable one
+    /// without it, hence the check).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_kernel_equals_the_product_of_the_dequantized_matrix() {
+        assert!(avx2::available(), "this CPU has no AVX2 and FMA");
+        check_kernel("avx2", avx2::part);
+    }
+
+    /// The AVX-512 VNNI kernel, called directly. A CPU without it cannot run it, so it is
+    /// ignored by default, visibly, rather than passing there without testing anything; on a
+    /// CPU with it, `matmul_rows` in every test here takes this kernel too.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore = "needs a CPU with AVX-512 VNNI (fails without): run it there with `-- --ignored`"]
+    fn the_avx512_kernel_equals_the_product_of_the_dequantized_matrix() {
+        assert!(avx512::available(), "this CPU has no AVX-512 VNNI");
+        check_kernel("avx512", avx512::part);
     }
 
     #[test]

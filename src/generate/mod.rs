@@ -617,7 +617,7 @@ fn generate_window<'o>(
             }
         }
     }
-    let mut cache = DecoderCache::new(&model.config.decoder, len);
+    let mut cache = model.lm.new_cache(len);
     if let Some(o) = observer.as_deref_mut() {
         o.start_window(len)?;
     }

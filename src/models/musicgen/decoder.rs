@@ -24,7 +24,7 @@ use candle_nn::VarBuilder;
 use super::config::DecoderConfig;
 use crate::error::Result;
 use crate::models::nn::{
-    attention, gelu_erf, single_query_attention, LayerNorm, Linear, WeightMode,
+    attention, fast_path, gelu_erf, single_query_attention, HalfKv, LayerNorm, Linear, WeightMode,
 };
 
 const LN_EPS: f64 = 1e-5;
@@ -134,6 +134,22 @@ impl Attention {
         Ok((k, v))
     }
 
+    /// Attention of `xs` `[B, S, H]` over everything `kv` holds (its own positions appended
+    /// already): a step of one position reads the f16 cache in place, a prefill of several
+    /// widens it to f32 for the ordinary path.
+    fn attend_half(&self, xs: &Tensor, kv: &HalfKv, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, s, h) = xs.dims3()?;
+        if s > 1 {
+            let (k, v) = kv.tensors(xs.device())?;
+            return self.attend(xs, &k, &v, mask, true);
+        }
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let q = self.split_heads(&(self.q_proj.forward(xs)? * scale)?)?;
+        let out = kv.attend(&q)?;
+        let out = out.transpose(1, 2)?.reshape((b, s, h))?;
+        self.out_proj.forward(&out)
+    }
+
     /// `decoding`: a generation step (no gradient wanted), where one query position goes
     /// through [`single_query_attention`].
     fn attend(
@@ -197,17 +213,26 @@ impl DecoderLayer {
         let h = self.self_attn_layer_norm.forward(xs)?;
         let (k, v) = self.self_attn.project_kv(&h)?;
         let decoding = cache.is_some();
-        let (k, v, cross) = match cache {
+        let (attended, cross) = match cache {
             Some(c) => {
-                let (k, v) = c.self_kv.append(&k, &v)?;
+                let attended = match &mut c.self_kv {
+                    SelfKv::F32(kv) => {
+                        let (k, v) = kv.append(&k, &v)?;
+                        self.self_attn.attend(&h, &k, &v, self_mask, true)?
+                    }
+                    SelfKv::F16(kv) => {
+                        kv.append(&k, &v)?;
+                        self.self_attn.attend_half(&h, kv, self_mask)?
+                    }
+                };
                 if c.cross_kv.is_none() {
                     c.cross_kv = Some(self.encoder_attn.project_kv(&cond.states)?);
                 }
-                (k, v, c.cross_kv.clone())
+                (attended, c.cross_kv.clone())
             }
-            None => (k, v, None),
+            None => (self.self_attn.attend(&h, &k, &v, self_mask, false)?, None),
         };
-        let xs = (xs + self.self_attn.attend(&h, &k, &v, self_mask, decoding)?)?;
+        let xs = (xs + attended)?;
 
         let h = self.encoder_attn_layer_norm.forward(&xs)?;
         let (ck, cv) = match cross {
@@ -228,8 +253,17 @@ impl DecoderLayer {
 /// Per-layer generation state.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
-    self_kv: candle_nn::kv_cache::KvCache,
+    self_kv: SelfKv,
     cross_kv: Option<(Tensor, Tensor)>,
+}
+
+/// Where a layer keeps its self-attention keys and values.
+#[derive(Debug, Clone)]
+enum SelfKv {
+    /// In the compute precision, any device: exact (f32 weights, the parity suite).
+    F32(candle_nn::kv_cache::KvCache),
+    /// In f16 on the CPU (8- and 4-bit weights): half the bytes each step reads.
+    F16(HalfKv),
 }
 
 /// Generation state of the whole decoder: self-attention K/V per layer, cross-attention K/V
@@ -241,10 +275,23 @@ pub struct DecoderCache {
 }
 
 impl DecoderCache {
+    /// A cache in the compute precision for up to `max_len` positions.
     pub fn new(cfg: &DecoderConfig, max_len: usize) -> Self {
+        Self::with(cfg, || {
+            SelfKv::F32(candle_nn::kv_cache::KvCache::new(2, max_len))
+        })
+    }
+
+    /// A cache for up to `max_len` positions keeping keys and values in f16 (CPU, f32
+    /// compute; see `models::nn::HalfKv`).
+    pub fn half(cfg: &DecoderConfig, max_len: usize) -> Self {
+        Self::with(cfg, || SelfKv::F16(HalfKv::new(max_len)))
+    }
+
+    fn with(cfg: &DecoderConfig, kv: impl Fn() -> SelfKv) -> Self {
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| LayerCache {
-                self_kv: candle_nn::kv_cache::KvCache::new(2, max_len),
+                self_kv: kv(),
                 cross_kv: None,
             })
             .collect();
@@ -270,6 +317,9 @@ pub struct MusicgenLm {
     /// inference and mixed-precision training). Layer norms and softmaxes run in f32 whatever
     /// it is; logits come out in it.
     compute: DType,
+    /// Whether the large matrices are 8- or 4-bit ([`Self::convert_weights`]): generation then
+    /// keeps its KV cache in f16 ([`Self::new_cache`]).
+    quantised: bool,
 }
 
 impl MusicgenLm {
@@ -356,6 +406,7 @@ impl MusicgenLm {
             positions,
             cfg: cfg.clone(),
             compute: DType::F32,
+            quantised: false,
         })
     }
 
@@ -419,7 +470,24 @@ impl MusicgenLm {
             head.convert(mode)?;
         }
         self.enc_to_dec_proj.convert(WeightMode::F32)?;
+        // Layers narrower than a block stay f32 (q4k's blocks of 256 on the test fixture).
+        self.quantised = self
+            .layers
+            .iter()
+            .any(|l| l.fc1.is_quantised() || l.self_attn.q_proj.is_quantised());
         Ok(())
+    }
+
+    /// The generation cache for up to `max_len` positions: f16 keys and values when the
+    /// weights are 8- or 4-bit and the step runs on the CPU's f32 path (half of what a step
+    /// reads besides the weights), else in the compute precision (exact: f32 weights keep the
+    /// parity suite's cache).
+    pub fn new_cache(&self, max_len: usize) -> DecoderCache {
+        if self.quantised && fast_path(&self.embed_tokens) {
+            DecoderCache::half(&self.cfg, max_len)
+        } else {
+            DecoderCache::new(&self.cfg, max_len)
+        }
     }
 
     /// T5 states `[B, L, 768]` and mask `[B, L]` → what the decoder attends to

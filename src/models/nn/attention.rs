@@ -220,41 +220,70 @@ pub fn single_query_attention(
     // One part per (batch row, head), on the decoding team (see `team.rs`).
     super::team::for_each_chunk(&mut out, d, |bh, o| {
         let (bi, hi) = (bh / h, bh % h);
-        let qv = &q[bh * d..(bh + 1) * d];
-        let mask = mask.as_ref().map(|m| &m[bh * l..(bh + 1) * l]);
-        // Compiled for AVX2 where the CPU has it; the softmax is the fused one's (`vmath::exp`,
-        // lane-wise sums).
+        let k0 = row(k_layout.start_offset(), kst, bi, hi, 0);
+        let v0 = row(v_layout.start_offset(), vst, bi, hi, 0);
+        let head = Head {
+            q: &q[bh * d..(bh + 1) * d],
+            k: &ks[k0..],
+            k_stride: kst[2],
+            v: &vs[v0..],
+            v_stride: vst[2],
+            len: l,
+            mask: mask.as_ref().map(|m| &m[bh * l..(bh + 1) * l]),
+        };
+        head.attend(o);
+    });
+    drop((k_storage, v_storage));
+    Ok(Some(Tensor::from_vec(out, (b, h, 1, d), k.device())?))
+}
+
+/// One head of one query position: its query, its keys and values (row `i` at `i · stride`,
+/// `len` rows of the query's width) and its additive mask.
+pub(super) struct Head<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub k_stride: usize,
+    pub v: &'a [f32],
+    pub v_stride: usize,
+    pub len: usize,
+    pub mask: Option<&'a [f32]>,
+}
+
+impl Head<'_> {
+    /// `out = softmax(q·kᵀ + mask)·v`, zeros where every key is masked with −inf (as the fused
+    /// softmax). Compiled for AVX2 where the CPU has it; the softmax is the fused one's
+    /// (`vmath::exp`, lane-wise sums). Rows outside `k` or `v` panic: callers check the layout.
+    pub fn attend(&self, out: &mut [f32]) {
+        let d = self.q.len();
         wide(
             #[inline(always)]
             || {
-                let mut p = vec![0f32; l];
+                let mut p = vec![0f32; self.len];
                 for (li, p) in p.iter_mut().enumerate() {
-                    let at = row(k_layout.start_offset(), kst, bi, hi, li);
-                    *p = dot(&ks[at..at + d], qv);
+                    let at = li * self.k_stride;
+                    *p = dot(&self.k[at..at + d], self.q);
                 }
-                if let Some(m) = mask {
+                if let Some(m) = self.mask {
                     p.iter_mut().zip(m).for_each(|(p, m)| *p += m);
                 }
                 let max = lane_max(&p);
                 if max == f32::NEG_INFINITY {
-                    return; // every key masked with -inf: zeros, as the fused softmax
+                    return;
                 }
                 for x in p.iter_mut() {
                     *x = vmath::exp(*x - max);
                 }
                 let inv = 1.0 / lane_sum(&p);
                 for (li, w) in p.iter().enumerate() {
-                    let at = row(v_layout.start_offset(), vst, bi, hi, li);
+                    let at = li * self.v_stride;
                     let w = w * inv;
-                    for (o, v) in o.iter_mut().zip(&vs[at..at + d]) {
+                    for (o, v) in out.iter_mut().zip(&self.v[at..at + d]) {
                         *o += w * v;
                     }
                 }
             },
         )
-    });
-    drop((k_storage, v_storage));
-    Ok(Some(Tensor::from_vec(out, (b, h, 1, d), k.device())?))
+    }
 }
 
 #[cfg(test)]

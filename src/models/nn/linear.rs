@@ -163,6 +163,11 @@ impl Linear {
     }
 
     /// The fp32 weight (`None` once quantised).
+    /// Whether the weight is stored in 8 or 4 bits (a layer narrower than a block stays f32).
+    pub fn is_quantised(&self) -> bool {
+        matches!(self.weight, Weight::Packed(_) | Weight::Quant(_))
+    }
+
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.weight {
             Weight::Dense(w) | Weight::Frozen(w) => Some(w),

@@ -27,6 +27,9 @@ pub enum BenchCommand {
     /// Objective evaluation excluding generation (EnCodec latents, log-mel, FAD/FAD∞/KAD with
     /// intervals, copy check): N clips × S s on the musicgen-small layout (default 50 × 10 s).
     Eval(super::bench_eval::BenchEvalArgs),
+    /// The decoding step's matrix kernels (f32, q8, q4) on musicgen-small's shapes, two rows,
+    /// against a plain read of the same bytes: milliseconds per step and GB/s.
+    Kernels(super::bench_kernels::BenchKernelsArgs),
     /// The studio's UI frame time (p50 / p95 / max) while a tiny Music Transformer trains and
     /// then generates: the app runs headless (layout and tessellation, no window). Needs the
     /// `gui` feature.
@@ -56,6 +59,7 @@ impl BenchCommand {
             Self::Generate(a) => a.run(),
             Self::Train(a) => a.run(),
             Self::Eval(a) => a.run(),
+            Self::Kernels(a) => a.run(),
             Self::Ui(a) => studio.bench(&a),
         }
     }

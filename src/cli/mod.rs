@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bench_eval;
+pub mod bench_kernels;
 pub mod bench_train;
 pub mod dataset;
 pub mod demo;

@@ -13,7 +13,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::models::gemv::rows_matmul;
-use crate::models::nn::team;
+use crate::models::nn::{lane_sum, team};
 use crate::models::qgemv::{QFormat, QMatrix};
 
 #[derive(Debug, Args)]
@@ -163,16 +163,4 @@ impl BenchKernelsArgs {
         }
         Ok(())
     }
-}
-
-/// `Σ x` in 16 independent lanes (vectorised: the read is the memory's speed, not the adds').
-fn lane_sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (chunks, tail) = x.as_chunks::<16>();
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] += c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }

@@ -44,4 +44,5 @@ pub use cpu::{fast_path, generic_ops, Shortcut, GENERIC_OPS_VAR};
 pub use kv::HalfKv;
 pub use linear::{matmul_t, seeded_dropout, Linear, Lora, WeightMode};
 pub use norm::LayerNorm;
+pub(crate) use simd::lane_sum;
 pub use softmax::{masked_softmax, softmax};

@@ -36,7 +36,7 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `Σ a` in 16 independent lanes (vectorised, as [`dot`]).
-pub(super) fn lane_sum(a: &[f32]) -> f32 {
+pub(crate) fn lane_sum(a: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (chunks, tail) = a.as_chunks::<16>();
     for x in chunks {

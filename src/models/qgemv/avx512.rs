@@ -93,11 +93,8 @@ unsafe fn row_pair<const INT4: bool>(
             let xmask: __mmask64 = if two { u64::MAX } else { u32::MAX as u64 };
             unsafe {
                 if INT4 {
-                    let packed = if two {
-                        _mm256_loadu_si256(wp.cast())
-                    } else {
-                        _mm256_maskz_loadu_epi8(u16::MAX as u32, wp.cast())
-                    };
+                    let wmask: __mmask32 = if two { u32::MAX } else { u16::MAX as u32 };
+                    let packed = _mm256_maskz_loadu_epi8(wmask, wp.cast());
                     let v = _mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(packed));
                     let shifted = _mm512_srli_epi16::<4>(v);
                     let w = _mm512_and_si512(
@@ -105,30 +102,18 @@ unsafe fn row_pair<const INT4: bool>(
                         _mm512_set1_epi8(15),
                     );
                     for t in 0..2 {
-                        let xp = x[t].as_ptr().add(b * BLOCK);
-                        let xq = if two {
-                            _mm512_loadu_si512(xp.cast())
-                        } else {
-                            _mm512_maskz_loadu_epi8(xmask, xp.cast())
-                        };
+                        let xq =
+                            _mm512_maskz_loadu_epi8(xmask, x[t].as_ptr().add(b * BLOCK).cast());
                         let pairs = _mm512_maddubs_epi16(w, xq);
                         isum[t] = _mm512_dpwssd_epi32(isum[t], pairs, scale);
                     }
                 } else {
-                    let w = if two {
-                        _mm512_loadu_si512(wp.cast())
-                    } else {
-                        _mm512_maskz_loadu_epi8(xmask, wp.cast())
-                    };
+                    let w = _mm512_maskz_loadu_epi8(xmask, wp.cast());
                     let wa = _mm512_abs_epi8(w);
                     let negative = _mm512_movepi8_mask(w);
                     for t in 0..2 {
-                        let xp = x[t].as_ptr().add(b * BLOCK);
-                        let xq = if two {
-                            _mm512_loadu_si512(xp.cast())
-                        } else {
-                            _mm512_maskz_loadu_epi8(xmask, xp.cast())
-                        };
+                        let xq =
+                            _mm512_maskz_loadu_epi8(xmask, x[t].as_ptr().add(b * BLOCK).cast());
                         // The input carrying the weight's sign, times |w|.
                         let signed = _mm512_mask_sub_epi8(xq, negative, _mm512_setzero_si512(), xq);
                         let pairs = _mm512_maddubs_epi16(wa, signed);

@@ -266,17 +266,11 @@ impl Head<'_> {
                 if let Some(m) = self.mask {
                     p.iter_mut().zip(m).for_each(|(p, m)| *p += m);
                 }
-                let max = lane_max(&p);
-                if max == f32::NEG_INFINITY {
+                if !softmax_scores(&mut p) {
                     return;
                 }
-                for x in p.iter_mut() {
-                    *x = vmath::exp(*x - max);
-                }
-                let inv = 1.0 / lane_sum(&p);
-                for (li, w) in p.iter().enumerate() {
+                for (li, &w) in p.iter().enumerate() {
                     let at = li * self.v_stride;
-                    let w = w * inv;
                     for (o, v) in out.iter_mut().zip(&self.v[at..at + d]) {
                         *o += w * v;
                     }
@@ -284,6 +278,25 @@ impl Head<'_> {
             },
         )
     }
+}
+
+/// `p ← softmax(p)` for one query's scores (`vmath::exp`, lane-wise maximum and sum); false,
+/// leaving `p` as it was, when every score is −inf (a fully masked row, whose output stays
+/// zero). Inlined, so inside [`wide`] it compiles for AVX2.
+#[inline(always)]
+pub(super) fn softmax_scores(p: &mut [f32]) -> bool {
+    let max = lane_max(p);
+    if max == f32::NEG_INFINITY {
+        return false;
+    }
+    for x in p.iter_mut() {
+        *x = vmath::exp(*x - max);
+    }
+    let inv = 1.0 / lane_sum(p);
+    for x in p.iter_mut() {
+        *x *= inv;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@
 //! `Σ w·x ≈ d · dx · Σ_blocks s · Σ_i q·qx`, and the integer scale rides in the instruction
 //! that widens the products to 32 bits. On x86-64 that is, per block and input row,
 //! `vpmaddubsw` (unsigned × signed bytes, pairs summed in 16 bits) then `vpmaddwd` by `s`
-//! (`avx2.rs`), or with AVX-512 VNNI two blocks at a time and `vpdpwssd`, which multiplies by
-//! `s` and accumulates in one instruction (`avx512.rs`):
+//! (`avx2.rs`), or with AVX-512 VNNI `vpdpwssd`, which multiplies by `s` and accumulates in one
+//! instruction, two 8-bit blocks or four 4-bit blocks a register (`avx512.rs`; its 4-bit
+//! input is stored in the order the packed nibbles unpack, [`QInput`]'s `nibble_order`):
 //! - 8 bits: the weight's magnitude times the input carrying the weight's sign (|q|, |qx| ≤
 //!   127, so a pair never saturates 16 bits; magnitude and sign are taken once for both input
 //!   rows);
@@ -263,6 +264,32 @@ fn round(v: f32) -> f32 {
     (v + MAGIC) - MAGIC
 }
 
+/// Blocks a group of the 4-bit AVX-512 kernel: one 64-byte load of packed weights.
+const GROUP: usize = 4;
+
+/// Groups of [`GROUP`] blocks in a row of `blocks` blocks (the last may be short).
+fn groups_per_row(blocks: usize) -> usize {
+    blocks.div_ceil(GROUP)
+}
+
+/// `q`'s `m` rows of `cols` values in the order of [`QInput::nibble_order`].
+fn nibble_order(q: &[i8], m: usize, cols: usize) -> Vec<i8> {
+    let nb = cols / BLOCK;
+    let per_row = groups_per_row(nb) * GROUP * BLOCK;
+    let half = BLOCK / 2;
+    let mut out = vec![0i8; m * per_row];
+    for (row, o) in q.chunks_exact(cols).zip(out.chunks_exact_mut(per_row)) {
+        for (b, block) in row.chunks_exact(BLOCK).enumerate() {
+            let (g, k) = (b / GROUP, b % GROUP);
+            let at = g * GROUP * BLOCK + k * half;
+            o[at..at + half].copy_from_slice(&block[..half]);
+            let at = at + GROUP * half;
+            o[at..at + half].copy_from_slice(&block[half..]);
+        }
+    }
+    out
+}
+
 /// Input rows quantised per super-block: `x ≈ scale · q`.
 struct QInput {
     m: usize,
@@ -272,6 +299,15 @@ struct QInput {
     /// `[m, cols / BLOCK]`: `Σ q` of each block (the 4-bit weights' offset of 8; 4-bit weights
     /// only, else empty).
     sums: Vec<i32>,
+    /// 4-bit weights only (else empty), for the AVX-512 kernel: `[m, groups · 2 · GROUP / 2]`,
+    /// each row in groups of [`GROUP`] blocks (the last padded with zeros), a group's values
+    /// in the order its packed weights unpack: the first 16 values of each of its blocks, then
+    /// the last 16 of each (a 64-byte load of four blocks' bytes splits into the low nibbles,
+    /// values 0–15 of each block, and the high ones, values 16–31).
+    nibble_order: Vec<i8>,
+    /// 4-bit weights only (else empty): `[m, cols / BLOCK]`, `−8 · Σ q` of each block in 16
+    /// bits (`|Σ q| ≤ 32 · 127`, so `8 · 4064 = 32512` fits).
+    neg8_sums: Vec<i16>,
     /// `[m, super-blocks a row]`; NaN for a super-block holding a non-finite input.
     scale: Vec<f32>,
 }
@@ -307,20 +343,40 @@ impl QInput {
                 scale.push(f32::NAN);
             }
         }
-        let sums = match format {
-            QFormat::Int8 => Vec::new(),
-            QFormat::Int4 => q
-                .chunks_exact(BLOCK)
-                .map(|b| b.iter().map(|&v| v as i32).sum())
-                .collect(),
+        let (sums, nibble_order, neg8_sums) = match format {
+            QFormat::Int8 => (Vec::new(), Vec::new(), Vec::new()),
+            QFormat::Int4 => {
+                let sums: Vec<i32> = q
+                    .chunks_exact(BLOCK)
+                    .map(|b| b.iter().map(|&v| v as i32).sum())
+                    .collect();
+                let neg8 = sums.iter().map(|&s| (-8 * s) as i16).collect();
+                (sums, nibble_order(&q, m, cols), neg8)
+            }
         };
         Self {
             m,
             cols,
             q,
             sums,
+            nibble_order,
+            neg8_sums,
             scale,
         }
+    }
+
+    /// Row `j` of `nibble_order` (empty for 8-bit weights).
+    fn row_nibble_order(&self, j: usize) -> &[i8] {
+        let n = groups_per_row(self.cols / BLOCK) * GROUP * BLOCK;
+        self.nibble_order
+            .get(j * n..(j + 1) * n)
+            .unwrap_or_default()
+    }
+
+    /// Row `j` of `neg8_sums` (empty for 8-bit weights).
+    fn row_neg8_sums(&self, j: usize) -> &[i16] {
+        let nb = self.cols / BLOCK;
+        self.neg8_sums.get(j * nb..(j + 1) * nb).unwrap_or_default()
     }
 
     fn row_q(&self, j: usize) -> &[i8] {

@@ -24,8 +24,7 @@ use candle_nn::VarBuilder;
 use super::config::DecoderConfig;
 use crate::error::Result;
 use crate::models::nn::{
-    attention, fast_path, gelu_erf, single_query_attention, ByteKv, CompactKv, HalfKv, KvElement,
-    LayerNorm, Linear, WeightMode,
+    attention, fast_path, gelu_erf, single_query_attention, HalfKv, LayerNorm, Linear, WeightMode,
 };
 
 const LN_EPS: f64 = 1e-5;
@@ -138,12 +137,7 @@ impl Attention {
     /// Attention of `xs` `[B, S, H]` over everything `kv` holds (its own positions appended
     /// already): a step of one position reads the f16 cache in place, a prefill of several
     /// widens it to f32 for the ordinary path.
-    fn attend_compact<E: KvElement>(
-        &self,
-        xs: &Tensor,
-        kv: &CompactKv<E>,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    fn attend_half(&self, xs: &Tensor, kv: &HalfKv, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
         if s > 1 {
             let (k, v) = kv.tensors(xs.device())?;
@@ -228,11 +222,7 @@ impl DecoderLayer {
                     }
                     SelfKv::F16(kv) => {
                         kv.append(&k, &v)?;
-                        self.self_attn.attend_compact(&h, kv, self_mask)?
-                    }
-                    SelfKv::I8(kv) => {
-                        kv.append(&k, &v)?;
-                        self.self_attn.attend_compact(&h, kv, self_mask)?
+                        self.self_attn.attend_half(&h, kv, self_mask)?
                     }
                 };
                 if c.cross_kv.is_none() {
@@ -274,20 +264,6 @@ enum SelfKv {
     F32(candle_nn::kv_cache::KvCache),
     /// In f16 on the CPU (8- and 4-bit weights): half the bytes each step reads.
     F16(HalfKv),
-    /// In 8 bits with a scale per row on the CPU (4-bit weights): a quarter of the bytes.
-    I8(ByteKv),
-}
-
-/// The precision of a generation's self-attention keys and values
-/// ([`MusicgenLm::new_cache`] chooses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvPrecision {
-    /// The compute precision: exact.
-    Compute,
-    /// f16 (CPU, f32 compute).
-    F16,
-    /// 8 bits with a scale per row (CPU, f32 compute).
-    I8,
 }
 
 /// Generation state of the whole decoder: self-attention K/V per layer, cross-attention K/V
@@ -310,21 +286,6 @@ impl DecoderCache {
     /// compute; see `models::nn::HalfKv`).
     pub fn half(cfg: &DecoderConfig, max_len: usize) -> Self {
         Self::with(cfg, || SelfKv::F16(HalfKv::new(max_len)))
-    }
-
-    /// A cache for up to `max_len` positions keeping keys and values in 8 bits with a scale
-    /// per row (CPU, f32 compute; see `models::nn::ByteKv`).
-    pub fn bytes(cfg: &DecoderConfig, max_len: usize) -> Self {
-        Self::with(cfg, || SelfKv::I8(ByteKv::new(max_len)))
-    }
-
-    /// A cache of `precision` for up to `max_len` positions.
-    pub fn with_precision(cfg: &DecoderConfig, max_len: usize, precision: KvPrecision) -> Self {
-        match precision {
-            KvPrecision::Compute => Self::new(cfg, max_len),
-            KvPrecision::F16 => Self::half(cfg, max_len),
-            KvPrecision::I8 => Self::bytes(cfg, max_len),
-        }
     }
 
     fn with(cfg: &DecoderConfig, kv: impl Fn() -> SelfKv) -> Self {
@@ -356,9 +317,9 @@ pub struct MusicgenLm {
     /// inference and mixed-precision training). Layer norms and softmaxes run in f32 whatever
     /// it is; logits come out in it.
     compute: DType,
-    /// The KV cache a generation keeps on the CPU's f32 path ([`Self::new_cache`]), chosen
-    /// with the weights' precision ([`Self::convert_weights`]).
-    kv: KvPrecision,
+    /// Whether the large matrices are 8- or 4-bit ([`Self::convert_weights`]): generation then
+    /// keeps its KV cache in f16 ([`Self::new_cache`]).
+    quantised: bool,
 }
 
 impl MusicgenLm {
@@ -445,7 +406,7 @@ impl MusicgenLm {
             positions,
             cfg: cfg.clone(),
             compute: DType::F32,
-            kv: KvPrecision::Compute,
+            quantised: false,
         })
     }
 
@@ -510,28 +471,20 @@ impl MusicgenLm {
         }
         self.enc_to_dec_proj.convert(WeightMode::F32)?;
         // Layers narrower than a block stay f32 (q4k's blocks of 256 on the test fixture).
-        let quantised = self
+        self.quantised = self
             .layers
             .iter()
             .any(|l| l.fc1.is_quantised() || l.self_attn.q_proj.is_quantised());
-        // 4-bit weights keep 8-bit keys and values: measured against f32 over 10 s, the same
-        // KL as with the f16 cache (0.117 against 0.119 mean); 8-bit weights keep f16, where 8
-        // bits cost a point of top-1 agreement (94.4 % against 95.6 %; README).
-        self.kv = match (quantised, mode) {
-            (false, _) | (true, WeightMode::F32) => KvPrecision::Compute,
-            (true, WeightMode::Q4) => KvPrecision::I8,
-            (true, WeightMode::Q8 | WeightMode::Q4k) => KvPrecision::F16,
-        };
         Ok(())
     }
 
-    /// The generation cache for up to `max_len` positions: on the CPU's f32 path, f16 keys
-    /// and values for 8-bit weights and 8-bit ones for 4-bit weights (half or a quarter of what
-    /// a step reads besides the weights), else in the compute precision (exact: f32 weights keep
-    /// the parity suite's cache).
+    /// The generation cache for up to `max_len` positions: f16 keys and values when the
+    /// weights are 8- or 4-bit and the step runs on the CPU's f32 path (half of what a step
+    /// reads besides the weights), else in the compute precision (exact: f32 weights keep the
+    /// parity suite's cache).
     pub fn new_cache(&self, max_len: usize) -> DecoderCache {
-        if fast_path(&self.embed_tokens) {
-            DecoderCache::with_precision(&self.cfg, max_len, self.kv)
+        if self.quantised && fast_path(&self.embed_tokens) {
+            DecoderCache::half(&self.cfg, max_len)
         } else {
             DecoderCache::new(&self.cfg, max_len)
         }
@@ -672,37 +625,6 @@ mod tests {
         assert!((v[1][5] as f64 - f1.sin()).abs() < 1e-6);
         assert_eq!(v[0][..4], [1.0, 1.0, 1.0, 1.0]);
         assert_eq!(v[0][4..], [0.0, 0.0, 0.0, 0.0]);
-    }
-
-    /// A generation's KV cache follows the weights (on the CPU's f32 path): exact for f32, f16
-    /// for 8 bits, 8 bits for 4 bits.
-    #[test]
-    fn the_generation_cache_follows_the_weights() {
-        let _fast = crate::models::nn::force_generic_ops(false);
-        let cfg = DecoderConfig {
-            num_hidden_layers: 1,
-            ffn_dim: 128,
-            num_attention_heads: 2,
-            hidden_size: 64,
-            ..Default::default()
-        };
-        let vars = candle_nn::VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
-        let lm = MusicgenLm::new(&cfg, 32, vb).unwrap();
-        for (mode, want) in [
-            (WeightMode::F32, "f32"),
-            (WeightMode::Q8, "f16"),
-            (WeightMode::Q4, "i8"),
-        ] {
-            let mut lm = lm.clone();
-            lm.convert_weights(mode).unwrap();
-            let got = match &lm.new_cache(8).layers[0].self_kv {
-                SelfKv::F32(_) => "f32",
-                SelfKv::F16(_) => "f16",
-                SelfKv::I8(_) => "i8",
-            };
-            assert_eq!(got, want, "{mode:?}");
-        }
     }
 
     #[test]

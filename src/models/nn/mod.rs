@@ -13,8 +13,7 @@
 //! - `attention.rs`: [`attention`] (fused with OpenBLAS) and [`single_query_attention`] (decoding);
 //! - `activations.rs`: [`gelu_erf`] and [`elu`], element-wise ops made fused ops;
 //! - `simd.rs`: the lane-wise sums and the AVX2 dispatch of the ops' loops;
-//! - `kv.rs`: [`CompactKv`], a decoding step's self-attention cache in f16 ([`HalfKv`]) or 8
-//!   bits ([`ByteKv`]) (quantised weights);
+//! - `kv.rs`: [`HalfKv`], a decoding step's self-attention cache in f16 (quantised weights);
 //! - `team.rs`: threads that stay awake between a decoding step's short parallel products
 //!   ([`team::run`]);
 //! - `cpu.rs`: the shortcuts' switch and predicate ([`fast_path`], [`generic_ops`]), their
@@ -42,7 +41,7 @@ pub use attention::{attention, single_query_attention};
 pub(crate) use cpu::force_generic_ops;
 pub(crate) use cpu::{contiguous_f32, on_cpu_f32};
 pub use cpu::{fast_path, generic_ops, Shortcut, GENERIC_OPS_VAR};
-pub use kv::{ByteKv, CompactKv, HalfKv, KvElement};
+pub use kv::HalfKv;
 pub use linear::{matmul_t, seeded_dropout, Linear, Lora, WeightMode};
 pub use norm::LayerNorm;
 pub(crate) use simd::lane_sum;

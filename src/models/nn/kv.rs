@@ -240,18 +240,42 @@ mod x86 {
     pub unsafe fn scores(q: &[f32], k: &[f16], p: &mut [f32]) {
         let d = q.len();
         debug_assert!(d.is_multiple_of(8) && k.len() >= p.len() * d);
-        for (i, p) in p.iter_mut().enumerate() {
+        // Four keys a pass: four independent chains, and one set of horizontal sums for the
+        // four (`vhaddps` twice over, then the two 128-bit halves added).
+        let first = p.len() / 4 * 4;
+        let mut quads = p.chunks_exact_mut(4);
+        for (n, out) in (&mut quads).enumerate() {
+            let rows = k[4 * n * d..(4 * n + 4) * d].as_ptr();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for c in (0..d).step_by(8) {
+                // SAFETY: `c + 8 ≤ d`: inside each of the four rows and inside `q`.
+                unsafe {
+                    let x = _mm256_loadu_ps(q.as_ptr().add(c));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(widen(rows.add(r * d + c)), x, *acc);
+                    }
+                }
+            }
+            let t = _mm256_hadd_ps(
+                _mm256_hadd_ps(acc[0], acc[1]),
+                _mm256_hadd_ps(acc[2], acc[3]),
+            );
+            let s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
+            // SAFETY: `out` holds four values.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), s) };
+        }
+        for (i, p) in quads.into_remainder().iter_mut().enumerate() {
+            let i = first + i;
             let row = k[i * d..(i + 1) * d].as_ptr();
-            let mut acc = [_mm256_setzero_ps(); 2];
+            let mut acc = _mm256_setzero_ps();
             for c in (0..d).step_by(8) {
                 // SAFETY: `c + 8 ≤ d`, inside the row and inside `q`.
                 unsafe {
                     let x = _mm256_loadu_ps(q.as_ptr().add(c));
-                    acc[c / 8 % 2] = _mm256_fmadd_ps(widen(row.add(c)), x, acc[c / 8 % 2]);
+                    acc = _mm256_fmadd_ps(widen(row.add(c)), x, acc);
                 }
             }
-            let s = _mm256_add_ps(acc[0], acc[1]);
-            let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             *p = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
         }

@@ -8,7 +8,7 @@
 //!   high nibbles values 16–31, each one AND (and a shift) away from bytes `vpmaddubsw` takes;
 //!   the input is stored in that order ([`super::QInput::nibble_order`]), so nothing is
 //!   permuted per weight. Each 128-bit lane then holds one block, whose scale a single
-//!   `vpermw` per four blocks spreads; the nibbles' offset of 8 is one `vpdpwssd` of the
+//!   `vpermw` per four blocks spreads; the nibbles' offset of 8 is one `vpmaddwd` of the
 //!   scales with `−8 · Σ qx` per super-block. Four instructions per 128 weights are shared
 //!   by the input rows, six per input row (two loads, two `vpmaddubsw`, two `vpdpwssd`).
 //!
@@ -34,10 +34,11 @@ pub fn available() -> bool {
 /// The AVX-512 VNNI form of [`super::portable_part`] (which it falls back to without it).
 pub fn part(part: &Part, input: &QInput, out: &mut [f32]) {
     let nb = part.cols / BLOCK;
-    let four_bit_input = part.format == QFormat::Int8
+    // 4 bits read the input in nibble order and its offsets, which `Part::fits` does not check.
+    let input_fits = part.format == QFormat::Int8
         || (input.nibble_order.len() == input.m * groups_per_row(nb) * GROUP * BLOCK
             && input.neg8_sums.len() == input.m * nb);
-    if !available() || !part.fits(input, out.len() / input.m) || !four_bit_input {
+    if !available() || !part.fits(input, out.len() / input.m) || !input_fits {
         return super::portable_part(part, input, out);
     }
     each_row_pair(part, input, out, |row, j0, j1| {

@@ -33,11 +33,9 @@ pub fn available() -> bool {
 
 /// The AVX-512 VNNI form of [`super::portable_part`] (which it falls back to without it).
 pub fn part(part: &Part, input: &QInput, out: &mut [f32]) {
-    let nb = part.cols / BLOCK;
-    // 4 bits read the input in nibble order and its offsets, which `Part::fits` does not check.
+    // 4 bits read the input in nibble order, which `Part::fits` does not check.
     let input_fits = part.format == QFormat::Int8
-        || (input.nibble_order.len() == input.m * groups_per_row(nb) * GROUP * BLOCK
-            && input.neg8_sums.len() == input.m * nb);
+        || input.nibble_order.len() == input.m * groups_per_row(part.cols / BLOCK) * GROUP * BLOCK;
     if !available() || !part.fits(input, out.len() / input.m) || !input_fits {
         return super::portable_part(part, input, out);
     }
@@ -45,7 +43,7 @@ pub fn part(part: &Part, input: &QInput, out: &mut [f32]) {
         // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI, AVX2 and FMA (checked above); the row holds
         // `nb` blocks of its format's bytes, `nb` scales and `ns` super-scales, each input row
         // `nb` blocks of values and `ns` scales (`Part::fits`), and for 4 bits its values in
-        // nibble order (whole groups) and `nb` offsets (checked above); loads past a row's
+        // nibble order (whole groups, checked above) and `nb` offsets; loads past a row's
         // last block are masked off.
         unsafe {
             match part.format {

@@ -17,8 +17,9 @@
 //! - 8 bits: the weight's magnitude times the input carrying the weight's sign (|q|, |qx| ≤
 //!   127, so a pair never saturates 16 bits; magnitude and sign are taken once for both input
 //!   rows);
-//! - 4 bits: the stored nibble `q ∈ [0, 15]` times the input directly, and `8 · Σ qx` per block
-//!   (kept with the input) subtracted once a super-block, so no sign instruction at all.
+//! - 4 bits: the stored nibble `q ∈ [0, 15]` times the input directly, and `−8 · Σ qx` per
+//!   block (kept with the input in 16 bits) times the block scales added once a super-block
+//!   (one `vpmaddwd`), so no sign instruction at all.
 //!
 //! A portable kernel computes the same integers elsewhere; only the order of the f32 additions
 //! differs. The sums fit: 8 bits, `8 blocks · 2 · 127 · 127 · 127` a lane ≈ 3.3e7 < 2³¹.
@@ -296,17 +297,14 @@ struct QInput {
     cols: usize,
     /// `[m, cols]`, the values.
     q: Vec<i8>,
-    /// `[m, cols / BLOCK]`: `Σ q` of each block (the 4-bit weights' offset of 8; 4-bit weights
-    /// only, else empty).
-    sums: Vec<i32>,
     /// 4-bit weights only (else empty), for the AVX-512 kernel: `[m, groups · 2 · GROUP / 2]`,
     /// each row in groups of [`GROUP`] blocks (the last padded with zeros), a group's values
     /// in the order its packed weights unpack: the first 16 values of each of its blocks, then
     /// the last 16 of each (a 64-byte load of four blocks' bytes splits into the low nibbles,
     /// values 0–15 of each block, and the high ones, values 16–31).
     nibble_order: Vec<i8>,
-    /// 4-bit weights only (else empty): `[m, cols / BLOCK]`, `−8 · Σ q` of each block in 16
-    /// bits (`|Σ q| ≤ 32 · 127`, so `8 · 4064 = 32512` fits).
+    /// 4-bit weights only (else empty): `[m, cols / BLOCK]`, `−8 · Σ q` of each block (the
+    /// weights' offset of 8) in 16 bits (`|Σ q| ≤ 32 · 127`, so `8 · 4064 = 32512` fits).
     neg8_sums: Vec<i16>,
     /// `[m, super-blocks a row]`; NaN for a super-block holding a non-finite input.
     scale: Vec<f32>,
@@ -343,22 +341,20 @@ impl QInput {
                 scale.push(f32::NAN);
             }
         }
-        let (sums, nibble_order, neg8_sums) = match format {
-            QFormat::Int8 => (Vec::new(), Vec::new(), Vec::new()),
+        let (nibble_order, neg8_sums) = match format {
+            QFormat::Int8 => (Vec::new(), Vec::new()),
             QFormat::Int4 => {
-                let sums: Vec<i32> = q
+                let neg8 = q
                     .chunks_exact(BLOCK)
-                    .map(|b| b.iter().map(|&v| v as i32).sum())
+                    .map(|b| (-8 * b.iter().map(|&v| v as i32).sum::<i32>()) as i16)
                     .collect();
-                let neg8 = sums.iter().map(|&s| (-8 * s) as i16).collect();
-                (sums, nibble_order(&q, m, cols), neg8)
+                (nibble_order(&q, m, cols), neg8)
             }
         };
         Self {
             m,
             cols,
             q,
-            sums,
             nibble_order,
             neg8_sums,
             scale,
@@ -381,12 +377,6 @@ impl QInput {
 
     fn row_q(&self, j: usize) -> &[i8] {
         &self.q[j * self.cols..(j + 1) * self.cols]
-    }
-
-    /// Row `j` of `sums` (empty for 8-bit weights).
-    fn row_sums(&self, j: usize) -> &[i32] {
-        let nb = self.cols / BLOCK;
-        self.sums.get(j * nb..(j + 1) * nb).unwrap_or_default()
     }
 
     fn row_scale(&self, j: usize) -> &[f32] {
@@ -417,7 +407,7 @@ impl Part<'_> {
             && input.q.len() == m * self.cols
             && match self.format {
                 QFormat::Int8 => true,
-                QFormat::Int4 => input.sums.len() == m * nb,
+                QFormat::Int4 => input.neg8_sums.len() == m * nb,
             }
             && input.scale.len() == m * ns
     }

@@ -62,12 +62,14 @@ pub enum Shortcut {
     Activation,
     /// One of EnCodec's BLAS convolutions (`models::encodec`).
     Convolution,
+    /// EnCodec's LSTM run in place on the CPU (`models::encodec`).
+    Recurrence,
     /// An in-place pass of the optimiser (`train::optim`: AdamW, EMA, norm, finiteness).
     Optimizer,
 }
 
 impl Shortcut {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Blas,
         Self::Gemv,
         Self::LayerNorm,
@@ -76,6 +78,7 @@ impl Shortcut {
         Self::SingleQueryAttention,
         Self::Activation,
         Self::Convolution,
+        Self::Recurrence,
         Self::Optimizer,
     ];
 

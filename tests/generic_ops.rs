@@ -1,7 +1,7 @@
 //! `TUNELAB_GENERIC_OPS=1` does what it says: with it, none of the CPU shortcuts (OpenBLAS, the
-//! decoding GEMV, the fused ops, EnCodec's BLAS convolutions and LSTM, the optimiser's in-place passes)
-//! runs over a training step, a generation and an EnCodec round trip of the tiny models; without
-//! it, every one of them does (so the zero is no accident of what the step exercises).
+//! decoding GEMV, the fused ops, EnCodec's BLAS convolutions and LSTM, the optimiser's in-place
+//! passes) runs over a training step, a generation and an EnCodec round trip of the tiny models;
+//! without it, every one of them does (so the zero is no accident of what the step exercises).
 //!
 //! The switch is read once per process, so each side runs in a process of its own: the test
 //! starts this test binary again, once with the switch and once without, on an ignored test

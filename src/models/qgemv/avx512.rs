@@ -54,6 +54,43 @@ pub fn part(part: &Part, input: &QInput, out: &mut [f32]) {
     });
 }
 
+/// [`super::quantize_super`] sixteen values a register: the same scale, and the same integers
+/// (`x · (1/d)` rounded to nearest, ties to even, as the portable form's `round`; tested bit
+/// for bit). A 2 × 1024 input took 3.1 µs to quantise for 4 bits and takes 0.55 µs (2 × 4096:
+/// 12.2 → 2.0 µs), serial work of every product of a decoding step.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW; `sup.len() == qs.len()`, a multiple of 16.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn quantize_super(sup: &[f32], qs: &mut [i8]) -> f32 {
+    let n = sup.len();
+    debug_assert!(n.is_multiple_of(16) && qs.len() == n);
+    let mut most = _mm512_setzero_ps();
+    let mut nan: __mmask16 = 0;
+    for c in (0..n).step_by(16) {
+        // SAFETY: `c + 16 ≤ n`, inside `sup`.
+        let v = unsafe { _mm512_loadu_ps(sup.as_ptr().add(c)) };
+        nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        most = _mm512_max_ps(most, _mm512_abs_ps(v));
+    }
+    let amax = _mm512_reduce_max_ps(most);
+    if nan != 0 || !amax.is_finite() {
+        return f32::NAN;
+    }
+    let d = amax / 127.0;
+    let inv = _mm512_set1_ps(super::inverse(d));
+    for c in (0..n).step_by(16) {
+        // SAFETY: `c + 16 ≤ n`, inside `sup` and `qs`.
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(sup.as_ptr().add(c)), inv);
+            let i =
+                _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            _mm_storeu_si128(qs.as_mut_ptr().add(c).cast(), _mm512_cvtsepi32_epi8(i));
+        }
+    }
+    d
+}
+
 /// How far ahead of the loads the weight bytes are prefetched (2 KiB, as the f32 GEMV's).
 const AHEAD: usize = 2048;
 

@@ -248,12 +248,38 @@ impl QMatrix {
     }
 }
 
-/// `1 / d`, or 0 for a block of zeros (whose scale is 0).
+/// One super-block `sup` of an input row quantised into `qs` (as long): returns its scale
+/// `d = max|x| / 127` with `q = round(x / d)`, or NaN, leaving `qs` alone, where a value is not
+/// finite. [`avx512::quantize_super`] gives the same integers and scale.
+fn quantize_super(sup: &[f32], qs: &mut [i8]) -> f32 {
+    // Eight lanes of the largest magnitude (vectorises; NaN fails `is_finite` below).
+    let mut lanes = [0f32; 8];
+    for c in sup.chunks(8) {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, &v| if v > m { v } else { m });
+    if !amax.is_finite() || sup.iter().any(|v| v.is_nan()) {
+        return f32::NAN;
+    }
+    let d = amax / 127.0;
+    let inv = inverse(d);
+    qs.iter_mut()
+        .zip(sup)
+        .for_each(|(q, &v)| *q = round(v * inv) as i8);
+    d
+}
+
+/// `1 / d`, or 0 for a block of zeros (whose scale is 0) and for a scale so small (values
+/// below ≈ 1e-36) that `1 / d` overflows: such a block quantises to zeros instead of ±∞.
 fn inverse(d: f32) -> f32 {
-    if d == 0.0 {
+    let inv = 1.0 / d;
+    if d == 0.0 || !inv.is_finite() {
         0.0
     } else {
-        1.0 / d
+        inv
     }
 }
 
@@ -319,27 +345,15 @@ impl QInput {
         let qsups = q
             .chunks_exact_mut(cols)
             .flat_map(|row| row.chunks_mut(SUPER));
+        let fast = avx512::available();
         for (sup, qs) in sups.zip(qsups) {
-            // Eight lanes of the largest magnitude (vectorises; NaN fails `is_finite` below).
-            let mut lanes = [0f32; 8];
-            for c in sup.chunks(8) {
-                for (m, &v) in lanes.iter_mut().zip(c) {
-                    let a = v.abs();
-                    *m = if a > *m { a } else { *m };
-                }
-            }
-            let amax = lanes.iter().fold(0f32, |m, &v| if v > m { v } else { m });
-            let finite = amax.is_finite() && sup.iter().all(|v| !v.is_nan());
-            let d = amax / 127.0;
-            let inv = inverse(d);
-            if finite {
-                qs.iter_mut()
-                    .zip(sup)
-                    .for_each(|(q, &v)| *q = round(v * inv) as i8);
-                scale.push(d);
+            scale.push(if fast {
+                // SAFETY: the CPU has AVX-512 F/BW (checked); `qs` is `sup`'s length, a
+                // multiple of 16 (super-blocks are whole blocks of 32).
+                unsafe { avx512::quantize_super(sup, qs) }
             } else {
-                scale.push(f32::NAN);
-            }
+                quantize_super(sup, qs)
+            });
         }
         let (nibble_order, neg8_sums) = match format {
             QFormat::Int8 => (Vec::new(), Vec::new()),
@@ -649,6 +663,40 @@ mod tests {
     fn the_avx512_kernel_equals_the_product_of_the_dequantized_matrix() {
         assert!(avx512::available(), "this CPU has no AVX-512 VNNI");
         check_kernel("avx512", avx512::part);
+    }
+
+    /// The AVX-512 input quantisation gives the portable one's integers and scale bit for bit:
+    /// random values, ties at every half step (`x / d = k + 0.5`, which round to even), a
+    /// super-block of zeros, one of 4 blocks, values near f32's largest and smallest, and the
+    /// non-finite cases (NaN scale, integers left as they were).
+    #[test]
+    #[ignore = "needs a CPU with AVX-512 VNNI (fails without): run it there with `-- --ignored avx512`"]
+    #[allow(unsafe_code)]
+    fn the_avx512_quantisation_equals_the_portable_one() {
+        assert!(avx512::available(), "this CPU has no AVX-512 VNNI");
+        let mut cases: Vec<Vec<f32>> = (0..4).map(|s| values(s, SUPER)).collect();
+        // amax 127 makes d = 1: every k + 0.5 is a tie.
+        let mut ties: Vec<f32> = (0..SUPER).map(|i| i as f32 / 2.0 - 63.5).collect();
+        ties[0] = 127.0;
+        cases.push(ties);
+        cases.push(vec![0.0; SUPER]);
+        cases.push(values(9, 4 * BLOCK));
+        cases.push(values(10, SUPER).iter().map(|v| v * 3e37).collect());
+        cases.push(values(11, SUPER).iter().map(|v| v * 1e-39).collect());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut v = values(12, SUPER);
+            v[77] = bad;
+            cases.push(v);
+        }
+        for (n, x) in cases.iter().enumerate() {
+            let (mut a, mut b) = (vec![3i8; x.len()], vec![3i8; x.len()]);
+            let da = quantize_super(x, &mut a);
+            // SAFETY: the CPU has AVX-512 (asserted); equal lengths, a multiple of 16.
+            let db = unsafe { avx512::quantize_super(x, &mut b) };
+            assert_eq!(da.to_bits(), db.to_bits(), "case {n}: scale {da} and {db}");
+            assert_eq!(a, b, "case {n}");
+            assert_eq!(da.is_nan(), n >= cases.len() - 3, "case {n}");
+        }
     }
 
     #[test]

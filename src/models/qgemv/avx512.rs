@@ -91,8 +91,10 @@ pub(super) unsafe fn quantize_super(sup: &[f32], qs: &mut [i8]) -> f32 {
     d
 }
 
-/// How far ahead of the loads the weight bytes are prefetched (2 KiB, as the f32 GEMV's).
-const AHEAD: usize = 2048;
+/// How far ahead of the loads the weight bytes are prefetched: 4 KiB (2 KiB, as the f32
+/// GEMV's, took 15.7–17.0 ms for `bench kernels`' q8 step and 8.5–9.0 ms for q4; 4 KiB took
+/// 13.1–14.2 and 7.3–8.7 ms, alternated runs; 8 and 16 KiB were no better).
+const AHEAD: usize = 4096;
 
 /// One 8-bit weight row times input rows `j0` and `j1` (the same row twice for an odd last
 /// one), two blocks a register.

@@ -24,8 +24,9 @@ pub fn weights_combo(ui: &mut egui::Ui, id: &str, weights: &mut crate::models::n
 
 /// What each weight mode trades (the figures: README's speed and quality table).
 const WEIGHTS_TIP: &str = "How a MusicGen's large matrices are stored for generating. \
-    f32: exact (training, parity). q8: 8-bit, about twice as fast as f32 on a CPU, sampling \
-    almost unchanged. q4: 4-bit, fastest on a CPU, audibly less exact. q4k: candle's 4-bit \
+    f32: exact (training, parity). q8: 8-bit, two to three times as fast as f32 on a CPU, \
+    sampling almost unchanged. q4: 4-bit, the fastest on a CPU (faster than real time on two \
+    AVX-512 cores), but about a third of the most likely codes change. q4k: candle's 4-bit \
     k-quant. A Music Transformer always runs in f32.";
 
 /// A labelled form field: the label (with its tooltip) names the widget for screen readers.

@@ -365,6 +365,15 @@ impl TrainPanel {
     }
 
     fn charts_ui(&mut self, ui: &mut egui::Ui) {
+        let c = &self.curves;
+        if c.train_ce.is_empty() && c.valid_ce.is_empty() && self.compare.is_none() {
+            // No empty axes: say what will appear here and how to get it.
+            ui.add_space(24.0);
+            ui.vertical_centered(|ui| {
+                ui.label(egui::RichText::new(empty_charts(self.job.is_some())).weak())
+            });
+            return;
+        }
         ui.checkbox(&mut self.per_codebook, "Per codebook");
         let c = &self.curves;
         let h = 180.0;
@@ -420,6 +429,15 @@ impl TrainPanel {
                     }
                 });
         });
+    }
+}
+
+/// What the charts' place says before there is a curve to draw.
+fn empty_charts(running: bool) -> &'static str {
+    if running {
+        "Waiting for the first training step…"
+    } else {
+        "Start a run, or open one (Show run's curves), to see its curves here."
     }
 }
 

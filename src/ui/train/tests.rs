@@ -227,3 +227,42 @@ fn another_runs_curves_overlay_and_the_runs_previews_play() {
     );
     assert_eq!(h.state().panel.previews.len(), 3);
 }
+
+/// Before any curve the charts' place says what will appear and how, instead of empty axes;
+/// once a run has started it says it waits for the first step; the first step draws the charts.
+#[test]
+fn before_any_curve_the_charts_say_how_to_get_one() {
+    // A run folder with nothing in it (the default one may hold the demo's run).
+    let dir = tempfile::tempdir().unwrap();
+    let form = TrainForm {
+        run_dir: dir.path().join("run").display().to_string(),
+        ..TrainForm::default()
+    };
+    let mut h = Harness::new_ui_state(
+        draw,
+        S {
+            panel: TrainPanel::new(form, Player::silent()),
+            out: Outbox::default(),
+        },
+    );
+    h.run();
+    assert!(h.state().panel.curves.train_ce.is_empty());
+    assert!(h.query_by_label(empty_charts(false)).is_some());
+    assert!(h.query_by_label("Per codebook").is_none());
+    h.get_by_label("Start training").click();
+    h.run();
+    let job = h.state().panel.job.expect("a training job");
+    assert!(h.query_by_label(empty_charts(true)).is_some());
+    assert!(h.query_by_label(empty_charts(false)).is_none());
+    assert!(event(
+        &mut h,
+        Event::Train {
+            job,
+            events: vec![step(1)],
+            paused: false,
+        }
+    ));
+    h.run();
+    assert!(h.query_by_label(empty_charts(true)).is_none());
+    assert!(h.query_by_label("Per codebook").is_some());
+}

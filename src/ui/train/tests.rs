@@ -12,10 +12,14 @@ struct S {
 }
 
 fn harness() -> Harness<'static, S> {
+    harness_with(TrainForm::default())
+}
+
+fn harness_with(form: TrainForm) -> Harness<'static, S> {
     Harness::new_ui_state(
         draw,
         S {
-            panel: TrainPanel::new(TrainForm::default(), Player::silent()),
+            panel: TrainPanel::new(form, Player::silent()),
             out: Outbox::default(),
         },
     )
@@ -176,13 +180,7 @@ fn another_runs_curves_overlay_and_the_runs_previews_play() {
         run_dir: b.display().to_string(),
         ..Default::default()
     };
-    let mut h = Harness::new_ui_state(
-        draw,
-        S {
-            panel: TrainPanel::new(form, Player::silent()),
-            out: Outbox::default(),
-        },
-    );
+    let mut h = harness_with(form);
     assert_eq!(h.state().panel.curves.train_ce.len(), 3);
     assert_eq!(
         h.state()
@@ -238,13 +236,7 @@ fn before_any_curve_the_charts_say_how_to_get_one() {
         run_dir: dir.path().join("run").display().to_string(),
         ..TrainForm::default()
     };
-    let mut h = Harness::new_ui_state(
-        draw,
-        S {
-            panel: TrainPanel::new(form, Player::silent()),
-            out: Outbox::default(),
-        },
-    );
+    let mut h = harness_with(form);
     h.run();
     assert!(h.state().panel.curves.train_ce.is_empty());
     assert!(h.query_by_label(empty_charts(false)).is_some());

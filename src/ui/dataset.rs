@@ -20,6 +20,7 @@ use crate::ui::common::{field, waveform};
 use crate::ui::forms::DatasetForm;
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
+use crate::ui::picker::{path_field, PathKind};
 use crate::ui::state::State;
 use crate::ui::status::Status;
 use crate::ui::tab::Tab;
@@ -233,19 +234,23 @@ impl DatasetPanel {
         egui::Grid::new("dataset-form")
             .num_columns(2)
             .show(ui, |ui| {
-                field(
+                path_field(
                     ui,
                     "Audio folder or data.jsonl",
                     "WAV, FLAC, MP3 or OGG (any rate and channel count), or a folder of MIDI \
                      files (a MIDI dataset for the Music Transformer).",
-                    |ui| ui.text_edit_singleline(&mut self.form.source),
+                    &mut self.form.source,
+                    PathKind::Folder,
+                    None,
                 );
                 ui.end_row();
-                field(
+                path_field(
                     ui,
                     "Dataset folder",
                     "Where the dataset is written.",
-                    |ui| ui.text_edit_singleline(&mut self.form.dataset),
+                    &mut self.form.dataset,
+                    PathKind::Folder,
+                    None,
                 );
                 ui.end_row();
                 field(

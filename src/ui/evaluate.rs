@@ -12,6 +12,7 @@ use crate::ui::common::field;
 use crate::ui::forms::EvalForm;
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel};
+use crate::ui::picker::{path_field, PathKind};
 use crate::ui::state::State;
 use crate::ui::tab::Tab;
 
@@ -37,16 +38,31 @@ impl EvalPanel {
     fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
         let idle = self.job.is_none();
         egui::Grid::new("eval-form").num_columns(4).show(ui, |ui| {
-            field(ui, "Baseline", "Hub id, folder or run.", |ui| {
-                ui.text_edit_singleline(&mut self.form.baseline)
-            });
-            field(ui, "Fine-tuned", "Hub id, folder or run.", |ui| {
-                ui.text_edit_singleline(&mut self.form.candidate)
-            });
+            path_field(
+                ui,
+                "Baseline",
+                "Hub id, folder or run.",
+                &mut self.form.baseline,
+                PathKind::Model,
+                None,
+            );
+            path_field(
+                ui,
+                "Fine-tuned",
+                "Hub id, folder or run.",
+                &mut self.form.candidate,
+                PathKind::Model,
+                None,
+            );
             ui.end_row();
-            field(ui, "Dataset folder", "Its test split is used.", |ui| {
-                ui.text_edit_singleline(&mut self.form.dataset)
-            });
+            path_field(
+                ui,
+                "Dataset folder",
+                "Its test split is used.",
+                &mut self.form.dataset,
+                PathKind::Dataset,
+                None,
+            );
             field(
                 ui,
                 "Clips",
@@ -57,12 +73,14 @@ impl EvalPanel {
             field(ui, "Seconds", "Length of each generated clip.", |ui| {
                 ui.add(egui::DragValue::new(&mut self.form.seconds).range(1.0..=30.0))
             });
-            field(
+            path_field(
                 ui,
                 "CLAP folder",
                 "Optional: a LAION-CLAP model in HF layout (safetensors) for the prompt–clip \
                  score. None ships with tunelab.",
-                |ui| ui.text_edit_singleline(&mut self.form.clap),
+                &mut self.form.clap,
+                PathKind::Folder,
+                Some("none"),
             );
             ui.end_row();
         });

@@ -23,6 +23,7 @@ pub mod generate;
 pub mod listen;
 pub mod models;
 pub mod panel;
+pub mod picker;
 pub mod runs;
 pub mod state;
 pub mod status;

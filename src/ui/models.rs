@@ -10,10 +10,11 @@ use std::path::Path;
 use crate::engine::{Command, Event, JobId, JobOutput};
 use crate::models::device::{DeviceChoice, DeviceInfo, Precision};
 use crate::models::hub::{cached_models, CachedModel};
-use crate::ui::common::{field, weights_combo, DialogKind, FileDialog};
+use crate::ui::common::{field, weights_combo};
 use crate::ui::forms::ModelsForm;
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
+use crate::ui::picker::{path_field, PathKind};
 use crate::ui::runs::{find_runs, RunEntry};
 use crate::ui::state::State;
 use crate::ui::status::Status;
@@ -29,7 +30,6 @@ pub struct ModelsPanel {
     pub runs: Vec<RunEntry>,
     /// The runs changed since they were last announced to the shell.
     runs_changed: bool,
-    dialog: FileDialog<()>,
 }
 
 impl ModelsPanel {
@@ -41,7 +41,6 @@ impl ModelsPanel {
             cached: Vec::new(),
             runs: Vec::new(),
             runs_changed: false,
-            dialog: FileDialog::default(),
         };
         p.rescan();
         p
@@ -152,18 +151,14 @@ impl ModelsPanel {
     fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox, busy: bool) {
         self.device_ui(ui, out, busy);
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Model",
                 "A Hub repo id, a local MusicGen folder, or a training run.",
-                |ui| ui.add(egui::TextEdit::singleline(&mut self.form.spec).desired_width(360.0)),
+                &mut self.form.spec,
+                PathKind::Model,
+                None,
             );
-            if ui
-                .add_enabled(!self.dialog.is_open(), egui::Button::new("Browse…"))
-                .clicked()
-            {
-                self.dialog.open((), DialogKind::Folder);
-            }
             weights_combo(ui, "weights", &mut self.form.weights);
             if ui
                 .add_enabled(!busy, egui::Button::new("Load model"))
@@ -225,11 +220,13 @@ impl ModelsPanel {
         }
         ui.separator();
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Runs folder",
                 "Training runs found here appear as models.",
-                |ui| ui.text_edit_singleline(&mut self.form.runs_dir),
+                &mut self.form.runs_dir,
+                PathKind::Folder,
+                None,
             );
             if ui.button("Rescan runs").clicked() {
                 self.rescan_runs();
@@ -289,9 +286,6 @@ impl Panel for ModelsPanel {
     }
 
     fn poll(&mut self, out: &mut Outbox) {
-        if let Some(((), p)) = self.dialog.poll() {
-            self.form.spec = p.display().to_string();
-        }
         if std::mem::take(&mut self.runs_changed) {
             out.request(Request::Runs(self.runs.clone()));
         }

@@ -48,10 +48,7 @@ pub struct Shown {
 /// What a system file dialog was opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {
-    Model,
-    Adapter,
     AudioPrompt,
-    MidiPrime,
     SaveWav,
 }
 
@@ -59,15 +56,7 @@ impl Pick {
     /// The dialog that asks for it.
     fn dialog(self) -> DialogKind {
         match self {
-            Pick::Model | Pick::Adapter => DialogKind::Folder,
-            Pick::AudioPrompt => DialogKind::Open {
-                filter: "Audio",
-                extensions: &["wav", "flac", "mp3", "ogg"],
-            },
-            Pick::MidiPrime => DialogKind::Open {
-                filter: "MIDI",
-                extensions: &["mid", "midi"],
-            },
+            Pick::AudioPrompt => crate::ui::picker::PathKind::Audio.dialog(),
             Pick::SaveWav => DialogKind::Save {
                 filter: "WAV",
                 extensions: &["wav"],
@@ -353,12 +342,8 @@ impl GeneratePanel {
 
     /// What the user picked in a dialog; a line for the status bar, if any.
     pub fn apply_pick(&mut self, what: Pick, path: &Path) -> Option<Status> {
-        let s = path.display().to_string();
         match what {
-            Pick::Model => self.form.model_spec = s,
-            Pick::Adapter => self.form.adapter = s,
             Pick::AudioPrompt => self.form.params.prompt_audio = Some(path.to_path_buf()),
-            Pick::MidiPrime => self.form.midi.prime = s,
             Pick::SaveWav => return Some(self.save_wav(path)),
         }
         None

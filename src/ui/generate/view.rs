@@ -9,6 +9,7 @@ use crate::models::Family;
 use crate::ui::common::{field, waveform, weights_combo};
 use crate::ui::generate::{GeneratePanel, Pick};
 use crate::ui::panel::Outbox;
+use crate::ui::picker::{path_field, PathKind};
 use crate::ui::status::Status;
 
 impl GeneratePanel {
@@ -73,21 +74,15 @@ impl GeneratePanel {
     /// The model picker: a baseline (typed or browsed), a training run, or a LoRA adapter on
     /// top of the model.
     fn model_ui(&mut self, ui: &mut egui::Ui, out: &mut Outbox, idle: bool) {
-        let free = !self.dialog.is_open();
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Model",
                 "A Hub repo id, a local MusicGen or Music Transformer folder, or a training run.",
-                |ui| ui.text_edit_singleline(&mut self.form.model_spec),
+                &mut self.form.model_spec,
+                PathKind::Model,
+                None,
             );
-            if ui
-                .add_enabled(free, egui::Button::new("Browse…"))
-                .on_hover_text("Pick a model folder or a run folder.")
-                .clicked()
-            {
-                self.pick(Pick::Model);
-            }
             let runs = self.runs.clone();
             ui.menu_button("Runs…", |ui| {
                 if ui.button("baseline: the demo Music Transformer").clicked() {
@@ -143,20 +138,14 @@ impl GeneratePanel {
             });
         });
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "LoRA adapter",
-                "A PEFT adapter folder or a LoRA run, attached to the model above (MusicGen); \
-                 empty = none.",
-                |ui| ui.add(egui::TextEdit::singleline(&mut self.form.adapter).hint_text("none")),
+                "A PEFT adapter folder or a LoRA run, attached to the model above (MusicGen).",
+                &mut self.form.adapter,
+                PathKind::Adapter,
+                Some("none"),
             );
-            if ui
-                .add_enabled(free, egui::Button::new("Browse…"))
-                .on_hover_text("Pick an adapter folder or a LoRA run.")
-                .clicked()
-            {
-                self.pick(Pick::Adapter);
-            }
             field(
                 ui,
                 "Checkpoint",
@@ -188,17 +177,16 @@ impl GeneratePanel {
 
     /// Improv or primed generation with a Music Transformer (no prompt, no CFG).
     fn midi_controls(&mut self, ui: &mut egui::Ui) {
-        let free = !self.dialog.is_open();
-        let mut browse = false;
         let f = &mut self.form.midi;
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Prime",
-                "A MIDI file whose opening the piece continues; empty = improv.",
-                |ui| ui.text_edit_singleline(&mut f.prime),
+                "A MIDI file whose opening the piece continues; none = improv.",
+                &mut f.prime,
+                PathKind::Midi,
+                Some("improv"),
             );
-            browse = ui.add_enabled(free, egui::Button::new("Browse…")).clicked();
             if !f.prime.trim().is_empty() {
                 ui.add(
                     egui::DragValue::new(&mut f.prime_seconds)
@@ -220,30 +208,26 @@ impl GeneratePanel {
             ui.add(egui::Slider::new(&mut f.params.sampling.top_p, 0.0..=1.0).text("top-p"));
         });
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Write to",
                 "Folder of the pieces (piece-<seed>.mid and .wav).",
-                |ui| ui.text_edit_singleline(&mut f.out_dir),
+                &mut f.out_dir,
+                PathKind::Folder,
+                None,
             );
-            field(
+            path_field(
                 ui,
                 "SoundFont",
-                "A General MIDI .sf2 to render with; empty = the first installed.",
-                |ui| {
-                    ui.add(
-                        egui::TextEdit::singleline(&mut f.soundfont).hint_text("first installed"),
-                    )
-                },
+                "A General MIDI .sf2 to render with.",
+                &mut f.soundfont,
+                PathKind::SoundFont,
+                Some("first installed"),
             );
         });
-        if browse {
-            self.pick(Pick::MidiPrime);
-        }
     }
 
     fn musicgen_controls(&mut self, ui: &mut egui::Ui) {
-        let free = !self.dialog.is_open();
         let p = &mut self.form.params;
         field(
             ui,
@@ -266,34 +250,33 @@ impl GeneratePanel {
                     .prefix("top-p "),
             );
         });
-        let mut browse = false;
         ui.horizontal(|ui| {
             let mut text = p
                 .prompt_audio
                 .as_ref()
                 .map(|a| a.display().to_string())
                 .unwrap_or_default();
-            if field(
+            if path_field(
                 ui,
                 "Audio prompt",
-                "Audio to continue (any format); the clip's length includes it. Empty = none.",
-                |ui| ui.add(egui::TextEdit::singleline(&mut text).hint_text("none")),
+                "Audio to continue (any format); the clip's length includes it.",
+                &mut text,
+                PathKind::Audio,
+                Some("none"),
             )
             .changed()
             {
-                p.prompt_audio = (!text.is_empty()).then(|| PathBuf::from(text));
+                p.prompt_audio = (!text.trim().is_empty()).then(|| PathBuf::from(text.trim()));
             }
-            browse = ui.add_enabled(free, egui::Button::new("Browse…")).clicked();
         });
-        if browse {
-            self.pick(Pick::AudioPrompt);
-        }
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Clips folder",
                 "Generated clips and their history (history.jsonl) are written here.",
-                |ui| ui.text_edit_singleline(&mut self.form.clips_dir),
+                &mut self.form.clips_dir,
+                PathKind::Folder,
+                None,
             );
         });
     }

@@ -26,6 +26,7 @@ use crate::ui::common::field;
 pub use crate::ui::forms::{ListenForm, SetupForm};
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel};
+use crate::ui::picker::{path_field, PathKind};
 use crate::ui::state::State;
 use crate::ui::tab::Tab;
 
@@ -331,11 +332,13 @@ impl ListenPanel {
             egui::Grid::new("listen-form")
                 .num_columns(2)
                 .show(ui, |ui| {
-                    field(
+                    path_field(
                         ui,
                         "Session log",
                         "session.jsonl made by `tunelab listen new`.",
-                        |ui| ui.text_edit_singleline(&mut self.form.log),
+                        &mut self.form.log,
+                        PathKind::SessionLog,
+                        None,
                     );
                     ui.end_row();
                     field(ui, "Your name", "Answers are kept per rater.", |ui| {

@@ -15,6 +15,7 @@ use crate::eval::report::{EvalOptions, EvalReport};
 use crate::eval::verdict::{export_json, metrics_path, verdict, Verdict};
 use crate::ui::common::field;
 use crate::ui::panel::Outbox;
+use crate::ui::picker::{path_field, PathKind};
 
 pub struct ResultsView {
     /// The session logs pooled (the first one's folder holds `metrics.json` and the exports).
@@ -292,12 +293,14 @@ impl ResultsView {
             ui.small(n);
         }
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Dataset",
                 "The numbers use its test split (held-out loss; for MusicGen also clips \
                  generated from its captions).",
-                |ui| ui.text_edit_singleline(&mut self.dataset),
+                &mut self.dataset,
+                PathKind::Dataset,
+                None,
             );
             field(ui, "Clips", "Generated per model (MusicGen only).", |ui| {
                 ui.add(egui::DragValue::new(&mut self.clips).range(1..=200))
@@ -354,11 +357,13 @@ impl ResultsView {
                 }
             });
         ui.horizontal(|ui| {
-            field(
+            path_field(
                 ui,
                 "Pool another session",
                 "A session.jsonl of the same two models (same weights); raters are pooled.",
-                |ui| ui.text_edit_singleline(&mut self.add_log),
+                &mut self.add_log,
+                PathKind::SessionLog,
+                Some("none"),
             );
             if ui.button("Add").clicked() && !self.add_log.trim().is_empty() {
                 self.logs.push(PathBuf::from(self.add_log.trim()));

@@ -10,6 +10,7 @@ use crate::eval::listen::stats::{min_wins_for_significance, power_votes};
 use crate::ui::common::field;
 use crate::ui::listen::ListenPanel;
 use crate::ui::panel::Outbox;
+use crate::ui::picker::{path_field, PathKind};
 
 /// Prompts from a dataset's test split: captions of audio segments, or the pieces of a MIDI
 /// dataset (each continued from its opening), at most `n`, in the dataset's order.
@@ -42,17 +43,21 @@ impl ListenPanel {
         egui::Grid::new("listen-setup")
             .num_columns(4)
             .show(ui, |ui| {
-                field(
+                path_field(
                     ui,
                     "Model A",
                     "Usually the baseline: Hub id, folder or run.",
-                    |ui| ui.text_edit_singleline(&mut f.model_a),
+                    &mut f.model_a,
+                    PathKind::Model,
+                    None,
                 );
-                field(
+                path_field(
                     ui,
                     "Model B",
                     "Usually the fine-tune: Hub id, folder or run.",
-                    |ui| ui.text_edit_singleline(&mut f.model_b),
+                    &mut f.model_b,
+                    PathKind::Model,
+                    None,
                 );
                 ui.end_row();
                 field(
@@ -62,11 +67,13 @@ impl ListenPanel {
                  first seconds both models continue.",
                 |ui| ui.text_edit_multiline(&mut f.prompts),
             );
-                field(
+                path_field(
                     ui,
                     "Dataset",
                     "Its test split can fill the prompts.",
-                    |ui| ui.text_edit_singleline(&mut f.dataset),
+                    &mut f.dataset,
+                    PathKind::Dataset,
+                    Some("none"),
                 );
                 ui.end_row();
                 field(ui, "Clips per prompt", "Seeds per prompt.", |ui| {
@@ -90,11 +97,13 @@ impl ListenPanel {
                     |ui| ui.add(egui::DragValue::new(&mut f.catch_every).range(0..=50)),
                 );
                 ui.end_row();
-                field(
+                path_field(
                     ui,
                     "Session folder",
                     "Clips and session.jsonl go here.",
-                    |ui| ui.text_edit_singleline(&mut f.out),
+                    &mut f.out,
+                    PathKind::Folder,
+                    None,
                 );
                 field(
                     ui,

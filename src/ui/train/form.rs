@@ -8,29 +8,34 @@ use crate::models::Family;
 use crate::store::run_config::Mode;
 use crate::ui::common::field;
 use crate::ui::forms::TrainForm;
+use crate::ui::picker::{path_field, PathKind};
 
 impl TrainForm {
     /// The form's fields (a grid of four columns).
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         egui::Grid::new("train-form").num_columns(4).show(ui, |ui| {
             let mut ds = self.config.dataset.display().to_string();
-            if field(
+            if path_field(
                 ui,
                 "Dataset folder",
                 "A folder made in the Dataset tab (Import).",
-                |ui| ui.text_edit_singleline(&mut ds),
+                &mut ds,
+                PathKind::Dataset,
+                None,
             )
             .changed()
             {
                 self.set_dataset(PathBuf::from(ds));
             }
             let c = &mut self.config;
-            field(
+            path_field(
                 ui,
                 "Base model",
                 "MusicGen: a Hub id or a local folder · MIDI: a Music Transformer folder or run \
                  to continue from (unused by scratch)",
-                |ui| ui.text_edit_singleline(&mut c.model),
+                &mut c.model,
+                PathKind::Model,
+                None,
             );
             ui.end_row();
             field(
@@ -61,11 +66,13 @@ impl TrainForm {
                 });
             }
             ui.end_row();
-            field(
+            path_field(
                 ui,
                 "Run folder",
                 "Where config, metrics and checkpoints go.",
-                |ui| ui.text_edit_singleline(&mut self.run_dir),
+                &mut self.run_dir,
+                PathKind::Run,
+                None,
             );
             field(
                 ui,

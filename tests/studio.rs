@@ -67,7 +67,9 @@ fn load_generate_import_and_train_in_the_studio() {
     state.evaluate.clips = 1;
     state.evaluate.seconds = 1.0;
     let app = TunelabApp::with_waker(state, Arc::new(|| {}));
-    let mut h = Harness::new_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
 
     h.get_by_label("Load model").click();
     wait_for(&mut h, "the model", "Loaded:");
@@ -199,7 +201,9 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     state.generate.clips_dir = tmp.path().join("clips").display().to_string();
     let mut app = TunelabApp::with_waker(state, Arc::new(|| {}));
     app.load_local_model(); // what the studio does on start with a local model
-    let mut h = Harness::new_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
     wait_for(&mut h, "the model", "Loaded: Music Transformer");
     assert!(h
         .query_by_label_contains("MIDI · Music Transformer")

@@ -1,9 +1,14 @@
-//! The studio shell: the tab bar (one tab per [`Tab`]: Models · Generate · Dataset · Train ·
-//! Evaluate · Listen), the panel of the tab shown, and the status bar. Engine events are drained
-//! in `logic` (≤ 10 ms a frame) and offered to every panel; panels queue commands and requests
-//! in one outbox that the shell applies at the end of the frame (the one place that talks to
-//! the engine, cancellations included). The audio device is opened once and shared by the
-//! panels. The panels' forms are collected into [`State`] only when eframe saves.
+//! The studio shell: the tab bar on top (one tab per [`Tab`]: Models · Generate · Library ·
+//! Dataset · Train · Evaluate · Listen, the UI scale, the theme, Help), the status bar at the
+//! foot (progress, the status line, and the engine's state, loaded model, device and memory),
+//! the panel of the tab shown between them, and the Help and welcome overlays. Engine events
+//! are drained in `logic` (≤ 10 ms a frame) and offered to every panel; panels queue commands
+//! and requests in one outbox that the shell applies at the end of the frame (the one place
+//! that talks to the engine, cancellations included). The audio device is opened once and
+//! shared by the panels. The panels' forms are collected into [`State`] only when eframe saves.
+//!
+//! Keys here: Ctrl+1 … Ctrl+7 open the tabs, `?` or F1 the Help (the full list is
+//! [`crate::ui::help::KEYS`]).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
@@ -11,16 +16,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audio::{AudioSink, SharedPlayer};
-use crate::engine::{EngineHandle, Event, JobId, JobOutput};
+use crate::engine::{EngineHandle, Event, JobId, JobOutput, ModelInfo};
 use crate::ui::dataset::DatasetPanel;
 use crate::ui::evaluate::EvalPanel;
 use crate::ui::generate::GeneratePanel;
+use crate::ui::help::{help_window, welcome_window, HelpChoice, WelcomeChoice};
+use crate::ui::library::LibraryPanel;
 use crate::ui::listen::ListenPanel;
 use crate::ui::models::ModelsPanel;
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
 use crate::ui::state::{State, Theme};
 use crate::ui::status::Status;
+use crate::ui::status_bar::{status_bar, EngineView};
 use crate::ui::tab::Tab;
 use crate::ui::train::TrainPanel;
 
@@ -44,10 +52,11 @@ impl Loading {
     }
 }
 
-/// The six panels, one per tab.
+/// The seven panels, one per tab.
 struct Panels {
     models: ModelsPanel,
     generate: GeneratePanel,
+    library: LibraryPanel,
     dataset: DatasetPanel,
     train: TrainPanel,
     evaluate: EvalPanel,
@@ -59,6 +68,7 @@ impl Panels {
         match tab {
             Tab::Models => &self.models,
             Tab::Generate => &self.generate,
+            Tab::Library => &self.library,
             Tab::Dataset => &self.dataset,
             Tab::Train => &self.train,
             Tab::Evaluate => &self.evaluate,
@@ -70,6 +80,7 @@ impl Panels {
         match tab {
             Tab::Models => &mut self.models,
             Tab::Generate => &mut self.generate,
+            Tab::Library => &mut self.library,
             Tab::Dataset => &mut self.dataset,
             Tab::Train => &mut self.train,
             Tab::Evaluate => &mut self.evaluate,
@@ -87,7 +98,22 @@ pub struct TunelabApp {
     status: Status,
     outbox: Outbox,
     panels: Panels,
+    /// The model the engine holds (every load ends here, whichever panel asked).
+    model: Option<ModelInfo>,
+    /// The welcome is shown; it was dismissed for good.
+    welcome: bool,
+    welcome_done: bool,
+    help: bool,
+    /// The zoom on top of the display's scale, as the studio last applied it, and whether the
+    /// persisted one has been applied (on the first frame).
+    zoom: f32,
+    zoom_applied: bool,
+    /// The resident memory and when it was read (seconds of egui time).
+    memory: (f64, Option<u64>),
 }
+
+/// The UI scales offered in the tab bar (Ctrl + / − step between them too).
+const ZOOMS: [f32; 8] = [0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0];
 
 impl TunelabApp {
     pub fn new(cc: &eframe::CreationContext<'_>, tab: Option<Tab>) -> Self {
@@ -99,7 +125,9 @@ impl TunelabApp {
             state.tab = t;
         }
         let ctx = cc.egui_ctx.clone();
+        let first_start = !state.welcome_done;
         let mut app = Self::with_waker(state, Arc::new(move || ctx.request_repaint()));
+        app.welcome = first_start;
         app.open_device();
         app.load_local_model();
         app
@@ -138,8 +166,10 @@ impl TunelabApp {
             _ => status,
         };
         let audio = SharedPlayer::new(sink);
+        let clips_dir = state.generate.clips_dir.clone();
         let panels = Panels {
             models: ModelsPanel::new(state.models),
+            library: LibraryPanel::new(state.library, &clips_dir, audio.handle()),
             generate: GeneratePanel::new(state.generate, audio.handle()),
             dataset: DatasetPanel::new(state.dataset, audio.handle()),
             train: TrainPanel::new(state.train, audio.handle()),
@@ -155,7 +185,34 @@ impl TunelabApp {
             status,
             outbox: Outbox::default(),
             panels,
+            model: None,
+            welcome: false,
+            welcome_done: state.welcome_done,
+            help: false,
+            zoom: if state.zoom > 0.0 { state.zoom } else { 1.0 },
+            zoom_applied: false,
+            memory: (f64::NEG_INFINITY, None),
         }
+    }
+
+    /// Shows the welcome (as on a first start).
+    pub fn show_welcome(&mut self) {
+        self.welcome = true;
+    }
+
+    /// Is the welcome shown?
+    pub fn welcome_shown(&self) -> bool {
+        self.welcome
+    }
+
+    /// Is the Help window open?
+    pub fn help_shown(&self) -> bool {
+        self.help
+    }
+
+    /// The model the engine holds, as it last said.
+    pub fn model(&self) -> Option<&ModelInfo> {
+        self.model.as_ref()
     }
 
     /// Loads the model named in the Generate form when it is a local folder (the demo on first
@@ -204,6 +261,8 @@ impl TunelabApp {
         let mut state = State {
             tab: self.tab,
             theme: self.theme,
+            welcome_done: self.welcome_done,
+            zoom: self.zoom,
             ..Default::default()
         };
         for t in Tab::ALL {
@@ -241,6 +300,18 @@ impl TunelabApp {
     /// Offers `ev` to every panel; what none of them claims (model loads, failures of jobs
     /// no panel follows) is the shell's.
     fn route(&mut self, ev: &Event) {
+        match ev {
+            Event::Done {
+                result: Ok(JobOutput::ModelLoaded(info)),
+                ..
+            } => self.model = Some(info.clone()),
+            // The engine moved to another device and dropped its model.
+            Event::Done {
+                result: Ok(JobOutput::DeviceReady { .. }),
+                ..
+            } => self.model = None,
+            _ => {}
+        }
         let mut owned = false;
         for t in Tab::ALL {
             owned |= self.panels.get_mut(t).on_event(ev, &mut self.outbox);
@@ -303,6 +374,33 @@ impl TunelabApp {
                     self.tab = Tab::Train;
                 }
                 Request::Runs(runs) => self.panels.generate.set_runs(runs),
+                Request::ClipAdded { entry, audio, rate } => {
+                    self.panels.library.add(*entry, &audio, rate)
+                }
+                Request::AudioPrompt(file) => {
+                    self.panels.generate.form.params.prompt_audio = Some(file);
+                    self.tab = Tab::Generate;
+                }
+                Request::Reuse(entry) => {
+                    if let Some(s) = self.panels.generate.reuse(&entry) {
+                        self.status = s;
+                    }
+                    self.tab = Tab::Generate;
+                }
+                Request::ListenTest {
+                    model_a,
+                    model_b,
+                    prompts,
+                } => {
+                    let setup = &mut self.panels.listen.form.setup;
+                    setup.model_a = model_a;
+                    if let Some(b) = model_b {
+                        setup.model_b = b;
+                    }
+                    setup.prompts = prompts.join("\n");
+                    self.tab = Tab::Listen;
+                }
+                Request::Show(tab) => self.tab = tab,
             }
         }
     }
@@ -315,31 +413,117 @@ impl TunelabApp {
         }
     }
 
-    /// The window's contents.
+    /// The window's contents: the tab bar, the status bar, the panel between them, then the
+    /// overlays; drops no field took go to the Dataset tab.
     fn draw(&mut self, ui: &mut egui::Ui) {
-        self.take_dropped_files(ui);
-        self.tab_bar(ui);
+        self.keys(ui);
+        self.follow_zoom(ui.ctx());
         let theme = self.theme.preference();
         if ui.ctx().options(|o| o.theme_preference) != theme {
             ui.ctx().set_theme(theme);
         }
-        ui.separator();
-        if ui.input(|i| !i.raw.hovered_files.is_empty()) {
-            ui.strong("Drop a folder of audio or MIDI files (or a data.jsonl) to import it.");
-        }
+        egui::Panel::top("tunelab-tabs").show(ui, |ui| self.tab_bar(ui));
+        egui::Panel::bottom("tunelab-status").show(ui, |ui| self.status_bar(ui));
         let model = ModelBusy {
             loading: self.loading.is_some(),
             generating: self.panels.generate.busy(),
         };
+        if ui.input(|i| !i.raw.hovered_files.is_empty()) {
+            ui.strong(
+                "Drop on a field to choose it, or anywhere else: a folder of audio or MIDI \
+                 files (or a data.jsonl) to import.",
+            );
+        }
         self.panels
-            .get_mut(self.tab)
-            .ui(ui, model, &mut self.outbox);
-        self.status_bar(ui);
+            .library
+            .follow(&self.panels.generate.form.clips_dir);
+        let tab = self.tab;
+        egui::ScrollArea::vertical()
+            .id_salt(("tunelab-panel", tab.name()))
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                self.panels.get_mut(tab).ui(ui, model, &mut self.outbox);
+            });
+        self.take_dropped_files(ui);
+        self.overlays(ui.ctx());
         self.apply();
     }
 
-    /// Files dropped on the window: the first becomes the Dataset tab's import source.
+    /// Ctrl+1 … Ctrl+7 (taken before the panels see the digits), `?` and F1.
+    fn keys(&mut self, ui: &egui::Ui) {
+        for t in Tab::ALL {
+            if ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, t.key())) {
+                self.tab = t;
+            }
+        }
+        let typing = ui.ctx().egui_wants_keyboard_input();
+        let help = ui.input(|i| {
+            i.key_pressed(egui::Key::F1)
+                || (!typing
+                    && i.events
+                        .iter()
+                        .any(|e| matches!(e, egui::Event::Text(t) if t == "?")))
+        });
+        if help {
+            self.help = !self.help;
+        }
+    }
+
+    /// Keeps the zoom the user set (the scale menu, or egui's Ctrl + / −) to persist it, and
+    /// applies a persisted one on the first frame.
+    fn follow_zoom(&mut self, ctx: &egui::Context) {
+        if !std::mem::replace(&mut self.zoom_applied, true) {
+            ctx.set_zoom_factor(self.zoom);
+        }
+        self.zoom = ctx.zoom_factor();
+    }
+
+    /// The Help window and the welcome.
+    fn overlays(&mut self, ctx: &egui::Context) {
+        if help_window(ctx, &mut self.help) == Some(HelpChoice::Welcome) {
+            self.help = false;
+            self.welcome = true;
+        }
+        if !self.welcome {
+            return;
+        }
+        let Some(choice) = welcome_window(ctx) else {
+            return;
+        };
+        self.welcome = false;
+        self.welcome_done = true;
+        if let Some(t) = choice.tab() {
+            self.tab = t;
+        }
+        match choice {
+            WelcomeChoice::Generate => {
+                if self.model.is_some() && !self.panels.generate.busy() {
+                    self.panels.generate.generate(&mut self.outbox);
+                } else {
+                    self.status = Status::Info(
+                        "The demo model is loading: press Generate when the status bar names it."
+                            .into(),
+                    );
+                }
+            }
+            WelcomeChoice::FineTune => self.panels.train.start(&mut self.outbox),
+            WelcomeChoice::Compare => {
+                self.status = Status::Info(
+                    "Once the fine-tune has trained, Prepare session below makes a blind A/B \
+                     test of it against the demo model; or compare two clips in the Library."
+                        .into(),
+                );
+            }
+            WelcomeChoice::Dismiss => {}
+        }
+    }
+
+    /// Files dropped on the window that no field took: the first becomes the Dataset tab's
+    /// import source.
     fn take_dropped_files(&mut self, ui: &egui::Ui) {
+        if crate::ui::picker::drop_claimed(ui.ctx()) {
+            return;
+        }
         let dropped: Option<PathBuf> =
             ui.input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
         if let Some(p) = dropped {
@@ -352,10 +536,19 @@ impl TunelabApp {
         ui.horizontal(|ui| {
             ui.heading("tunelab");
             ui.separator();
-            for t in Tab::ALL {
-                ui.selectable_value(&mut self.tab, t, t.title());
+            for (k, t) in Tab::ALL.into_iter().enumerate() {
+                ui.selectable_value(&mut self.tab, t, t.title())
+                    .on_hover_text(format!("Ctrl+{}", k + 1));
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui
+                    .selectable_label(self.help, "Help")
+                    .on_hover_text("Keys and help (? or F1)")
+                    .clicked()
+                {
+                    self.help = !self.help;
+                }
+                ui.separator();
                 for (theme, label) in [
                     (Theme::Dark, "Dark"),
                     (Theme::Light, "Light"),
@@ -363,26 +556,90 @@ impl TunelabApp {
                 ] {
                     ui.selectable_value(&mut self.theme, theme, label);
                 }
+                ui.separator();
+                let mut zoom = self.zoom;
+                let l = ui.label("Scale");
+                egui::ComboBox::from_id_salt("tunelab-zoom")
+                    .selected_text(format!("{:.0} %", zoom * 100.0))
+                    .show_ui(ui, |ui| {
+                        for z in ZOOMS {
+                            ui.selectable_value(&mut zoom, z, format!("{:.0} %", z * 100.0));
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id)
+                    .on_hover_text(
+                        "The UI's size on top of the display's own scale (Ctrl + / Ctrl -).",
+                    );
+                if zoom != self.zoom {
+                    self.zoom = zoom;
+                    ui.ctx().set_zoom_factor(zoom);
+                }
             });
         });
     }
 
+    /// What the engine is doing, from the load followed and the panels' jobs.
+    fn engine_state(&self) -> String {
+        if self.engine.is_none() {
+            return "stopped".into();
+        }
+        let mut doing: Vec<&str> = Vec::new();
+        if self.loading.is_some() {
+            doing.push("loading");
+        }
+        for (t, what) in [
+            (Tab::Generate, "generating"),
+            (Tab::Dataset, "importing"),
+            (Tab::Train, "training"),
+            (Tab::Evaluate, "evaluating"),
+            (Tab::Listen, "preparing a session"),
+        ] {
+            if !self.panels.get(t).jobs().is_empty() {
+                doing.push(what);
+            }
+        }
+        if doing.is_empty() {
+            "idle".into()
+        } else {
+            doing.join(", ")
+        }
+    }
+
     fn status_bar(&mut self, ui: &mut egui::Ui) {
-        ui.separator();
+        let now = ui.input(|i| i.time);
+        if now - self.memory.0 >= 1.0 {
+            self.memory = (now, crate::memory::rss_bytes());
+        }
+        let mut progress = Vec::new();
         if let Some(l) = &self.loading {
             let f = if l.total > 0 {
                 l.done as f32 / l.total as f32
             } else {
                 0.0
             };
-            ui.add(egui::ProgressBar::new(f).text(format!("loading {}", l.file)));
+            progress.push((f, format!("loading {}", l.file)));
         }
         for t in Tab::ALL {
-            if let Some((f, text)) = self.panels.get(t).progress() {
-                ui.add(egui::ProgressBar::new(f).text(text));
+            if let Some(p) = self.panels.get(t).progress() {
+                progress.push(p);
             }
         }
-        self.status.ui(ui);
+        let loaded = self.panels.generate.loaded_as.as_ref();
+        let engine = EngineView {
+            state: self.engine_state(),
+            model: self.model.as_ref(),
+            spec: loaded.map(|l| l.model.as_str()),
+            weights: loaded.map(|l| l.weights),
+            device: self
+                .panels
+                .models
+                .device
+                .as_ref()
+                .map(|(d, p)| format!("{d} · {p}")),
+            memory: self.memory.1,
+        };
+        status_bar(ui, &self.status, &progress, &engine);
     }
 }
 

@@ -37,6 +37,9 @@ impl EvalPanel {
 
     fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
         let idle = self.job.is_none();
+        let midi = crate::data::midi_dataset::is_midi_dataset(std::path::Path::new(
+            self.form.dataset.trim(),
+        ));
         egui::Grid::new("eval-form").num_columns(4).show(ui, |ui| {
             path_field(
                 ui,
@@ -58,21 +61,46 @@ impl EvalPanel {
             path_field(
                 ui,
                 "Dataset folder",
-                "Its test split is used.",
+                "Audio (MusicGen) or MIDI (Music Transformer), made in the Dataset tab.",
                 &mut self.form.dataset,
                 PathKind::Dataset,
                 None,
             );
             field(
                 ui,
-                "Clips",
-                "Generated per model from the test captions.",
-                |ui| ui.add(egui::DragValue::new(&mut self.form.clips).range(1..=500)),
+                "Split",
+                "test: the held-out report · valid: while choosing between runs or steps",
+                |ui| {
+                    egui::ComboBox::from_id_salt("eval-split")
+                        .selected_text(split_name(self.form.split))
+                        .show_ui(ui, |ui| {
+                            for s in [Split::Test, Split::Valid] {
+                                ui.selectable_value(&mut self.form.split, s, split_name(s));
+                            }
+                        })
+                        .response
+                },
             );
             ui.end_row();
+            if midi {
+                ui.label("");
+                ui.weak(
+                    "A MIDI dataset: held-out cross-entropy and perplexity per model; pieces \
+                     are judged by ear in the Library and the Listen tab.",
+                );
+                ui.end_row();
+                return;
+            }
+            field(
+                ui,
+                "Clips",
+                "Generated per model from the split's captions.",
+                |ui| ui.add(egui::DragValue::new(&mut self.form.clips).range(1..=500)),
+            );
             field(ui, "Seconds", "Length of each generated clip.", |ui| {
                 ui.add(egui::DragValue::new(&mut self.form.seconds).range(1.0..=30.0))
             });
+            ui.end_row();
             path_field(
                 ui,
                 "CLAP folder",
@@ -100,7 +128,7 @@ impl EvalPanel {
                     ],
                     dataset: PathBuf::from(self.form.dataset.trim()),
                     options: EvalOptions {
-                        split: Split::Test,
+                        split: self.form.split,
                         clips: self.form.clips,
                         seconds: self.form.seconds,
                         clap: Some(PathBuf::from(self.form.clap.trim()))
@@ -178,6 +206,15 @@ impl EvalPanel {
             return;
         }
         ui.small(&r.caveat);
+    }
+}
+
+/// A split's name in the form.
+fn split_name(s: Split) -> &'static str {
+    match s {
+        Split::Train => "train",
+        Split::Valid => "valid",
+        Split::Test => "test",
     }
 }
 

@@ -107,6 +107,16 @@ impl Default for MidiForm {
     }
 }
 
+/// The Library tab.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LibraryForm {
+    /// Shows the clips whose prompt, model or file contains it.
+    pub search: String,
+    /// Play the clip again from the start when it ends.
+    pub loop_playback: bool,
+}
+
 /// The Dataset tab.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -185,6 +195,8 @@ pub struct EvalForm {
     pub baseline: String,
     pub candidate: String,
     pub dataset: String,
+    /// The split evaluated (test, or valid while choosing between runs).
+    pub split: crate::data::dataset::Split,
     pub clips: usize,
     pub seconds: f64,
     /// Optional LAION-CLAP folder for the prompt–clip score (empty: none).
@@ -193,10 +205,16 @@ pub struct EvalForm {
 
 impl Default for EvalForm {
     fn default() -> Self {
+        // The offline demo: the shipped model against its fine-tune on the folk tunes.
         Self {
-            baseline: "facebook/musicgen-small".into(),
-            candidate: "runs/first".into(),
-            dataset: "datasets/mine".into(),
+            baseline: crate::demo::model_dir().display().to_string(),
+            candidate: crate::demo::demo_dir()
+                .join("runs")
+                .join("folk-finetune")
+                .display()
+                .to_string(),
+            dataset: crate::demo::dataset_dir("folk").display().to_string(),
+            split: crate::data::dataset::Split::Test,
             clips: 8,
             seconds: 10.0,
             clap: String::new(),

@@ -6,7 +6,10 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use crate::engine::{Command, Event, JobId};
+use crate::ui::generate::HistoryEntry;
 use crate::ui::runs::RunEntry;
 use crate::ui::state::State;
 use crate::ui::status::Status;
@@ -73,6 +76,26 @@ pub enum Request {
     /// The training runs found in the runs folder (the Generate panel's model picker offers
     /// them).
     Runs(Vec<RunEntry>),
+    /// A clip (or rendered piece) was generated: the Library lists it, its thumbnail from
+    /// `audio` (the file may still be being written).
+    ClipAdded {
+        entry: Box<HistoryEntry>,
+        audio: Arc<Vec<f32>>,
+        rate: u32,
+    },
+    /// This audio file is the Generate form's audio prompt now (the Generate tab opens).
+    AudioPrompt(PathBuf),
+    /// A clip's settings go into the Generate form (the Generate tab opens).
+    Reuse(Box<HistoryEntry>),
+    /// A new listening test of these models on these prompts is set up in the Listen tab
+    /// (`model_b: None` leaves B as it was); the Listen tab opens.
+    ListenTest {
+        model_a: String,
+        model_b: Option<String>,
+        prompts: Vec<String>,
+    },
+    /// Show this tab.
+    Show(Tab),
 }
 
 /// What the panels queued this frame: engine commands with fresh job ids, cancellations (each

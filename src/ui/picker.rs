@@ -131,6 +131,12 @@ pub fn describe(value: &str, kind: PathKind) -> Option<Readable> {
     if p == crate::demo::model_dir() {
         return ok("demo: Bach chorales (Music Transformer)".into());
     }
+    if v == crate::ui::generate::RANDOM_SMALL {
+        return ok("musicgen-small layout · random weights".into());
+    }
+    if let Some(id) = hub_snapshot(p) {
+        return ok(id);
+    }
     if !p.exists() {
         if kind.takes_hub_ids() && is_hub_id(v) {
             return ok(v.to_string());
@@ -162,6 +168,18 @@ pub fn describe(value: &str, kind: PathKind) -> Option<Readable> {
         return ok(format!("{name}{what}"));
     }
     ok(name)
+}
+
+/// The Hub id of a snapshot in the HF cache (`…/models--owner--name/snapshots/<rev>`).
+fn hub_snapshot(p: &Path) -> Option<String> {
+    let parent = p.parent()?;
+    if parent.file_name()? != "snapshots" {
+        return None;
+    }
+    let repo = parent.parent()?.file_name()?.to_str()?;
+    let rest = repo.strip_prefix("models--")?;
+    let (owner, name) = rest.split_once("--")?;
+    Some(format!("{owner}/{name}"))
 }
 
 /// A run as `name · mode · step N` (its latest kept step), from its config and checkpoints.
@@ -445,6 +463,17 @@ mod tests {
             .unwrap()
             .name,
             "song.wav"
+        );
+        let snap = "/cache/hub/models--facebook--musicgen-small/snapshots/0123abcd";
+        assert_eq!(
+            describe(snap, PathKind::Model).unwrap().name,
+            "facebook/musicgen-small"
+        );
+        assert_eq!(
+            describe(crate::ui::generate::RANDOM_SMALL, PathKind::Model)
+                .unwrap()
+                .name,
+            "musicgen-small layout · random weights"
         );
         assert_eq!(
             describe(

@@ -2,7 +2,9 @@
 //! app key), filled from the panels' forms when eframe saves. Runtime handles (the engine, the
 //! audio stream, jobs) are never in it.
 
-use crate::ui::forms::{DatasetForm, EvalForm, GenerateForm, ListenForm, ModelsForm, TrainForm};
+use crate::ui::forms::{
+    DatasetForm, EvalForm, GenerateForm, LibraryForm, ListenForm, ModelsForm, TrainForm,
+};
 use crate::ui::tab::Tab;
 
 /// Form values persisted across restarts.
@@ -12,11 +14,17 @@ pub struct State {
     pub tab: Tab,
     pub theme: Theme,
     pub generate: GenerateForm,
+    pub library: LibraryForm,
     pub train: TrainForm,
     pub dataset: DatasetForm,
     pub listen: ListenForm,
     pub models: ModelsForm,
     pub evaluate: EvalForm,
+    /// The welcome was dismissed: it is not shown again.
+    pub welcome_done: bool,
+    /// The UI's zoom on top of the display's scale (Ctrl + / Ctrl − change it too); 0 (a
+    /// state saved before it existed) is read as 1.
+    pub zoom: f32,
 }
 
 /// Light or dark: the system's (the default, following it live) or fixed.

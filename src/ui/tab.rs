@@ -13,6 +13,7 @@ pub enum Tab {
     Models,
     #[default]
     Generate,
+    Library,
     Dataset,
     Train,
     Evaluate,
@@ -21,9 +22,10 @@ pub enum Tab {
 
 impl Tab {
     /// Every tab, in the tab bar's order.
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Models,
         Tab::Generate,
+        Tab::Library,
         Tab::Dataset,
         Tab::Train,
         Tab::Evaluate,
@@ -35,6 +37,7 @@ impl Tab {
         match self {
             Tab::Models => "models",
             Tab::Generate => "generate",
+            Tab::Library => "library",
             Tab::Dataset => "dataset",
             Tab::Train => "train",
             Tab::Evaluate => "evaluate",
@@ -47,6 +50,7 @@ impl Tab {
         match self {
             Tab::Models => "Models",
             Tab::Generate => "Generate",
+            Tab::Library => "Library",
             Tab::Dataset => "Dataset",
             Tab::Train => "Train",
             Tab::Evaluate => "Evaluate",
@@ -54,8 +58,23 @@ impl Tab {
         }
     }
 
+    /// The key that opens it with Ctrl (Cmd on macOS): 1 for the first tab, and so on.
+    pub fn key(self) -> egui::Key {
+        const KEYS: [egui::Key; 7] = [
+            egui::Key::Num1,
+            egui::Key::Num2,
+            egui::Key::Num3,
+            egui::Key::Num4,
+            egui::Key::Num5,
+            egui::Key::Num6,
+            egui::Key::Num7,
+        ];
+        let i = Tab::ALL.iter().position(|t| *t == self).unwrap_or(0);
+        KEYS[i]
+    }
+
     /// Every name, in order (for messages and help).
-    pub fn names() -> [&'static str; 6] {
+    pub fn names() -> [&'static str; 7] {
         Tab::ALL.map(Tab::name)
     }
 }
@@ -100,7 +119,7 @@ mod tests {
         assert_eq!(e.given, "mixer");
         assert_eq!(
             e.to_string(),
-            "unknown tab \"mixer\" (one of: models, generate, dataset, train, evaluate, listen)"
+            "unknown tab \"mixer\" (one of: models, generate, library, dataset, train, evaluate, listen)"
         );
     }
 
@@ -110,10 +129,11 @@ mod tests {
         let index = |t: Tab| match t {
             Tab::Models => 0,
             Tab::Generate => 1,
-            Tab::Dataset => 2,
-            Tab::Train => 3,
-            Tab::Evaluate => 4,
-            Tab::Listen => 5,
+            Tab::Library => 2,
+            Tab::Dataset => 3,
+            Tab::Train => 4,
+            Tab::Evaluate => 5,
+            Tab::Listen => 6,
         };
         for (i, t) in Tab::ALL.into_iter().enumerate() {
             assert_eq!(index(t), i);

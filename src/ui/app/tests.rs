@@ -36,11 +36,14 @@ fn silent_app(state: State) -> (TunelabApp, Rc<Cell<usize>>) {
     (app, opened)
 }
 
+/// The studio at 1280 × 800 (its smallest window is 960 × 600).
 fn app(state: State) -> Harness<'static, TunelabApp> {
-    Harness::new_ui_state(
-        |ui, app: &mut TunelabApp| app.frame(ui),
-        silent_app(state).0,
-    )
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(
+            |ui, app: &mut TunelabApp| app.frame(ui),
+            silent_app(state).0,
+        )
 }
 
 #[test]
@@ -249,4 +252,143 @@ fn the_studio_opens_its_audio_output_once_and_panels_take_it_over_in_turn() {
         "the Generate panel shows its clip stopped"
     );
     assert_eq!(opened.get(), 1);
+}
+
+fn midi_info() -> ModelInfo {
+    ModelInfo {
+        family: Family::Midi,
+        source: Some(crate::demo::model_dir()),
+        description: "Music Transformer".into(),
+        sample_rate: 44_100,
+        codebooks: 1,
+        parameters: 1,
+        device: "cpu".into(),
+        precision: Default::default(),
+    }
+}
+
+#[test]
+fn the_status_bar_names_the_loaded_model_and_the_generate_form_follows_every_load() {
+    // (The Generate panel's own tests load "Random musicgen-small" without an engine.)
+    let mut h = app(State::default());
+    h.step();
+    assert!(h.query_by_label("no model loaded").is_some());
+    assert!(h.query_by_label("engine: idle").is_some());
+    h.state_mut().outbox.request(Request::TrackLoad {
+        job: 998,
+        what: "the demo".into(),
+    });
+    h.state_mut().apply();
+    h.step();
+    assert!(h.query_by_label("engine: loading").is_some());
+    // A load from the Models tab (the demo model) is what the Generate form names then.
+    h.state_mut().route(&Event::Done {
+        job: 999,
+        result: Ok(JobOutput::ModelLoaded(midi_info())),
+    });
+    h.run();
+    assert!(h.query_by_label("engine: idle").is_some());
+    assert_eq!(
+        h.state().panels.generate.form.model_spec,
+        crate::demo::model_dir().display().to_string()
+    );
+    assert!(h
+        .query_by_label_contains("demo: Bach chorales (Music Transformer) · Music Transformer")
+        .is_some());
+    assert!(h.state().model().is_some());
+}
+
+#[test]
+fn keys_open_the_tabs_and_the_help_and_the_welcome_shows_until_dismissed() {
+    let mut h = app(State::default());
+    h.step();
+    assert!(
+        !h.state().welcome_shown(),
+        "tests and benchmarks start without it"
+    );
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Num3);
+    h.step();
+    assert_eq!(h.state().tab(), Tab::Library);
+    assert!(h.query_by_label_contains("No clips yet.").is_some());
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Num7);
+    h.step();
+    assert_eq!(h.state().tab(), Tab::Listen);
+    h.key_press(egui::Key::F1);
+    h.step();
+    assert!(h.state().help_shown());
+    h.run();
+    assert!(h.query_by_label("Ctrl+1 … Ctrl+7").is_some());
+    h.key_press(egui::Key::Escape);
+    h.step();
+    assert!(!h.state().help_shown());
+    // The welcome: a button per thing to try; once used or closed it is never shown again.
+    h.state_mut().show_welcome();
+    h.run();
+    assert!(h.query_by_label("2. Fine-tune on the folk tunes").is_some());
+    h.get_by_label("1. Generate a piece").click();
+    h.run();
+    assert_eq!(h.state().tab(), Tab::Generate);
+    assert!(!h.state().welcome_shown());
+    assert!(h.state().persisted().welcome_done);
+    // The help brings it back; Close dismisses it.
+    h.get_by_label("Help").click();
+    h.run();
+    h.get_by_label("Show the welcome again").click();
+    h.run();
+    assert!(h.state().welcome_shown());
+    h.get_by_label("Close").click();
+    h.run();
+    assert!(!h.state().welcome_shown());
+    // The UI scale is kept.
+    h.ctx.set_zoom_factor(1.25);
+    h.step();
+    assert_eq!(h.state().persisted().zoom, 1.25);
+}
+
+#[test]
+fn a_clip_generated_reaches_the_library_and_a_library_clip_reaches_generate_and_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::default();
+    state.generate.clips_dir = dir.path().display().to_string();
+    let (mut app, _) = silent_app(state);
+    let entry = crate::ui::generate::HistoryEntry {
+        file: dir.path().join("clip.wav"),
+        model: "facebook/musicgen-small".into(),
+        adapter: None,
+        checkpoint: None,
+        created: 1,
+        clip: crate::ui::generate::ClipParams::Musicgen {
+            params: crate::generate::GenerateParams {
+                prompt: "sea shanty".into(),
+                ..Default::default()
+            },
+        },
+    };
+    app.outbox.request(Request::ClipAdded {
+        entry: Box::new(entry.clone()),
+        audio: Arc::new(vec![0.1; 3200]),
+        rate: 32_000,
+    });
+    app.apply();
+    assert_eq!(app.panels.library.entries, vec![entry.clone()]);
+    app.outbox.request(Request::AudioPrompt(entry.file.clone()));
+    app.apply();
+    assert_eq!(app.tab(), Tab::Generate);
+    assert_eq!(
+        app.panels.generate.form.params.prompt_audio,
+        Some(entry.file.clone())
+    );
+    app.outbox.request(Request::ListenTest {
+        model_a: "base".into(),
+        model_b: Some("tuned".into()),
+        prompts: vec!["sea shanty".into(), "reel".into()],
+    });
+    app.apply();
+    assert_eq!(app.tab(), Tab::Listen);
+    let setup = &app.panels.listen.form.setup;
+    assert_eq!(
+        (setup.model_a.as_str(), setup.model_b.as_str()),
+        ("base", "tuned")
+    );
+    assert_eq!(setup.prompts, "sea shanty\nreel");
 }

@@ -35,7 +35,7 @@ use crate::ui::status::Status;
 use crate::ui::tab::Tab;
 
 pub use history::{history_path, read_history, ClipParams, HistoryEntry, HistoryWriter};
-pub use request::{LoadedAs, Pending};
+pub use request::{LoadedAs, Pending, RANDOM_SMALL};
 
 /// The clip on show: its samples and, once written, its file.
 #[derive(Debug, Clone)]
@@ -166,7 +166,8 @@ impl GeneratePanel {
         self.load_job = Some((job, loaded));
     }
 
-    /// A model finished loading (asked by this panel or another).
+    /// A model finished loading (asked by this panel or another): the form's model, adapter
+    /// and checkpoint now name it, so the form and the loaded model never disagree.
     pub fn model_loaded(&mut self, job: JobId, info: ModelInfo) {
         self.loaded_as = match self.load_job.take() {
             Some((j, l)) if j == job => Some(l),
@@ -178,6 +179,11 @@ impl GeneratePanel {
                 })
             }
         };
+        if let Some(l) = &self.loaded_as {
+            self.form.model_spec = l.model.clone();
+            self.form.adapter = l.adapter.clone().unwrap_or_default();
+            self.form.checkpoint = l.checkpoint.clone().unwrap_or_default();
+        }
         self.model = Some(info);
     }
 
@@ -326,6 +332,11 @@ impl GeneratePanel {
         });
         self.history.push(entry.clone());
         self.selected = Some(self.history.len() - 1);
+        out.request(Request::ClipAdded {
+            entry: Box::new(entry.clone()),
+            audio: audio.clone(),
+            rate,
+        });
         let history = history_path(Path::new(&self.form.clips_dir));
         let wav = write_wav.then_some((audio, rate));
         if let Err(e) = self.writer.write(history, entry, wav) {
@@ -375,10 +386,16 @@ impl GeneratePanel {
     pub fn reload_entry(&mut self, i: usize) -> Option<Status> {
         let e = self.history.get(i).cloned()?;
         self.selected = Some(i);
+        self.reuse(&e)
+    }
+
+    /// Puts `e`'s parameters (and model) in the form (a clip of the history or the Library).
+    /// Returns a line for the status bar when its model is not the one loaded.
+    pub fn reuse(&mut self, e: &HistoryEntry) -> Option<Status> {
         self.form.model_spec = e.model.clone();
         self.form.adapter = e.adapter.clone().unwrap_or_default();
         self.form.checkpoint = e.checkpoint.clone().unwrap_or_default();
-        match e.clip {
+        match e.clip.clone() {
             ClipParams::Musicgen { params } => self.form.params = params,
             ClipParams::Midi {
                 params,

@@ -11,6 +11,10 @@ use crate::models::nn::WeightMode;
 use crate::ui::generate::history::{ClipParams, HistoryEntry};
 use crate::ui::generate::GenerateForm;
 
+/// The model spec that stands for the published small layout with random weights (the Generate
+/// form's Model field shows it, and Load loads it again).
+pub const RANDOM_SMALL: &str = "random musicgen-small";
+
 /// What a model was loaded as: enough to load it again.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadedAs {
@@ -34,6 +38,13 @@ impl LoadedAs {
 
     /// The command that loads it.
     pub fn command(&self, job: JobId) -> Command {
+        if self.model == RANDOM_SMALL {
+            return Command::LoadRandom {
+                job,
+                preset: Preset::Small,
+                seed: 0,
+            };
+        }
         Command::LoadModel {
             job,
             spec: self.model.clone(),
@@ -46,14 +57,10 @@ impl LoadedAs {
     /// The published small layout with random weights, and the command that builds it.
     pub fn random_small(job: JobId) -> (Self, Command) {
         let loaded = Self {
-            model: "random musicgen-small".into(),
+            model: RANDOM_SMALL.into(),
             ..Default::default()
         };
-        let cmd = Command::LoadRandom {
-            job,
-            preset: Preset::Small,
-            seed: 0,
-        };
+        let cmd = loaded.command(job);
         (loaded, cmd)
     }
 }

@@ -553,3 +553,40 @@ fn models_load_in_the_forms_weight_mode() {
         }
     }
 }
+
+#[test]
+fn random_musicgen_small_is_what_the_model_field_names_and_load_loads_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(GeneratePanel::new(
+        form(&dir.path().join("clips")),
+        Player::silent(),
+    ));
+    h.run();
+    assert!(h.query_by_label("Model: base-model (not found)").is_some());
+    h.get_by_label("Random musicgen-small").click();
+    h.run();
+    let job = match h.state_mut().out.take().commands.as_slice() {
+        [Command::LoadRandom { job, .. }] => *job,
+        other => panic!("{other:?}"),
+    };
+    let mut out = Outbox::default();
+    h.state_mut().panel.on_event(
+        &Event::Done {
+            job,
+            result: Ok(JobOutput::ModelLoaded(musicgen_info())),
+        },
+        &mut out,
+    );
+    h.run();
+    assert_eq!(h.state().panel.form.model_spec, RANDOM_SMALL);
+    assert!(h
+        .query_by_label("Model: musicgen-small layout · random weights")
+        .is_some());
+    // Load loads what the field names: the random layout again.
+    h.get_by_label("Load").click();
+    h.run();
+    assert!(matches!(
+        h.state().out.commands(),
+        [Command::LoadRandom { .. }]
+    ));
+}

@@ -195,6 +195,17 @@ impl TunelabApp {
         }
     }
 
+    /// Applies `scripts/screenshots`' theme and welcome (see [`crate::ui::Shot`]).
+    pub fn with_shot(mut self, shot: &crate::ui::Shot) -> Self {
+        if let Some(t) = shot.theme {
+            self.theme = t;
+        }
+        if let Some(w) = shot.welcome {
+            self.welcome = w;
+        }
+        self
+    }
+
     /// Shows the welcome (as on a first start).
     pub fn show_welcome(&mut self) {
         self.welcome = true;
@@ -557,8 +568,8 @@ impl TunelabApp {
                     ui.selectable_value(&mut self.theme, theme, label);
                 }
                 ui.separator();
+                // Right to left: the combo first, so that its label reads before it.
                 let mut zoom = self.zoom;
-                let l = ui.label("Scale");
                 egui::ComboBox::from_id_salt("tunelab-zoom")
                     .selected_text(format!("{:.0} %", zoom * 100.0))
                     .show_ui(ui, |ui| {
@@ -567,10 +578,11 @@ impl TunelabApp {
                         }
                     })
                     .response
-                    .labelled_by(l.id)
+                    .accessible_name("Scale")
                     .on_hover_text(
                         "The UI's size on top of the display's own scale (Ctrl + / Ctrl -).",
                     );
+                ui.label("Scale");
                 if zoom != self.zoom {
                     self.zoom = zoom;
                     ui.ctx().set_zoom_factor(zoom);

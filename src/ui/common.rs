@@ -173,6 +173,21 @@ impl<P: Copy + Send + 'static> FileDialog<P> {
     }
 }
 
+/// A file dropped by a test (the windowing integration makes these in the studio).
+#[cfg(test)]
+#[derive(Debug)]
+pub struct Dropped(pub PathBuf);
+
+#[cfg(test)]
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,20 +44,95 @@ pub use tab::{Tab, UnknownTab};
 
 /// Opens the studio window (on `tab` if given, else where it was left). The first time it
 /// fills the screen's work area (maximized); after that eframe restores the size, place and
-/// maximized state it was closed with.
+/// maximized state it was closed with. `scripts/screenshots` fixes the size and theme instead
+/// ([`Shot`]).
 pub fn run(tab: Option<Tab>) -> anyhow::Result<()> {
+    let shot = Shot::from_env();
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title("tunelab")
+        .with_inner_size([1280.0, 800.0])
+        .with_min_inner_size([960.0, 600.0]);
+    viewport = match shot.size {
+        Some(size) => viewport.with_inner_size(size).with_position([0.0, 0.0]),
+        None => viewport.with_maximized(true),
+    };
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("tunelab")
-            .with_inner_size([1280.0, 800.0])
-            .with_min_inner_size([960.0, 600.0])
-            .with_maximized(true),
+        viewport,
+        persist_window: shot.size.is_none(),
         ..Default::default()
     };
     eframe::run_native(
         "tunelab",
         options,
-        Box::new(move |cc| Ok(Box::new(TunelabApp::new(cc, tab)))),
+        Box::new(move |cc| Ok(Box::new(TunelabApp::new(cc, tab).with_shot(&shot)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open the studio window: {e}"))
+}
+
+/// How `scripts/screenshots` opens the studio: `TUNELAB_SHOT_SIZE=WxH` (points, a window of
+/// that size at the top left, not remembered), `TUNELAB_SHOT_THEME=light|dark`, and
+/// `TUNELAB_SHOT_WELCOME=0|1` (hide or show the welcome whatever was persisted).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shot {
+    pub size: Option<[f32; 2]>,
+    pub theme: Option<Theme>,
+    pub welcome: Option<bool>,
+}
+
+impl Shot {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok();
+        Self::parse(
+            var("TUNELAB_SHOT_SIZE").as_deref(),
+            var("TUNELAB_SHOT_THEME").as_deref(),
+            var("TUNELAB_SHOT_WELCOME").as_deref(),
+        )
+    }
+
+    /// The settings from the variables' values (anything unreadable is left alone).
+    pub fn parse(size: Option<&str>, theme: Option<&str>, welcome: Option<&str>) -> Self {
+        let size = size.and_then(|s| {
+            let (w, h) = s.split_once('x')?;
+            let (w, h): (f32, f32) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+            (w >= 320.0 && h >= 240.0 && w.is_finite() && h.is_finite()).then_some([w, h])
+        });
+        let theme = match theme {
+            Some("light") => Some(Theme::Light),
+            Some("dark") => Some(Theme::Dark),
+            _ => None,
+        };
+        let welcome = match welcome {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            _ => None,
+        };
+        Self {
+            size,
+            theme,
+            welcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screenshot_settings_are_read_and_bad_values_ignored() {
+        assert_eq!(
+            Shot::parse(Some("1920x1080"), Some("dark"), Some("1")),
+            Shot {
+                size: Some([1920.0, 1080.0]),
+                theme: Some(Theme::Dark),
+                welcome: Some(true),
+            }
+        );
+        assert_eq!(
+            Shot::parse(Some("10x10"), Some("purple"), Some("yes")),
+            Shot::default()
+        );
+        assert_eq!(Shot::parse(Some("inf x 800"), None, None), Shot::default());
+        assert_eq!(Shot::parse(None, None, None), Shot::default());
+    }
 }

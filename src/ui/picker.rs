@@ -189,14 +189,33 @@ fn run_name(dir: &Path, name: &str) -> String {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     let mode = cfg["mode"].as_str().unwrap_or("run");
-    let step = crate::ui::runs::checkpoint_names(dir)
+    let kept = crate::ui::runs::checkpoint_names(dir)
         .iter()
         .filter_map(|c| c.strip_prefix("step-")?.parse::<u64>().ok())
         .max();
+    let last = checkpoint_step(&crate::store::run::checkpoint_path(dir, "last"));
+    let step = kept.max(last);
     match step {
         Some(s) => format!("{name} · {mode} · step {s}"),
         None => format!("{name} · {mode} · no step yet"),
     }
+}
+
+/// The step a checkpoint was saved at (its safetensors header's metadata), read without its
+/// tensors; `None` when it is missing or unreadable.
+fn checkpoint_step(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    if len > 16 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; usize::try_from(len).ok()?];
+    f.read_exact(&mut header).ok()?;
+    let h: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    h["__metadata__"]["step"].as_str()?.parse().ok()
 }
 
 /// [`describe`], cached in egui's memory for a few seconds per path and kind.
@@ -409,6 +428,7 @@ fn menu(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ui::common::Dropped;
     use egui_kittest::kittest::Queryable;
     use egui_kittest::Harness;
 
@@ -504,19 +524,14 @@ mod tests {
             std::fs::write(run.join(format!("checkpoints/{s}.safetensors")), "").unwrap();
         }
         assert_eq!(name(), "folk-finetune · lora · step 200");
-    }
-
-    /// A file dropped by the test (the windowing integration makes these in the studio).
-    #[derive(Debug)]
-    struct Dropped(std::path::PathBuf);
-
-    impl egui::DroppedFile for Dropped {
-        fn path(&self) -> &Path {
-            &self.0
-        }
-        fn bytes(&self) -> Result<Vec<u8>, String> {
-            Err("a folder".into())
-        }
+        // `last` is read from its header: runs that keep no step-N checkpoints say their step.
+        let header = br#"{"__metadata__":{"step":"240","mode":"\"lora\""}}"#;
+        let mut last = (header.len() as u64).to_le_bytes().to_vec();
+        last.extend_from_slice(header);
+        std::fs::write(run.join("checkpoints/last.safetensors"), last).unwrap();
+        assert_eq!(name(), "folk-finetune · lora · step 240");
+        std::fs::write(run.join("checkpoints/last.safetensors"), b"torn").unwrap();
+        assert_eq!(name(), "folk-finetune · lora · step 200");
     }
 
     #[test]

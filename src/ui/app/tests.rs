@@ -12,18 +12,7 @@ use crate::train::events::TrainEvent;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
-/// A file dropped by the test (the windowing integration makes these in the studio).
-#[derive(Debug)]
-struct Dropped(std::path::PathBuf);
-
-impl egui::DroppedFile for Dropped {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
-}
+use crate::ui::common::Dropped;
 
 /// The app on a silent sink, with how many times its audio output was opened.
 fn silent_app(state: State) -> (TunelabApp, Rc<Cell<usize>>) {

@@ -87,6 +87,15 @@ fn clips(dir: &Path) -> Vec<HistoryEntry> {
     entries
 }
 
+/// The panel on the clips of `dir`, with a silent player.
+fn panel(dir: &Path) -> LibraryPanel {
+    LibraryPanel::new(
+        LibraryForm::default(),
+        &dir.display().to_string(),
+        Player::silent(),
+    )
+}
+
 fn wait_for_thumbs(h: &mut Harness<'static, S>) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
@@ -103,12 +112,7 @@ fn wait_for_thumbs(h: &mut Harness<'static, S>) {
 fn clips_are_listed_with_thumbnails_played_seeked_looped_and_searched() {
     let dir = tempfile::tempdir().unwrap();
     let entries = clips(dir.path());
-    let panel = LibraryPanel::new(
-        LibraryForm::default(),
-        &dir.path().display().to_string(),
-        Player::silent(),
-    );
-    let mut h = harness(panel);
+    let mut h = harness(panel(dir.path()));
     h.run();
     assert_eq!(h.state().panel.entries, entries);
     wait_for_thumbs(&mut h);
@@ -165,12 +169,7 @@ fn clips_are_listed_with_thumbnails_played_seeked_looped_and_searched() {
 fn two_marked_clips_are_compared_loudness_matched_and_sent_on() {
     let dir = tempfile::tempdir().unwrap();
     let entries = clips(dir.path());
-    let panel = LibraryPanel::new(
-        LibraryForm::default(),
-        &dir.path().display().to_string(),
-        Player::silent(),
-    );
-    let mut h = harness(panel);
+    let mut h = harness(panel(dir.path()));
     h.run();
     assert!(h.query_by_label("Compare A/B").is_none(), "nothing marked");
     // Mark the piano (A), then the drone (B): rows are newest first.
@@ -254,11 +253,7 @@ fn two_marked_clips_are_compared_loudness_matched_and_sent_on() {
 fn an_export_copies_the_clip_and_a_new_clip_is_listed_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let entries = clips(dir.path());
-    let mut panel = LibraryPanel::new(
-        LibraryForm::default(),
-        &dir.path().display().to_string(),
-        Player::silent(),
-    );
+    let mut panel = panel(dir.path());
     let dest = dir.path().join("out/export.wav");
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
     assert!(matches!(panel.export_to(0, &dest), Status::Info(_)));

@@ -449,12 +449,15 @@ impl TunelabApp {
             .library
             .follow(&self.panels.generate.form.clips_dir);
         let tab = self.tab;
-        egui::ScrollArea::vertical()
-            .id_salt(("tunelab-panel", tab.name()))
-            .auto_shrink([false, false])
-            .show(ui, |ui| {
-                self.panels.get_mut(tab).ui(ui, model, &mut self.outbox);
-            });
+        let panel = self.panels.get_mut(tab);
+        if panel.scrolls() {
+            egui::ScrollArea::vertical()
+                .id_salt(("tunelab-panel", tab.name()))
+                .auto_shrink([false, false])
+                .show(ui, |ui| panel.ui(ui, model, &mut self.outbox));
+        } else {
+            panel.ui(ui, model, &mut self.outbox);
+        }
         self.take_dropped_files(ui);
         self.overlays(ui.ctx());
         self.apply();

@@ -1,5 +1,5 @@
 //! Widgets the panels share: the labelled form [`field`], the [`weights_combo`], the clip
-//! [`waveform`], and [`FileDialog`], the one way a panel opens a system file dialog without
+//! [`waveform`] and its [`spectrogram_image`], and [`FileDialog`], the one way a panel opens a system file dialog without
 //! blocking the UI thread.
 
 use std::path::PathBuf;
@@ -67,6 +67,37 @@ pub fn waveform(ui: &mut egui::Ui, id: &str, audio: &[f32], rate: u32, playhead:
             p.line(Line::new("min", PlotPoints::from(bottom)));
             p.vline(VLine::new("playhead", playhead));
         });
+}
+
+/// The log-mel spectrogram as an image: time left to right, low bands at the bottom, the top
+/// 80 dB of the segment mapped dark to bright.
+pub fn spectrogram_image(mel: &crate::dsp::mel::LogMel) -> egui::ColorImage {
+    let (w, h) = (mel.n_frames.max(1), mel.n_mels.max(1));
+    let max = mel.data.iter().copied().fold(f32::MIN, f32::max);
+    let floor = max - 8.0; // log10 power: 8 decades = 80 dB
+    let mut pixels = vec![egui::Color32::BLACK; w * h];
+    for t in 0..mel.n_frames {
+        for (m, v) in mel.frame(t).iter().enumerate() {
+            let x = ((v - floor) / 8.0).clamp(0.0, 1.0);
+            pixels[(h - 1 - m) * w + t] = heat(x);
+        }
+    }
+    egui::ColorImage::new([w, h], pixels)
+}
+
+/// Dark blue → magenta → orange → pale yellow.
+fn heat(x: f32) -> egui::Color32 {
+    const STOPS: [(f32, [f32; 3]); 4] = [
+        (0.0, [10.0, 10.0, 40.0]),
+        (0.4, [140.0, 30.0, 120.0]),
+        (0.75, [240.0, 120.0, 40.0]),
+        (1.0, [255.0, 250.0, 190.0]),
+    ];
+    let i = STOPS.iter().rposition(|(p, _)| *p <= x).unwrap_or(0).min(2);
+    let ((p0, c0), (p1, c1)) = (STOPS[i], STOPS[i + 1]);
+    let f = ((x - p0) / (p1 - p0)).clamp(0.0, 1.0);
+    let c = |k: usize| (c0[k] + (c1[k] - c0[k]) * f) as u8;
+    egui::Color32::from_rgb(c(0), c(1), c(2))
 }
 
 /// What a system file dialog asks for.

@@ -16,7 +16,7 @@ use crate::data::dataset::{ImportOptions, ImportReport, Info, Segment, Split};
 use crate::data::midi::Note;
 use crate::dsp::mel::LogMel;
 use crate::engine::{Command, Event, JobId, JobOutput};
-use crate::ui::common::{field, waveform};
+use crate::ui::common::{field, spectrogram_image, waveform};
 use crate::ui::forms::DatasetForm;
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
@@ -559,37 +559,6 @@ impl Panel for DatasetPanel {
     fn save(&self, state: &mut State) {
         state.dataset = self.form.clone();
     }
-}
-
-/// The log-mel spectrogram as an image: time left to right, low bands at the bottom, the top
-/// 80 dB of the segment mapped dark to bright.
-pub fn spectrogram_image(mel: &LogMel) -> egui::ColorImage {
-    let (w, h) = (mel.n_frames.max(1), mel.n_mels.max(1));
-    let max = mel.data.iter().copied().fold(f32::MIN, f32::max);
-    let floor = max - 8.0; // log10 power: 8 decades = 80 dB
-    let mut pixels = vec![egui::Color32::BLACK; w * h];
-    for t in 0..mel.n_frames {
-        for (m, v) in mel.frame(t).iter().enumerate() {
-            let x = ((v - floor) / 8.0).clamp(0.0, 1.0);
-            pixels[(h - 1 - m) * w + t] = heat(x);
-        }
-    }
-    egui::ColorImage::new([w, h], pixels)
-}
-
-/// Dark blue → magenta → orange → pale yellow.
-fn heat(x: f32) -> egui::Color32 {
-    const STOPS: [(f32, [f32; 3]); 4] = [
-        (0.0, [10.0, 10.0, 40.0]),
-        (0.4, [140.0, 30.0, 120.0]),
-        (0.75, [240.0, 120.0, 40.0]),
-        (1.0, [255.0, 250.0, 190.0]),
-    ];
-    let i = STOPS.iter().rposition(|(p, _)| *p <= x).unwrap_or(0).min(2);
-    let ((p0, c0), (p1, c1)) = (STOPS[i], STOPS[i + 1]);
-    let f = ((x - p0) / (p1 - p0)).clamp(0.0, 1.0);
-    let c = |k: usize| (c0[k] + (c1[k] - c0[k]) * f) as u8;
-    egui::Color32::from_rgb(c(0), c(1), c(2))
 }
 
 /// Notes as bars: time left to right, pitch bottom to top, brighter = louder.

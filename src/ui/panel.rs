@@ -40,6 +40,12 @@ pub trait Panel {
         self.jobs().contains(&job)
     }
 
+    /// Does the shell scroll the panel? (A panel that splits its space into columns with
+    /// their own scrolling says no.)
+    fn scrolls(&self) -> bool {
+        true
+    }
+
     /// Progress for the status bar (fraction, text), while it has some to show.
     fn progress(&self) -> Option<(f32, String)> {
         None

@@ -90,6 +90,10 @@ pub struct GeneratePanel {
     streaming: Option<stream::Streaming>,
     last_speed: Option<f64>,
     dialog: FileDialog<Pick>,
+    /// Show the clip's spectrogram; its texture, for the clip (samples' address and length)
+    /// it was made from.
+    pub show_spectrogram: bool,
+    spectrogram: Option<((usize, usize), egui::TextureHandle)>,
     /// Writes clips and history lines off the UI thread.
     writer: HistoryWriter,
 }
@@ -113,6 +117,8 @@ impl GeneratePanel {
             streaming: None,
             last_speed: None,
             dialog: FileDialog::default(),
+            show_spectrogram: false,
+            spectrogram: None,
             writer: HistoryWriter::default(),
         }
     }
@@ -517,6 +523,11 @@ impl Panel for GeneratePanel {
                 out.status(s);
             }
         }
+    }
+
+    /// Its columns scroll on their own.
+    fn scrolls(&self) -> bool {
+        false
     }
 
     fn jobs(&self) -> Vec<JobId> {

@@ -33,17 +33,20 @@ fn form(clips: &Path) -> GenerateForm {
     }
 }
 
+/// The panel in a 1280 × 800 window (the studio's is at least 960 × 600).
 fn harness(panel: GeneratePanel) -> Harness<'static, S> {
-    Harness::new_ui_state(
-        |ui, s: &mut S| {
-            s.panel.poll(&mut s.out);
-            s.panel.ui(ui, ModelBusy::default(), &mut s.out)
-        },
-        S {
-            panel,
-            out: Outbox::default(),
-        },
-    )
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(
+            |ui, s: &mut S| {
+                s.panel.poll(&mut s.out);
+                s.panel.ui(ui, ModelBusy::default(), &mut s.out)
+            },
+            S {
+                panel,
+                out: Outbox::default(),
+            },
+        )
 }
 
 fn clip(seconds: f64) -> JobOutput {
@@ -589,4 +592,57 @@ fn random_musicgen_small_is_what_the_model_field_names_and_load_loads_it_again()
         h.state().out.commands(),
         [Command::LoadRandom { .. }]
     ));
+}
+
+#[test]
+fn a_generated_clip_goes_to_the_library_and_shows_its_spectrogram_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut panel = GeneratePanel::new(form(&dir.path().join("clips")), Player::silent());
+    panel.model_loaded(1, musicgen_info());
+    let mut h = harness(panel);
+    h.run();
+    assert!(h
+        .query_by_label_contains("The clip you generate shows here")
+        .is_some());
+    h.get_by_label("Generate clip").click();
+    h.run();
+    let job = match h.state_mut().out.take().commands.as_slice() {
+        [Command::Generate { job, .. }] => *job,
+        other => panic!("{other:?}"),
+    };
+    let tone: Vec<f32> = (0..32_000).map(|n| 0.3 * (n as f32 * 0.05).sin()).collect();
+    let s = h.state_mut();
+    s.panel.on_event(
+        &Event::Done {
+            job,
+            result: Ok(JobOutput::Clip(crate::generate::Clip {
+                codes: vec![],
+                audio: tone.clone(),
+                sample_rate: 32_000,
+            })),
+        },
+        &mut s.out,
+    );
+    match s.out.take().requests.as_slice() {
+        [Request::ClipAdded { entry, audio, rate }, ..] => {
+            assert_eq!(**audio, tone);
+            assert_eq!(*rate, 32_000);
+            assert_eq!(entry.file, h.state().panel.history[0].file);
+        }
+        other => panic!("the Library is told: {other:?}"),
+    }
+    h.run();
+    assert!(
+        h.state().panel.spectrogram.is_none(),
+        "made only when asked"
+    );
+    h.get_by_label("Spectrogram").click();
+    h.run();
+    let (key, tex) = h.state().panel.spectrogram.clone().expect("drawn");
+    assert_eq!(key.1, 32_000);
+    assert!(
+        tex.size()[0] > 10 && tex.size()[1] == 64,
+        "{:?}",
+        tex.size()
+    );
 }

@@ -1,21 +1,58 @@
-//! How the Generate panel looks: the model picker, the family's controls, the generate button,
-//! the clip on show (transport, waveform, save) and the history. Clicks call the panel's
-//! methods; nothing here builds an engine command.
+//! How the Generate panel looks: on the left a resizable column with the model picker, the
+//! family's controls and the generate button; on the right the clip on show (transport,
+//! waveform growing while it is generated, its spectrogram on demand, save) and the recent
+//! history. Clicks call the panel's methods; nothing here builds an engine command.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::models::Family;
-use crate::ui::common::{field, waveform, weights_combo};
+use crate::ui::common::{field, spectrogram_image, waveform, weights_combo};
 use crate::ui::generate::{GeneratePanel, Pick};
 use crate::ui::panel::Outbox;
 use crate::ui::picker::{path_field, PathKind};
 use crate::ui::status::Status;
 
+const SECONDS_TIP: &str = "Length of the clip or piece (an audio prompt's length included).";
+const SEED_TIP: &str = "The same seed, settings and model give the same clip.";
+const TEMPERATURE_TIP: &str =
+    "Below 1: safer, more repetitive; above 1: more surprising. 0 (MusicGen) is greedy.";
+const TOP_P_TIP: &str =
+    "Sample among the most likely choices that make up this much probability; 0 = off.";
+
 impl GeneratePanel {
     /// The panel; `loading`: a model load is under way (nothing else can start).
     pub(super) fn draw(&mut self, ui: &mut egui::Ui, loading: bool, out: &mut Outbox) {
+        egui::Panel::left("generate-form")
+            .resizable(true)
+            .default_size(560.0)
+            .size_range(380.0..=900.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("generate-form-scroll")
+                    .show(ui, |ui| self.form_ui(ui, loading, out));
+            });
+        egui::ScrollArea::vertical()
+            .id_salt("generate-clip-scroll")
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                if self.clip.is_none() {
+                    ui.weak(
+                        "The clip you generate shows here: its waveform grows while it is \
+                         generated; play it, see its spectrogram, save it. Every clip is kept \
+                         in the Library.",
+                    );
+                }
+                self.clip_view(ui, out);
+                self.history_ui(ui, out);
+            });
+    }
+
+    /// The form: model, the family's controls, generate.
+    fn form_ui(&mut self, ui: &mut egui::Ui, loading: bool, out: &mut Outbox) {
         let idle = !loading && self.pending.is_empty();
+        ui.strong("Model");
         self.model_ui(ui, out, idle);
         if let Some(m) = &self.model {
             ui.label(format!(
@@ -27,11 +64,14 @@ impl GeneratePanel {
                 m.description
             ));
         }
+        ui.separator();
+        ui.strong(if self.is_midi() { "Piece" } else { "Clip" });
         if self.is_midi() {
             self.midi_controls(ui);
         } else {
             self.musicgen_controls(ui);
         }
+        ui.separator();
         let can_gen = idle && self.model.is_some();
         let label = if !self.is_midi() {
             "Generate clip"
@@ -67,8 +107,6 @@ impl GeneratePanel {
                 self.cancel(out);
             }
         });
-        self.clip_view(ui, out);
-        self.history_ui(ui, out);
     }
 
     /// The model picker: a baseline (typed or browsed), a training run, or a LoRA adapter on
@@ -197,15 +235,21 @@ impl GeneratePanel {
         });
         ui.horizontal(|ui| {
             let mut seconds = f.params.seconds.unwrap_or(20.0);
-            ui.add(egui::Slider::new(&mut seconds, 2.0..=120.0).text("seconds"));
+            ui.add(egui::Slider::new(&mut seconds, 2.0..=120.0).text("seconds"))
+                .on_hover_text(SECONDS_TIP);
             f.params.seconds = Some(seconds);
             f.params.events = None;
-            ui.add(egui::DragValue::new(&mut f.params.seed).prefix("seed "));
+            ui.add(egui::DragValue::new(&mut f.params.seed).prefix("seed "))
+                .on_hover_text(SEED_TIP);
+        });
+        ui.horizontal(|ui| {
             ui.add(
                 egui::Slider::new(&mut f.params.sampling.temperature, 0.1..=2.0)
                     .text("temperature"),
-            );
-            ui.add(egui::Slider::new(&mut f.params.sampling.top_p, 0.0..=1.0).text("top-p"));
+            )
+            .on_hover_text(TEMPERATURE_TIP);
+            ui.add(egui::Slider::new(&mut f.params.sampling.top_p, 0.0..=1.0).text("top-p"))
+                .on_hover_text(TOP_P_TIP);
         });
         ui.horizontal(|ui| {
             path_field(
@@ -236,19 +280,30 @@ impl GeneratePanel {
             |ui| ui.text_edit_multiline(&mut p.prompt),
         );
         ui.horizontal(|ui| {
-            ui.add(egui::Slider::new(&mut p.duration, 1.0..=60.0).text("seconds"));
-            ui.add(egui::DragValue::new(&mut p.seed).prefix("seed "));
-            ui.add(egui::Slider::new(&mut p.guidance_scale, 1.0..=10.0).text("CFG"));
+            ui.add(egui::Slider::new(&mut p.duration, 1.0..=60.0).text("seconds"))
+                .on_hover_text(SECONDS_TIP);
+            ui.add(egui::DragValue::new(&mut p.seed).prefix("seed "))
+                .on_hover_text(SEED_TIP);
         });
         ui.horizontal(|ui| {
-            ui.add(egui::Slider::new(&mut p.sampling.temperature, 0.0..=2.0).text("temperature"));
-            ui.add(egui::DragValue::new(&mut p.sampling.top_k).prefix("top-k "));
+            ui.add(egui::Slider::new(&mut p.guidance_scale, 1.0..=10.0).text("CFG"))
+                .on_hover_text(
+                    "Classifier-free guidance: how strongly the prompt steers (3 is \
+                     audiocraft's default; 1 turns it off).",
+                );
+            ui.add(egui::Slider::new(&mut p.sampling.temperature, 0.0..=2.0).text("temperature"))
+                .on_hover_text(TEMPERATURE_TIP);
+        });
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut p.sampling.top_k).prefix("top-k "))
+                .on_hover_text("Sample among the k most likely codes (250 by default; 0 = all).");
             ui.add(
                 egui::DragValue::new(&mut p.sampling.top_p)
                     .range(0.0..=1.0)
                     .speed(0.01)
                     .prefix("top-p "),
-            );
+            )
+            .on_hover_text(TOP_P_TIP);
         });
         ui.horizontal(|ui| {
             let mut text = p
@@ -323,13 +378,48 @@ impl GeneratePanel {
                 self.pick(Pick::SaveWav);
             }
         });
-        waveform(
-            ui,
-            "waveform",
-            &c.audio,
-            c.rate,
-            self.player.position().as_secs_f64(),
-        );
+        let playhead = self.player.position().as_secs_f64();
+        waveform(ui, "waveform", &c.audio, c.rate, playhead);
+        let done = self.streaming.is_none() || c.file.is_some();
+        ui.add_enabled(
+            done,
+            egui::Checkbox::new(&mut self.show_spectrogram, "Spectrogram"),
+        )
+        .on_hover_text("The clip's log-mel spectrogram (64 bands, 0 Hz at the bottom).")
+        .on_disabled_hover_text("Shown once the clip is generated.");
+        if !(self.show_spectrogram && done) {
+            return;
+        }
+        let key = (Arc::as_ptr(&c.audio) as usize, c.audio.len());
+        if self.spectrogram.as_ref().map(|(k, _)| *k) != Some(key) {
+            match crate::dsp::mel::log_mel_spectrogram(&c.audio, c.rate) {
+                Ok(mel) => {
+                    let tex = ui.ctx().load_texture(
+                        "generate-spectrogram",
+                        spectrogram_image(&mel),
+                        egui::TextureOptions::LINEAR,
+                    );
+                    self.spectrogram = Some((key, tex));
+                }
+                Err(e) => {
+                    self.show_spectrogram = false;
+                    out.status(Status::Error(format!("No spectrogram: {e}")));
+                    return;
+                }
+            }
+        }
+        if let Some((_, tex)) = &self.spectrogram {
+            let w = ui.available_width();
+            let r = ui
+                .add(egui::Image::new(tex).fit_to_exact_size(egui::vec2(w, 140.0)))
+                .on_hover_text("Log-mel spectrogram (64 bands, 0 Hz at the bottom).");
+            let x = r.rect.left() + r.rect.width() * (playhead / seconds.max(1e-9)) as f32;
+            ui.painter().vline(
+                x,
+                r.rect.y_range(),
+                egui::Stroke::new(1.5, ui.visuals().strong_text_color()),
+            );
+        }
     }
 
     /// Past clips, newest first: click to reload the settings, "Play this" to hear it.

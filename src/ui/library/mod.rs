@@ -440,6 +440,11 @@ impl Panel for LibraryPanel {
         }
     }
 
+    /// Its list scrolls on its own (the search and A/B strip stay in view).
+    fn scrolls(&self) -> bool {
+        false
+    }
+
     fn jobs(&self) -> Vec<JobId> {
         Vec::new()
     }

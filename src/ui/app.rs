@@ -522,11 +522,21 @@ impl TunelabApp {
             }
             WelcomeChoice::FineTune => self.panels.train.start(&mut self.outbox),
             WelcomeChoice::Compare => {
-                self.status = Status::Info(
-                    "Once the fine-tune has trained, Prepare session below makes a blind A/B \
-                     test of it against the demo model; or compare two clips in the Library."
-                        .into(),
-                );
+                let tuned = self.panels.listen.form.setup.model_b.clone();
+                if crate::store::run::is_run_dir(std::path::Path::new(tuned.trim())) {
+                    self.panels.listen.prepare(&mut self.outbox);
+                    self.status = Status::Working(
+                        "Preparing a blind A/B test of the fine-tune against the demo model…"
+                            .into(),
+                    );
+                } else {
+                    self.status = Status::Info(
+                        "Fine-tune first (the welcome's second step): the blind A/B test \
+                         compares the fine-tune with the demo model. Two clips can be compared \
+                         in the Library at any time."
+                            .into(),
+                    );
+                }
             }
             WelcomeChoice::Dismiss => {}
         }

@@ -91,7 +91,8 @@ pub enum WelcomeChoice {
     Generate,
     /// Fine-tune the demo model on the folk tunes and watch the curves (the Train tab).
     FineTune,
-    /// A/B the fine-tune against the demo model (the Library and Listen tabs).
+    /// A blind A/B test of the fine-tune against the demo model, prepared at once when the
+    /// fine-tune exists (the Listen tab).
     Compare,
     /// Close it for good.
     Dismiss,

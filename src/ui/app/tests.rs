@@ -381,3 +381,36 @@ fn a_clip_generated_reaches_the_library_and_a_library_clip_reaches_generate_and_
     );
     assert_eq!(setup.prompts, "sea shanty\nreel");
 }
+
+#[test]
+fn the_welcomes_ab_step_prepares_the_blind_test_once_the_fine_tune_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("folk-finetune");
+    let mut state = State::default();
+    state.listen.setup.model_b = run.display().to_string();
+    state.listen.setup.out = dir.path().join("session").display().to_string();
+    let mut h = app(state);
+    h.state_mut().show_welcome();
+    h.run();
+    h.get_by_label("3. A/B the two").click();
+    h.run();
+    assert_eq!(h.state().tab(), Tab::Listen);
+    assert!(
+        h.state().panels.listen.jobs().is_empty(),
+        "no fine-tune yet"
+    );
+    assert!(h.state().status().text().starts_with("Fine-tune first"));
+    // With the run there, the same step sends the session to be prepared.
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::create_dir_all(run.join("model")).unwrap();
+    std::fs::write(run.join("model/config.json"), "{}").unwrap();
+    let (mut app, _) = silent_app(h.state().persisted());
+    app.show_welcome();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
+    h.run();
+    h.get_by_label("3. A/B the two").click();
+    h.step();
+    assert_eq!(h.state().panels.listen.jobs().len(), 1);
+}

@@ -146,7 +146,9 @@ impl ListenPanel {
         });
     }
 
-    fn prepare(&mut self, out: &mut Outbox) {
+    /// Sends the set-up's session to be prepared (as its Prepare session button does); it opens
+    /// for rating when ready.
+    pub fn prepare(&mut self, out: &mut Outbox) {
         let f = self.form.setup.clone();
         let prompts = f.prompt_list();
         if prompts.is_empty() || f.model_a.trim().is_empty() || f.model_b.trim().is_empty() {

@@ -40,16 +40,19 @@ fn parse_args() -> Cli {
 
 #[cfg(feature = "gui")]
 mod gui {
-    use tunelab::cli::{bench::BenchUiArgs, Studio};
+    use tunelab::cli::{bench::BenchUiArgs, Opening, Studio};
     use tunelab::ui::Tab;
 
     /// The studio of this build.
     pub struct Gui;
 
     impl Studio for Gui {
-        fn open(&self, tab: Option<&str>) -> anyhow::Result<()> {
-            let tab = tab.map(str::parse::<Tab>).transpose()?;
-            tunelab::ui::run(tab)
+        fn open(&self, how: Opening<'_>) -> anyhow::Result<()> {
+            let tab = how.tab.map(str::parse::<Tab>).transpose()?;
+            let session = how
+                .session
+                .map(|s| (s.to_path_buf(), how.rater.map(String::from)));
+            tunelab::ui::run(tab, session)
         }
         fn bench(&self, a: &BenchUiArgs) -> anyhow::Result<()> {
             tunelab::ui::bench::run(a.steps, a.seconds, a.json, a.device)

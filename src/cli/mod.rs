@@ -34,6 +34,24 @@ pub struct Cli {
     /// Without a subcommand the studio opens, on this tab.
     #[arg(long)]
     pub tab: Option<String>,
+    /// Without a subcommand: open the studio on this listening session (a `session.jsonl`
+    /// made by `tunelab listen new`), ready to rate (the Listen tab).
+    #[arg(long, conflicts_with = "tab")]
+    pub session: Option<std::path::PathBuf>,
+    /// With `--session`: the rater's name (answers are kept per rater); without it the
+    /// studio asks.
+    #[arg(long, requires = "session")]
+    pub rater: Option<String>,
+}
+
+/// How the studio is asked to open (the command line without a subcommand).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Opening<'a> {
+    /// A `--tab` value.
+    pub tab: Option<&'a str>,
+    /// A listening session to rate (`--session`), and who rates it (`--rater`).
+    pub session: Option<&'a std::path::Path>,
+    pub rater: Option<&'a str>,
 }
 
 impl Cli {
@@ -41,7 +59,11 @@ impl Cli {
     pub fn run(self, studio: &dyn Studio) -> anyhow::Result<()> {
         match self.command {
             Some(cmd) => cmd.run(studio),
-            None => studio.open(self.tab.as_deref()),
+            None => studio.open(Opening {
+                tab: self.tab.as_deref(),
+                session: self.session.as_deref(),
+                rater: self.rater.as_deref(),
+            }),
         }
     }
 }
@@ -49,8 +71,8 @@ impl Cli {
 /// What the CLI asks of the studio, provided by `main.rs` (the real one with feature `gui`,
 /// else [`NoStudio`]).
 pub trait Studio {
-    /// Opens the studio window, on the tab named `tab` (a `--tab` value) if given.
-    fn open(&self, tab: Option<&str>) -> anyhow::Result<()>;
+    /// Opens the studio window: on a tab, or on a listening session to rate.
+    fn open(&self, how: Opening<'_>) -> anyhow::Result<()>;
     /// `tunelab bench ui`: the headless studio's frame times.
     fn bench(&self, args: &bench::BenchUiArgs) -> anyhow::Result<()>;
 }
@@ -60,7 +82,7 @@ pub trait Studio {
 pub struct NoStudio;
 
 impl Studio for NoStudio {
-    fn open(&self, _tab: Option<&str>) -> anyhow::Result<()> {
+    fn open(&self, _how: Opening<'_>) -> anyhow::Result<()> {
         anyhow::bail!(
             "this build has no studio (built without the `gui` feature); see `tunelab --help`"
         )
@@ -122,8 +144,11 @@ mod tests {
     struct Recorder(RefCell<Vec<String>>);
 
     impl Studio for Recorder {
-        fn open(&self, tab: Option<&str>) -> anyhow::Result<()> {
-            self.0.borrow_mut().push(format!("open {tab:?}"));
+        fn open(&self, how: Opening<'_>) -> anyhow::Result<()> {
+            self.0.borrow_mut().push(match how.session {
+                Some(s) => format!("open session {} by {:?}", s.display(), how.rater),
+                None => format!("open {:?}", how.tab),
+            });
             Ok(())
         }
         fn bench(&self, a: &bench::BenchUiArgs) -> anyhow::Result<()> {
@@ -142,13 +167,30 @@ mod tests {
             .run(&r)
             .unwrap();
         Cli::try_parse_from(["tunelab"]).unwrap().run(&r).unwrap();
+        Cli::try_parse_from(["tunelab", "--session", "s/session.jsonl", "--rater", "ana"])
+            .unwrap()
+            .run(&r)
+            .unwrap();
+        assert!(
+            Cli::try_parse_from(["tunelab", "--session", "s.jsonl", "--tab", "train"]).is_err(),
+            "a session opens on the Listen tab"
+        );
+        assert!(
+            Cli::try_parse_from(["tunelab", "--rater", "ana"]).is_err(),
+            "a rater rates a session"
+        );
         Cli::try_parse_from(["tunelab", "bench", "ui", "--steps", "3", "--json"])
             .unwrap()
             .run(&r)
             .unwrap();
         assert_eq!(
             r.0.borrow().as_slice(),
-            ["open Some(\"listen\")", "open None", "bench 3 5 true"]
+            [
+                "open Some(\"listen\")",
+                "open None",
+                "open session s/session.jsonl by Some(\"ana\")",
+                "bench 3 5 true"
+            ]
         );
         let e = Cli::try_parse_from(["tunelab"])
             .unwrap()

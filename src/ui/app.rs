@@ -206,6 +206,18 @@ impl TunelabApp {
         self
     }
 
+    /// Opens the listening session `log` on the Listen tab, ready to rate (`--session`;
+    /// `rater`: `--rater`, else the name last entered).
+    pub fn open_session(&mut self, log: &std::path::Path, rater: Option<&str>) {
+        self.panels.listen.form.log = log.display().to_string();
+        if let Some(r) = rater {
+            self.panels.listen.form.rater = r.to_string();
+        }
+        self.panels.listen.open();
+        self.tab = Tab::Listen;
+        self.welcome = false;
+    }
+
     /// Shows the welcome (as on a first start).
     pub fn show_welcome(&mut self) {
         self.welcome = true;

@@ -45,8 +45,12 @@ pub use tab::{Tab, UnknownTab};
 /// Opens the studio window (on `tab` if given, else where it was left). The first time it
 /// fills the screen's work area (maximized); after that eframe restores the size, place and
 /// maximized state it was closed with. `scripts/screenshots` fixes the size and theme instead
-/// ([`Shot`]).
-pub fn run(tab: Option<Tab>) -> anyhow::Result<()> {
+/// ([`Shot`]). With `session` (a listening session's log, and the rater if known) it opens on
+/// the Listen tab, ready to rate it.
+pub fn run(
+    tab: Option<Tab>,
+    session: Option<(std::path::PathBuf, Option<String>)>,
+) -> anyhow::Result<()> {
     let shot = Shot::from_env();
     let mut viewport = egui::ViewportBuilder::default()
         .with_title("tunelab")
@@ -64,7 +68,13 @@ pub fn run(tab: Option<Tab>) -> anyhow::Result<()> {
     eframe::run_native(
         "tunelab",
         options,
-        Box::new(move |cc| Ok(Box::new(TunelabApp::new(cc, tab).with_shot(&shot)))),
+        Box::new(move |cc| {
+            let mut app = TunelabApp::new(cc, tab).with_shot(&shot);
+            if let Some((log, rater)) = &session {
+                app.open_session(log, rater.as_deref());
+            }
+            Ok(Box::new(app))
+        }),
     )
     .map_err(|e| anyhow::anyhow!("could not open the studio window: {e}"))
 }

@@ -414,3 +414,29 @@ fn the_welcomes_ab_step_prepares_the_blind_test_once_the_fine_tune_exists() {
     h.step();
     assert_eq!(h.state().panels.listen.jobs().len(), 1);
 }
+
+#[test]
+fn a_session_given_on_the_command_line_opens_ready_to_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = crate::ui::listen::tests::session(dir.path());
+    let (mut app, _) = silent_app(State::default());
+    app.show_welcome();
+    app.open_session(&log, Some("ana"));
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut TunelabApp| app.frame(ui), app);
+    h.run();
+    assert_eq!(h.state().tab(), Tab::Listen);
+    assert!(
+        !h.state().welcome_shown(),
+        "a rater goes straight to the trials"
+    );
+    assert!(h.query_by_label_contains("Trial 1 of 4").is_some());
+    // Without a rater the panel asks for one.
+    let (mut app, _) = silent_app(State::default());
+    app.open_session(&log, None);
+    assert_eq!(
+        app.panels.listen.error.as_deref(),
+        Some("Enter your name (answers are kept per rater).")
+    );
+}

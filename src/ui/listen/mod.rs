@@ -114,7 +114,8 @@ impl ListenPanel {
         }
     }
 
-    fn open(&mut self) {
+    /// Opens the form's session for the form's rater (as Open session does).
+    pub fn open(&mut self) {
         self.error = None;
         self.results = None;
         let rater = self.form.rater.trim().to_string();
@@ -487,4 +488,4 @@ impl Panel for ListenPanel {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,7 +7,8 @@ use crate::eval::listen::{ModelRef, SessionClip, SessionSpec, Which};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
-fn session(dir: &std::path::Path) -> PathBuf {
+/// A session of four trials over two prompts, its clips written in `dir`; its log.
+pub(crate) fn session(dir: &std::path::Path) -> PathBuf {
     let mut clips = Vec::new();
     for (pi, f) in [220.0f32, 330.0].iter().enumerate() {
         for (which, gain) in [(Which::A, 0.2f32), (Which::B, 0.3)] {

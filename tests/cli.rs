@@ -97,7 +97,7 @@ fn models_lists_the_hf_cache() {
 }
 
 /// `--tab` takes the studio's tab names, which `main.rs` lends the CLI from `ui::Tab`: the help
-/// lists all six, and any other name is refused before a window would open.
+/// lists all seven, and any other name is refused before a window would open.
 #[cfg(feature = "gui")]
 #[test]
 fn tab_lists_and_takes_only_the_studios_tabs() {
@@ -105,7 +105,7 @@ fn tab_lists_and_takes_only_the_studios_tabs() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
-        help.contains("possible values: models, generate, dataset, train, evaluate, listen"),
+        help.contains("possible values: models, generate, library, dataset, train, evaluate, listen"),
         "{help}"
     );
     let out = tunelab().args(["--tab", "mixer"]).output().unwrap();

@@ -117,7 +117,9 @@ fn load_generate_import_and_train_in_the_studio() {
     h.step();
     h.get_by_label("Rescan runs").click();
     h.step();
-    assert!(h.query_by_label_contains("full on").is_some());
+    assert!(h
+        .query_by_label_contains("first · full · step 3 · MusicGen on")
+        .is_some());
 
     // Baseline against the new run, on another dataset's test split.
     h.get_by_label("Evaluate").click();
@@ -247,7 +249,7 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     h.get_by_label("Rescan runs").click();
     h.step();
     assert!(h
-        .query_by_label_contains("Music Transformer · full on")
+        .query_by_label_contains("· full · step 3 · Music Transformer on")
         .is_some());
 
     h.get_by_label("Listen").click();

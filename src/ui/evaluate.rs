@@ -18,9 +18,11 @@ use crate::ui::tab::Tab;
 
 pub struct EvalPanel {
     pub form: EvalForm,
-    pub job: Option<JobId>,
+    /// The evaluations sent and not done (one per split), in order.
+    pub jobs: Vec<JobId>,
     pub stage: String,
-    pub report: Option<EvalReport>,
+    /// The reports of the last run, one per split.
+    pub reports: Vec<EvalReport>,
     pub error: Option<String>,
 }
 
@@ -28,15 +30,15 @@ impl EvalPanel {
     pub fn new(form: EvalForm) -> Self {
         Self {
             form,
-            job: None,
+            jobs: Vec::new(),
             stage: String::new(),
-            report: None,
+            reports: Vec::new(),
             error: None,
         }
     }
 
     fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox) {
-        let idle = self.job.is_none();
+        let idle = self.jobs.is_empty();
         let midi = crate::data::midi_dataset::is_midi_dataset(std::path::Path::new(
             self.form.dataset.trim(),
         ));
@@ -66,27 +68,30 @@ impl EvalPanel {
                 PathKind::Dataset,
                 None,
             );
-            field(
-                ui,
-                "Split",
-                "test: the held-out report · valid: while choosing between runs or steps",
-                |ui| {
-                    egui::ComboBox::from_id_salt("eval-split")
-                        .selected_text(split_name(self.form.split))
-                        .show_ui(ui, |ui| {
-                            for s in [Split::Test, Split::Valid] {
-                                ui.selectable_value(&mut self.form.split, s, split_name(s));
-                            }
-                        })
-                        .response
-                },
-            );
+            if !midi {
+                field(
+                    ui,
+                    "Split",
+                    "test: the held-out report · valid: while choosing between runs or steps",
+                    |ui| {
+                        egui::ComboBox::from_id_salt("eval-split")
+                            .selected_text(split_name(self.form.split))
+                            .show_ui(ui, |ui| {
+                                for s in [Split::Test, Split::Valid] {
+                                    ui.selectable_value(&mut self.form.split, s, split_name(s));
+                                }
+                            })
+                            .response
+                    },
+                );
+            }
             ui.end_row();
             if midi {
                 ui.label("");
                 ui.weak(
-                    "A MIDI dataset: held-out cross-entropy and perplexity per model; pieces \
-                     are judged by ear in the Library and the Listen tab.",
+                    "A MIDI dataset: held-out cross-entropy and perplexity per model on the \
+                     valid and test splits; pieces are judged by ear in the Library and the \
+                     Listen tab.",
                 );
                 ui.end_row();
                 return;
@@ -115,28 +120,14 @@ impl EvalPanel {
         ui.horizontal(|ui| {
             if ui
                 .add_enabled(idle, egui::Button::new("Run evaluation"))
+                .on_hover_text(if midi {
+                    "Held-out loss of both models on the valid and the test split."
+                } else {
+                    "Held-out loss and the generated clips' metrics on the split."
+                })
                 .clicked()
             {
-                let job = out.job();
-                self.job = Some(job);
-                self.error = None;
-                out.send(Command::Evaluate {
-                    job,
-                    models: vec![
-                        self.form.baseline.trim().to_string(),
-                        self.form.candidate.trim().to_string(),
-                    ],
-                    dataset: PathBuf::from(self.form.dataset.trim()),
-                    options: EvalOptions {
-                        split: self.form.split,
-                        clips: self.form.clips,
-                        seconds: self.form.seconds,
-                        clap: Some(PathBuf::from(self.form.clap.trim()))
-                            .filter(|p| !p.as_os_str().is_empty()),
-                        ..Default::default()
-                    },
-                    save: None,
-                });
+                self.run(midi, out);
             }
             if !idle {
                 ui.spinner();
@@ -146,14 +137,15 @@ impl EvalPanel {
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
-        let Some(r) = &self.report else {
+        if self.reports.is_empty() {
             return;
-        };
+        }
         egui::Grid::new("eval-report")
             .striped(true)
-            .num_columns(9)
+            .num_columns(10)
             .show(ui, |ui| {
                 for h in [
+                    "split",
                     "model",
                     "CE",
                     "PPL",
@@ -167,7 +159,12 @@ impl EvalPanel {
                     ui.strong(h);
                 }
                 ui.end_row();
-                for m in &r.models {
+                for (r, m) in self
+                    .reports
+                    .iter()
+                    .flat_map(|r| r.models.iter().map(move |m| (r, m)))
+                {
+                    ui.label(split_name(r.split));
                     ui.label(&m.model);
                     ui.label(format!("{:.4}", m.held_out.ce));
                     ui.label(format!("{:.2}", m.held_out.ppl));
@@ -201,11 +198,49 @@ impl EvalPanel {
                     ui.end_row();
                 }
             });
-        if r.models.iter().all(|m| m.generated.is_none()) {
+        let all = || self.reports.iter().flat_map(|r| &r.models);
+        if all().all(|m| m.generated.is_none()) {
             ui.small("Held-out loss only: MIDI pieces are judged by ear and by loss.");
             return;
         }
-        ui.small(&r.caveat);
+        if let Some(r) = self.reports.first() {
+            ui.small(&r.caveat);
+        }
+    }
+}
+
+impl EvalPanel {
+    /// Sends the evaluation: for a MIDI dataset one job per split (valid and test: only the
+    /// held-out loss, which is cheap), else one for the form's split.
+    fn run(&mut self, midi: bool, out: &mut Outbox) {
+        let splits = if midi {
+            vec![Split::Valid, Split::Test]
+        } else {
+            vec![self.form.split]
+        };
+        self.error = None;
+        self.reports.clear();
+        for split in splits {
+            let job = out.job();
+            self.jobs.push(job);
+            out.send(Command::Evaluate {
+                job,
+                models: vec![
+                    self.form.baseline.trim().to_string(),
+                    self.form.candidate.trim().to_string(),
+                ],
+                dataset: PathBuf::from(self.form.dataset.trim()),
+                options: EvalOptions {
+                    split,
+                    clips: self.form.clips,
+                    seconds: self.form.seconds,
+                    clap: Some(PathBuf::from(self.form.clap.trim()))
+                        .filter(|p| !p.as_os_str().is_empty()),
+                    ..Default::default()
+                },
+                save: None,
+            });
+        }
     }
 }
 
@@ -230,17 +265,17 @@ impl Panel for EvalPanel {
     /// Progress and the report of this panel's evaluation.
     fn on_event(&mut self, ev: &Event, _out: &mut Outbox) -> bool {
         match ev {
-            Event::Progress { job, message } if Some(*job) == self.job => {
+            Event::Progress { job, message } if self.jobs.contains(job) => {
                 self.stage = message.clone();
                 true
             }
-            Event::Done { job, result } if Some(*job) == self.job => {
-                self.job = None;
+            Event::Done { job, result } if self.jobs.contains(job) => {
+                self.jobs.retain(|j| j != job);
                 self.stage.clear();
                 match result {
                     Ok(JobOutput::Evaluated(r)) => {
-                        self.report = Some((**r).clone());
-                        self.error = None;
+                        self.reports.push((**r).clone());
+                        self.reports.sort_by_key(|r| r.split != Split::Valid);
                     }
                     Ok(_) => {}
                     Err(e) => self.error = Some(e.clone()),
@@ -252,10 +287,109 @@ impl Panel for EvalPanel {
     }
 
     fn jobs(&self) -> Vec<JobId> {
-        self.job.into_iter().collect()
+        self.jobs.clone()
     }
 
     fn save(&self, state: &mut State) {
         state.evaluate = self.form.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::report::{HeldOut, ModelEval};
+    use egui_kittest::kittest::Queryable;
+    use egui_kittest::Harness;
+
+    struct S {
+        panel: EvalPanel,
+        out: Outbox,
+    }
+
+    fn report(split: Split, ce: f64) -> EvalReport {
+        let model = |name: &str, ce: f64| ModelEval {
+            model: name.into(),
+            weights_sha256: String::new(),
+            held_out: HeldOut {
+                ce,
+                ppl: ce.exp(),
+                ce_q: vec![ce],
+                ppl_q: vec![ce.exp()],
+                tokens: 100,
+            },
+            generated: None,
+            eval_seconds: 0.1,
+        };
+        EvalReport {
+            dataset: "folk".into(),
+            split,
+            options: EvalOptions::default(),
+            models: vec![model("demo", ce), model("folk-finetune", ce - 0.5)],
+            caveat: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_midi_dataset_is_evaluated_on_its_valid_and_test_splits_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
+        let form = EvalForm {
+            dataset: dir.path().display().to_string(),
+            ..Default::default()
+        };
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(1280.0, 800.0))
+            .build_ui_state(
+                |ui, s: &mut S| s.panel.ui(ui, ModelBusy::default(), &mut s.out),
+                S {
+                    panel: EvalPanel::new(form),
+                    out: Outbox::default(),
+                },
+            );
+        h.run();
+        assert!(
+            h.query_by_label("Split").is_none(),
+            "both splits, no choice"
+        );
+        assert!(
+            h.query_by_label("Clips").is_none(),
+            "no generation for MIDI"
+        );
+        h.get_by_label("Run evaluation").click();
+        h.step();
+        let sent: Vec<(JobId, Split)> = h
+            .state()
+            .out
+            .commands()
+            .iter()
+            .map(|c| match c {
+                Command::Evaluate { job, options, .. } => (*job, options.split),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sent.iter().map(|s| s.1).collect::<Vec<_>>(),
+            [Split::Valid, Split::Test]
+        );
+        // The test split's report comes first; the table still lists valid first.
+        for (job, split) in sent.iter().rev() {
+            let ce = if *split == Split::Test { 3.0 } else { 2.0 };
+            let s = h.state_mut();
+            assert!(s.panel.on_event(
+                &Event::Done {
+                    job: *job,
+                    result: Ok(JobOutput::Evaluated(Box::new(report(*split, ce)))),
+                },
+                &mut s.out,
+            ));
+        }
+        h.run();
+        assert!(h.state().panel.jobs.is_empty());
+        let splits: Vec<Split> = h.state().panel.reports.iter().map(|r| r.split).collect();
+        assert_eq!(splits, [Split::Valid, Split::Test]);
+        assert!(h.query_by_label("2.5000").is_some(), "valid, fine-tune");
+        assert!(h.query_by_label("3.0000").is_some(), "test, baseline");
+        assert!(h.query_by_label_contains("Held-out loss only").is_some());
     }
 }

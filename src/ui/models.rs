@@ -14,7 +14,7 @@ use crate::ui::common::{field, weights_combo};
 use crate::ui::forms::ModelsForm;
 use crate::ui::panel::Outbox;
 use crate::ui::panel::{ModelBusy, Panel, Request};
-use crate::ui::picker::{path_field, PathKind};
+use crate::ui::picker::{path_field, readable, PathKind};
 use crate::ui::runs::{find_runs, RunEntry};
 use crate::ui::state::State;
 use crate::ui::status::Status;
@@ -149,7 +149,10 @@ impl ModelsPanel {
     }
 
     fn draw(&mut self, ui: &mut egui::Ui, out: &mut Outbox, busy: bool) {
+        ui.strong("Where the engine runs");
         self.device_ui(ui, out, busy);
+        ui.separator();
+        ui.strong("Load a model");
         ui.horizontal(|ui| {
             path_field(
                 ui,
@@ -219,6 +222,7 @@ impl ModelsPanel {
             });
         }
         ui.separator();
+        ui.strong("Training runs");
         ui.horizontal(|ui| {
             path_field(
                 ui,
@@ -237,13 +241,15 @@ impl ModelsPanel {
         }
         for r in self.runs.clone() {
             ui.horizontal(|ui| {
-                ui.label(format!(
-                    "{} · {} · {} on {}",
-                    r.dir.display(),
-                    r.family,
-                    r.mode,
-                    r.base
-                ));
+                let name = |spec: &str| {
+                    readable(ui.ctx(), spec, PathKind::Model)
+                        .map(|d| d.name)
+                        .unwrap_or_else(|| spec.to_string())
+                };
+                let run = name(&r.dir.display().to_string());
+                let base = name(&r.base);
+                ui.label(format!("{run} · {} on {base}", r.family))
+                    .on_hover_text(format!("{}\nbase: {}", r.dir.display(), r.base));
                 if ui
                     .add_enabled(!busy, egui::Button::new("Load run"))
                     .clicked()
@@ -340,9 +346,15 @@ mod tests {
         );
         assert_eq!(h.state().panel.runs.len(), 1);
         assert!(h.state().panel.runs[0].checkpoints.is_empty());
+        // By name (the run's folder, mode and step; its base), the full path in the tooltip.
         assert!(h
-            .query_by_label_contains("lora on facebook/musicgen-small")
+            .query_by_label_contains(
+                "my-lora · lora · no step yet · MusicGen on facebook/musicgen-small"
+            )
             .is_some());
+        assert!(h
+            .query_by_label_contains(&dir.path().display().to_string())
+            .is_none());
         // The runs found are announced once, for the Generate panel's picker.
         let announced: Vec<&Vec<RunEntry>> = h
             .state()

@@ -267,7 +267,8 @@ impl DatasetPanel {
             });
         ui.horizontal(|ui| {
             let can = idle && !self.form.source.trim().is_empty();
-            if ui.add_enabled(can, egui::Button::new("Import")).clicked() {
+            if ui.add_enabled(can, egui::Button::new("Import"))
+                .on_hover_text("Import the folder into the dataset folder (a file that cannot be read is reported; the rest is imported).").clicked() {
                 let job = out.job();
                 self.job = Some(job);
                 out.send(Command::ImportDataset {
@@ -280,7 +281,8 @@ impl DatasetPanel {
                     },
                 });
             }
-            if ui.add_enabled(idle, egui::Button::new("Reload")).clicked() {
+            if ui.add_enabled(idle, egui::Button::new("Reload"))
+                .on_hover_text("Read the dataset folder again.").clicked() {
                 self.reload();
             }
             if ui

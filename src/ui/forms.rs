@@ -113,6 +113,8 @@ impl Default for MidiForm {
 pub struct LibraryForm {
     /// Shows the clips whose prompt, model or file contains it.
     pub search: String,
+    /// Shows only this model's clips (its spec as recorded); empty = every model.
+    pub model: String,
     /// Play the clip again from the start when it ends.
     pub loop_playback: bool,
 }

@@ -165,6 +165,7 @@ impl ModelsPanel {
             weights_combo(ui, "weights", &mut self.form.weights);
             if ui
                 .add_enabled(!busy, egui::Button::new("Load model"))
+                .on_hover_text("Load the model above into the engine (a Hub id downloads once).")
                 .clicked()
             {
                 let spec = self.form.spec.trim().to_string();
@@ -216,7 +217,11 @@ impl ModelsPanel {
                     m.size_bytes as f64 / 1e9,
                     m.model_type
                 ));
-                if ui.add_enabled(!busy, egui::Button::new("Load")).clicked() {
+                if ui
+                    .add_enabled(!busy, egui::Button::new("Load"))
+                    .on_hover_text("Load this cached model.")
+                    .clicked()
+                {
                     self.load(m.dir.display().to_string(), out);
                 }
             });
@@ -252,6 +257,7 @@ impl ModelsPanel {
                     .on_hover_text(format!("{}\nbase: {}", r.dir.display(), r.base));
                 if ui
                     .add_enabled(!busy, egui::Button::new("Load run"))
+                    .on_hover_text("Load the run's last checkpoint on its base model.")
                     .clicked()
                 {
                     self.load(r.dir.display().to_string(), out);

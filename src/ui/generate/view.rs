@@ -196,7 +196,13 @@ impl GeneratePanel {
                     )
                 },
             );
-            if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
+            if ui
+                .add_enabled(idle, egui::Button::new("Load"))
+                .on_hover_text(
+                    "Load the model above (with its adapter and checkpoint) in the chosen weights.",
+                )
+                .clicked()
+            {
                 let spec = self.form.model_spec.trim().to_string();
                 self.load(out, spec, true);
             }

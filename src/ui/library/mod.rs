@@ -4,7 +4,8 @@
 //! seek (click the waveform), loop; mark two clips to A/B them by ear on the spot, loudness
 //! matched as the blind listening test matches its pairs (EBU R128, −23 LUFS, a shared true-peak
 //! ceiling); send a clip's settings or its audio (as the audio prompt) to the Generate tab, its
-//! models and prompts to a new listening test, or export it; search by prompt or model.
+//! models and prompts to a new listening test, or export it; search by prompt or model, or
+//! show one model's clips.
 //!
 //! Keys (when no text field has focus): `Space` play / pause, `Escape` stop, `A` / `B` the side
 //! of the pair heard, `L` loop.
@@ -129,14 +130,27 @@ impl LibraryPanel {
         self.entries.push(entry);
     }
 
-    /// The entries shown, newest first: those whose prompt, model or file name contains the
-    /// search text (any case).
+    /// The entries shown, newest first: those of the model filtered for (if any) whose prompt,
+    /// model or file name contains the search text (any case).
     pub fn visible(&self) -> Vec<usize> {
         let q = self.form.search.trim().to_lowercase();
+        let model = self.form.model.as_str();
         (0..self.entries.len())
             .rev()
+            .filter(|i| model.is_empty() || self.entries[*i].model == model)
             .filter(|i| q.is_empty() || haystack(&self.entries[*i]).contains(&q))
             .collect()
+    }
+
+    /// The models of the listed clips, each once, in the order first generated.
+    pub fn models(&self) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for e in &self.entries {
+            if !seen.contains(&e.model) {
+                seen.push(e.model.clone());
+            }
+        }
+        seen
     }
 
     /// Plays entry `i` from `from` seconds.

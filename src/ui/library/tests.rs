@@ -160,6 +160,21 @@ fn clips_are_listed_with_thumbnails_played_seeked_looped_and_searched() {
     h.run();
     assert!(h.query_by_label("\"dark ambient drone\"").is_some());
     assert!(h.query_by_label("\"warm piano\"").is_none());
+    // One model's clips.
+    h.state_mut().panel.form.search.clear();
+    assert_eq!(
+        h.state().panel.models(),
+        [
+            "facebook/musicgen-small",
+            "/runs/my-lora",
+            "/demo/classical-small"
+        ]
+    );
+    h.state_mut().panel.form.model = "facebook/musicgen-small".into();
+    h.run();
+    assert_eq!(h.state().panel.visible(), [0]);
+    assert!(h.query_by_label("\"dark ambient drone\"").is_none());
+    h.state_mut().panel.form.model.clear();
     h.state_mut().panel.form.search = "nothing like it".into();
     h.run();
     assert!(h.query_by_label("No clip matches the search.").is_some());

@@ -27,6 +27,32 @@ impl LibraryPanel {
             .labelled_by(l.id)
             .accessible_name("Search")
             .on_hover_text("Shows the clips whose prompt, model or file name contains this.");
+            let models = self.models();
+            let ctx = ui.ctx().clone();
+            let name = |m: &str| {
+                readable(&ctx, m, PathKind::Model)
+                    .map(|r| r.name)
+                    .unwrap_or_else(|| m.to_string())
+            };
+            let shown = if self.form.model.is_empty() {
+                "every model".to_string()
+            } else {
+                name(&self.form.model)
+            };
+            let l = ui.label("Model");
+            egui::ComboBox::from_id_salt("library-model")
+                .selected_text(shown)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.form.model, String::new(), "every model");
+                    for m in models {
+                        let n = name(&m);
+                        ui.selectable_value(&mut self.form.model, m.clone(), n)
+                            .on_hover_text(m);
+                    }
+                })
+                .response
+                .labelled_by(l.id)
+                .on_hover_text("Show one model's clips.");
             ui.checkbox(&mut self.form.loop_playback, "Loop")
                 .on_hover_text("Play the clip (or the side of the pair) again from the start (L).");
             if ui

@@ -195,6 +195,7 @@ impl TrainPanel {
         ui.horizontal(|ui| {
             if ui
                 .add_enabled(idle, egui::Button::new("Start training"))
+                .on_hover_text("A new run in the run folder with this form.")
                 .clicked()
             {
                 self.start(out);

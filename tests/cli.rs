@@ -105,7 +105,9 @@ fn tab_lists_and_takes_only_the_studios_tabs() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
-        help.contains("possible values: models, generate, library, dataset, train, evaluate, listen"),
+        help.contains(
+            "possible values: models, generate, library, dataset, train, evaluate, listen"
+        ),
         "{help}"
     );
     let out = tunelab().args(["--tab", "mixer"]).output().unwrap();

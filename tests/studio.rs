@@ -135,7 +135,8 @@ fn load_generate_import_and_train_in_the_studio() {
 /// The MIDI family in the studio, as the offline demo is used: a Music Transformer folder loads
 /// like any model (its family shown, MusicGen-only controls hidden); a primed piece is written
 /// as `.mid` and rendered, and plays; a folder of MIDI imports; the model is fine-tuned on it
-/// with live steps; a blind session between the model and its fine-tune is prepared and opens.
+/// with live steps; the fine-tune continues the same prime; both pieces are compared in the
+/// Library and sent from there to a blind session, which is prepared and opens.
 #[test]
 fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
     use tunelab::models::music_transformer::{save, MusicTransformerConfig};
@@ -252,8 +253,49 @@ fn a_music_transformer_generates_trains_and_is_compared_in_the_studio() {
         .query_by_label_contains("· full · step 3 · Music Transformer on")
         .is_some());
 
-    h.get_by_label("Listen").click();
+    // The fine-tune continues the same prime (picked from the Generate tab's runs); the two
+    // pieces are in the Library, compared there by ear, and sent on to a blind test.
+    h.get_by_label("Generate").click();
     h.step();
+    h.get_by_label("Runs…").click();
+    h.step();
+    h.step();
+    h.get_by_label("run: ft (Music Transformer, full)").click();
+    h.step();
+    h.get_by_label("Load").click();
+    wait_for(
+        &mut h,
+        "the fine-tune",
+        "ft · full · step 3 · Music Transformer",
+    );
+    h.get_by_label("Continue the prime").click();
+    wait_for(&mut h, "the fine-tune's piece", "Generated");
+    h.get_by_label("Library").click();
+    h.step();
+    let marks: Vec<_> = h.get_all_by_label("A/B").collect();
+    assert_eq!(marks.len(), 2, "both pieces are listed");
+    marks[1].click(); // the older: the base model's (A)
+    h.step();
+    h.step();
+    h.get_by_label("A/B").click(); // the fine-tune's (B)
+    h.step();
+    h.step();
+    h.get_by_label("Compare A/B").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label("Hear B").is_some(), "loudness matched");
+    h.get_by_label("Hear B").click();
+    h.step();
+    h.get_by_label("Listening test…").click();
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label("Prepare session").is_some(),
+        "on the Listen tab"
+    );
+    assert!(h
+        .query_by_label_contains("Model B: ft · full · step 3")
+        .is_some());
     h.get_by_label("Prepare session").click();
     wait_for(&mut h, "the session", "Trial 1 of 2");
 }

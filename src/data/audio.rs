@@ -95,6 +95,19 @@ pub fn decode_file(path: &Path) -> Result<Decoded> {
     if samples.is_empty() || channels == 0 || sample_rate == 0 {
         return Err(audio_err(path, "contains no audio samples"));
     }
+    // A damaged float file can hold NaN or ±∞: nothing downstream (resampling, loudness,
+    // EnCodec) can use them, and rubato's FFT resampler panics on them.
+    if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
+        return Err(audio_err(
+            path,
+            format!(
+                "sample {} of channel {} is {} (the file is damaged)",
+                i / channels,
+                i % channels,
+                samples[i]
+            ),
+        ));
+    }
     Ok(Decoded {
         samples,
         channels,

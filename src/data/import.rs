@@ -207,6 +207,49 @@ mod tests {
     use super::*;
     use crate::data::dataset::Info;
 
+    /// A float WAV (`samples` interleaved over `channels`), written as a user's tool would.
+    fn float_wav(path: &Path, samples: &[f32], channels: u16, rate: u32) {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for s in samples {
+            w.write_sample(*s).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
+    #[test]
+    fn a_float_wav_with_nan_or_inf_is_reported_and_the_folder_still_imports() {
+        // Until this check, such a file reached rubato's FFT resampler, which panicked and took
+        // the whole import down (issue #21).
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let tone: Vec<f32> = (0..2 * 44_100)
+            .map(|i| ((i / 2) as f32 * 0.05).sin() * 0.3)
+            .collect();
+        float_wav(&src.path().join("good.wav"), &tone, 2, 44_100);
+        for (name, bad) in [("nan.wav", f32::NAN), ("inf.wav", f32::INFINITY)] {
+            let mut x = tone.clone();
+            x[2 * 1000 + 1] = bad;
+            float_wav(&src.path().join(name), &x, 2, 44_100);
+        }
+        let r = import_dir(src.path(), out.path(), &ImportOptions::default()).unwrap();
+        assert_eq!(r.imported.len(), 1, "{r:?}");
+        assert_eq!(r.failed.len(), 2, "{r:?}");
+        for (p, e) in &r.failed {
+            assert!(
+                e.contains("sample 1000 of channel 1") && e.contains("damaged"),
+                "{}: {e}",
+                p.display()
+            );
+            assert!(e.contains(&p.display().to_string()), "names the file: {e}");
+        }
+    }
+
     #[test]
     fn import_reports_bad_files_and_keeps_the_rest() {
         let src = tempfile::tempdir().unwrap();

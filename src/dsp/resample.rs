@@ -17,6 +17,13 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
+    // rubato's FFT resampler panics on a NaN or an infinity (it asserts on the spectrum).
+    if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
+        return Err(Error::InvalidRequest(format!(
+            "resampling {from} → {to} Hz: sample {i} is {} (not a finite number)",
+            samples[i]
+        )));
+    }
     let err = |e: String| Error::InvalidRequest(format!("resampling {from} → {to} Hz: {e}"));
     // rubato's FFT size is a multiple of `from / gcd`; its anti-alias filter is centred on
     // sample `size / 2` (rounded down), while `output_delay` assumes the exact half. An odd size
@@ -89,6 +96,19 @@ mod tests {
                 .fold(0.0f32, f32::max);
             println!("{from} Hz: max error {err:.1e}");
             assert!(err < 2e-3, "{from} Hz: error {err}");
+        }
+    }
+
+    #[test]
+    fn a_non_finite_sample_is_an_error_not_a_panic() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut x = sine(440.0, 44_100, 0.2);
+            x[1234] = bad;
+            let e = resample(&x, 44_100, 32_000).unwrap_err().to_string();
+            assert!(
+                e.contains("sample 1234") && e.contains("not a finite"),
+                "{e}"
+            );
         }
     }
 

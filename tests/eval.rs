@@ -81,3 +81,48 @@ fn eval_reports_every_metric_for_baseline_and_fine_tune() {
         assert!(m["eval_seconds"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// A model with fewer positions than a dataset's segments (a scratch model sized for short
+/// crops) is scored on the longest crop it takes instead of failing ("sequence of N positions
+/// exceeds the model's M", issue #21).
+#[test]
+fn held_out_loss_crops_to_a_model_shorter_than_the_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = dataset(tmp.path());
+    let short = tmp.path().join("short-context");
+    std::fs::create_dir_all(&short).unwrap();
+    for e in std::fs::read_dir(tiny_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), short.join(e.file_name())).unwrap();
+    }
+    let cfg_path = short.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    // Sinusoidal positions: fewer of them is the same model on shorter sequences.
+    cfg["decoder"]["max_position_embeddings"] = serde_json::json!(24);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_tunelab");
+    let run = |model: &std::path::Path, json: &std::path::Path| {
+        let out = std::process::Command::new(bin)
+            .args(["eval", "--clips", "1", "--seconds", "0.2"])
+            .arg("--model")
+            .arg(model)
+            .arg("--dataset")
+            .arg(&ds)
+            .arg("--json")
+            .arg(json)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        r["models"][0]["held_out"]["tokens"].as_u64().unwrap()
+    };
+    let full = run(&tiny_dir(), &tmp.path().join("full.json"));
+    let cropped = run(&short, &tmp.path().join("short.json"));
+    assert!(cropped > 0 && cropped < full, "{cropped} of {full} tokens");
+}

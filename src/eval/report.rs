@@ -517,14 +517,25 @@ pub fn evaluate_spec(
     Ok(r)
 }
 
-/// Token-weighted cross-entropy per codebook over the examples (their own captions).
+/// Token-weighted cross-entropy per codebook over the examples (their own captions), each
+/// cropped to `max_seconds` and to the model's positions.
 pub fn held_out_ce(
     model: &mut MusicGen,
     examples: &[Example],
     max_seconds: f64,
 ) -> Result<HeldOut> {
     let k = model.num_codebooks();
-    let max_frames = (max_seconds * model.frame_rate()).round().max(1.0) as usize;
+    let mut max_frames = (max_seconds * model.frame_rate()).round().max(1.0) as usize;
+    // A model with fewer positions than the crop needs (a scratch model sized for its own
+    // training crop) is scored on the longest crop it takes, from each example's start, as
+    // training crops to `--max-seconds`.
+    let (pattern, positions) = (
+        model.config.decoder.codebook_pattern,
+        model.config.decoder.max_position_embeddings,
+    );
+    while max_frames > 1 && pattern.len(max_frames, k) > positions {
+        max_frames -= 1;
+    }
     let mut ce_sum = vec![0f64; k];
     let mut tok = vec![0usize; k];
     for ex in examples {

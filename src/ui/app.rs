@@ -98,8 +98,6 @@ pub struct TunelabApp {
     status: Status,
     outbox: Outbox,
     panels: Panels,
-    /// The model the engine holds (every load ends here, whichever panel asked).
-    model: Option<ModelInfo>,
     /// The welcome is shown; it was dismissed for good.
     welcome: bool,
     welcome_done: bool,
@@ -185,7 +183,6 @@ impl TunelabApp {
             status,
             outbox: Outbox::default(),
             panels,
-            model: None,
             welcome: false,
             welcome_done: state.welcome_done,
             help: false,
@@ -233,9 +230,10 @@ impl TunelabApp {
         self.help
     }
 
-    /// The model the engine holds, as it last said.
+    /// The model the engine holds, as it last said (the Generate panel follows every load,
+    /// whichever panel asked, and the device changes that drop it).
     pub fn model(&self) -> Option<&ModelInfo> {
-        self.model.as_ref()
+        self.panels.generate.model.as_ref()
     }
 
     /// Loads the model named in the Generate form when it is a local folder (the demo on first
@@ -323,18 +321,6 @@ impl TunelabApp {
     /// Offers `ev` to every panel; what none of them claims (model loads, failures of jobs
     /// no panel follows) is the shell's.
     fn route(&mut self, ev: &Event) {
-        match ev {
-            Event::Done {
-                result: Ok(JobOutput::ModelLoaded(info)),
-                ..
-            } => self.model = Some(info.clone()),
-            // The engine moved to another device and dropped its model.
-            Event::Done {
-                result: Ok(JobOutput::DeviceReady { .. }),
-                ..
-            } => self.model = None,
-            _ => {}
-        }
         let mut owned = false;
         for t in Tab::ALL {
             owned |= self.panels.get_mut(t).on_event(ev, &mut self.outbox);
@@ -523,7 +509,7 @@ impl TunelabApp {
         }
         match choice {
             WelcomeChoice::Generate => {
-                if self.model.is_some() && !self.panels.generate.busy() {
+                if self.model().is_some() && !self.panels.generate.busy() {
                     self.panels.generate.generate(&mut self.outbox);
                 } else {
                     self.status = Status::Info(
@@ -665,7 +651,7 @@ impl TunelabApp {
         let loaded = self.panels.generate.loaded_as.as_ref();
         let engine = EngineView {
             state: self.engine_state(),
-            model: self.model.as_ref(),
+            model: self.panels.generate.model.as_ref(),
             spec: loaded.map(|l| l.model.as_str()),
             weights: loaded.map(|l| l.weights),
             device: self

@@ -43,18 +43,27 @@ pub fn field(
         .on_hover_text(tip)
 }
 
+/// The (min, max) of every `per` samples (at least 1), from 0 and ignoring non-finite values:
+/// the picture of a clip, as the waveform and the Library's thumbnails draw it.
+pub fn envelope(samples: &[f32], per: usize) -> Vec<(f32, f32)> {
+    samples
+        .chunks(per.max(1))
+        .map(|c| {
+            c.iter()
+                .filter(|v| v.is_finite())
+                .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)))
+        })
+        .collect()
+}
+
 /// A min/max envelope of a clip (at most ~600 columns) with the playhead.
 pub fn waveform(ui: &mut egui::Ui, id: &str, audio: &[f32], rate: u32, playhead: f64) {
     use egui_plot::{Line, Plot, PlotPoints, VLine};
-    let cols = 600usize;
-    let per = (audio.len() / cols).max(1);
-    let mut top = Vec::with_capacity(cols);
-    let mut bottom = Vec::with_capacity(cols);
-    for (i, chunk) in audio.chunks(per).enumerate() {
+    let per = (audio.len() / 600).max(1);
+    let mut top = Vec::new();
+    let mut bottom = Vec::new();
+    for (i, (lo, hi)) in envelope(audio, per).into_iter().enumerate() {
         let t = (i * per) as f64 / rate.max(1) as f64;
-        let (lo, hi) = chunk
-            .iter()
-            .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
         top.push([t, hi as f64]);
         bottom.push([t, lo as f64]);
     }

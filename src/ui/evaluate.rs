@@ -300,12 +300,6 @@ mod tests {
     use super::*;
     use crate::eval::report::{HeldOut, ModelEval};
     use egui_kittest::kittest::Queryable;
-    use egui_kittest::Harness;
-
-    struct S {
-        panel: EvalPanel,
-        out: Outbox,
-    }
 
     fn report(split: Split, ce: f64) -> EvalReport {
         let model = |name: &str, ce: f64| ModelEval {
@@ -338,15 +332,7 @@ mod tests {
             dataset: dir.path().display().to_string(),
             ..Default::default()
         };
-        let mut h = Harness::builder()
-            .with_size(egui::vec2(1280.0, 800.0))
-            .build_ui_state(
-                |ui, s: &mut S| s.panel.ui(ui, ModelBusy::default(), &mut s.out),
-                S {
-                    panel: EvalPanel::new(form),
-                    out: Outbox::default(),
-                },
-            );
+        let mut h = crate::ui::panel::hosted::harness(EvalPanel::new(form));
         h.run();
         assert!(
             h.query_by_label("Split").is_none(),

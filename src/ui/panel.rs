@@ -182,6 +182,33 @@ impl Outbox {
     }
 }
 
+/// A panel alone in a 1280 × 800 window (the studio's is at least 960 × 600), as the panels'
+/// tests drive it: each frame it polls, then draws, into its own outbox.
+#[cfg(test)]
+pub mod hosted {
+    use super::{ModelBusy, Outbox, Panel};
+
+    pub struct Hosted<P> {
+        pub panel: P,
+        pub out: Outbox,
+    }
+
+    pub fn harness<P: Panel + 'static>(panel: P) -> egui_kittest::Harness<'static, Hosted<P>> {
+        egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1280.0, 800.0))
+            .build_ui_state(
+                |ui, s: &mut Hosted<P>| {
+                    s.panel.poll(&mut s.out);
+                    s.panel.ui(ui, ModelBusy::default(), &mut s.out)
+                },
+                Hosted {
+                    panel,
+                    out: Outbox::default(),
+                },
+            )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,26 +45,12 @@ pub struct Shown {
     pub file: Option<PathBuf>,
 }
 
-/// What a system file dialog was opened for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
-    AudioPrompt,
-    SaveWav,
-}
-
-impl Pick {
-    /// The dialog that asks for it.
-    fn dialog(self) -> DialogKind {
-        match self {
-            Pick::AudioPrompt => crate::ui::picker::PathKind::Audio.dialog(),
-            Pick::SaveWav => DialogKind::Save {
-                filter: "WAV",
-                extensions: &["wav"],
-                file_name: "clip.wav",
-            },
-        }
-    }
-}
+/// The Save WAV… dialog (the path fields have their own, in the picker).
+const SAVE_WAV: DialogKind = DialogKind::Save {
+    filter: "WAV",
+    extensions: &["wav"],
+    file_name: "clip.wav",
+};
 
 pub struct GeneratePanel {
     pub form: GenerateForm,
@@ -89,7 +75,7 @@ pub struct GeneratePanel {
     /// was generated at (audio seconds per wall second), so the next can start sooner.
     streaming: Option<stream::Streaming>,
     last_speed: Option<f64>,
-    dialog: FileDialog<Pick>,
+    dialog: FileDialog<()>,
     /// Show the clip's spectrogram; its texture, for the clip (samples' address and length)
     /// it was made from.
     pub show_spectrogram: bool,
@@ -352,18 +338,9 @@ impl GeneratePanel {
         }
     }
 
-    /// Opens the system dialog for `what` (one at a time).
-    fn pick(&mut self, what: Pick) {
-        self.dialog.open(what, what.dialog());
-    }
-
-    /// What the user picked in a dialog; a line for the status bar, if any.
-    pub fn apply_pick(&mut self, what: Pick, path: &Path) -> Option<Status> {
-        match what {
-            Pick::AudioPrompt => self.form.params.prompt_audio = Some(path.to_path_buf()),
-            Pick::SaveWav => return Some(self.save_wav(path)),
-        }
-        None
+    /// Opens the Save WAV… dialog (one at a time).
+    fn pick_save(&mut self) {
+        self.dialog.open((), SAVE_WAV);
     }
 
     /// Copies the clip's file to `dest` (written from its samples while the file is not yet
@@ -518,10 +495,8 @@ impl Panel for GeneratePanel {
                 out.status(Status::Error(format!("Error: {e}")));
             }
         }
-        if let Some((what, path)) = self.dialog.poll() {
-            if let Some(s) = self.apply_pick(what, &path) {
-                out.status(s);
-            }
+        if let Some(((), dest)) = self.dialog.poll() {
+            out.status(self.save_wav(&dest));
         }
     }
 

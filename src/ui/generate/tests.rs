@@ -7,10 +7,7 @@ use crate::generate::GenerateParams;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
-struct S {
-    panel: GeneratePanel,
-    out: Outbox,
-}
+type S = crate::ui::panel::hosted::Hosted<GeneratePanel>;
 
 fn musicgen_info() -> ModelInfo {
     ModelInfo {
@@ -33,20 +30,8 @@ fn form(clips: &Path) -> GenerateForm {
     }
 }
 
-/// The panel in a 1280 × 800 window (the studio's is at least 960 × 600).
 fn harness(panel: GeneratePanel) -> Harness<'static, S> {
-    Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(
-            |ui, s: &mut S| {
-                s.panel.poll(&mut s.out);
-                s.panel.ui(ui, ModelBusy::default(), &mut s.out)
-            },
-            S {
-                panel,
-                out: Outbox::default(),
-            },
-        )
+    crate::ui::panel::hosted::harness(panel)
 }
 
 fn clip(seconds: f64) -> JobOutput {
@@ -204,15 +189,12 @@ fn save_wav_copies_the_clip_file() {
     ));
     let written = wait_for_history(&clips, 1);
     let dest = dir.path().join("mine.wav");
-    let said = panel.apply_pick(Pick::SaveWav, &dest);
+    let said = panel.save_wav(&dest);
     assert_eq!(
         std::fs::read(&dest).unwrap(),
         std::fs::read(&written[0].file).unwrap()
     );
-    assert_eq!(
-        said,
-        Some(Status::Info(format!("Saved {}", dest.display())))
-    );
+    assert_eq!(said, Status::Info(format!("Saved {}", dest.display())));
 }
 
 #[test]
@@ -248,11 +230,8 @@ fn the_model_picker_loads_an_adapter_and_clips_record_it() {
     assert_eq!(adapter, Some(dir.path().join("runs/my-lora")));
     h.state_mut().out.take();
     h.state_mut().panel.model_loaded(job, musicgen_info());
-    // Continuation: the audio prompt picked in the dialog goes with the command.
-    assert_eq!(
-        h.state_mut().panel.apply_pick(Pick::AudioPrompt, &song),
-        None
-    );
+    // Continuation: the audio prompt chosen goes with the command.
+    h.state_mut().panel.form.params.prompt_audio = Some(song.clone());
     h.run();
     h.get_by_label("Generate clip").click();
     h.run();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::models::Family;
 use crate::ui::common::{field, spectrogram_image, waveform, weights_combo};
-use crate::ui::generate::{GeneratePanel, Pick};
+use crate::ui::generate::GeneratePanel;
 use crate::ui::panel::Outbox;
 use crate::ui::picker::{path_field, PathKind};
 use crate::ui::status::Status;
@@ -381,7 +381,7 @@ impl GeneratePanel {
                 .on_hover_text("Copy the clip to a file of your choice.")
                 .clicked()
             {
-                self.pick(Pick::SaveWav);
+                self.pick_save();
             }
         });
         let playhead = self.player.position().as_secs_f64();

@@ -388,13 +388,9 @@ impl LibraryPanel {
 
 /// What the search looks in: prompt, model, adapter and file name, lower-cased.
 fn haystack(e: &HistoryEntry) -> String {
-    let prompt = match &e.clip {
-        ClipParams::Musicgen { params } => params.prompt.clone(),
-        ClipParams::Midi { prime, .. } if prime.is_empty() => "improv".into(),
-        ClipParams::Midi { prime, .. } => prime.clone(),
-    };
     format!(
-        "{prompt} {} {} {}",
+        "{} {} {} {}",
+        listen_prompt(e),
         e.model,
         e.adapter.as_deref().unwrap_or(""),
         e.file.display()

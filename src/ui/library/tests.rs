@@ -11,24 +11,10 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use std::time::Instant;
 
-struct S {
-    panel: LibraryPanel,
-    out: Outbox,
-}
+type S = crate::ui::panel::hosted::Hosted<LibraryPanel>;
 
 fn harness(panel: LibraryPanel) -> Harness<'static, S> {
-    Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(
-            |ui, s: &mut S| {
-                s.panel.poll(&mut s.out);
-                s.panel.ui(ui, ModelBusy::default(), &mut s.out)
-            },
-            S {
-                panel,
-                out: Outbox::default(),
-            },
-        )
+    crate::ui::panel::hosted::harness(panel)
 }
 
 fn sine(seconds: f64, amplitude: f32) -> Vec<f32> {

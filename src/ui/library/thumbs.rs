@@ -22,14 +22,8 @@ pub struct Thumb {
 impl Thumb {
     /// The envelope of `samples` (mono, `rate` Hz).
     pub fn of(samples: &[f32], rate: u32) -> Self {
-        let per = samples.len().div_ceil(COLUMNS).max(1);
-        let peaks = samples
-            .chunks(per)
-            .map(|c| {
-                c.iter()
-                    .filter(|v| v.is_finite())
-                    .fold((0f32, 0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)))
-            })
+        let peaks = crate::ui::common::envelope(samples, samples.len().div_ceil(COLUMNS))
+            .into_iter()
             .map(|(lo, hi)| (lo.clamp(-1.0, 1.0), hi.clamp(-1.0, 1.0)))
             .collect();
         Self {
